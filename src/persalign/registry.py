@@ -1,0 +1,85 @@
+"""Name -> object registries, filled by a decorator, with "did you mean" on a typo.
+
+    >>> METHODS: Registry[type] = Registry("reward method")
+    >>> @METHODS.register("global-rm", summary="Bradley-Terry, scalar head on the last token")
+    ... class GlobalRM: ...
+    >>> METHODS.get("global-rn")
+    Traceback (most recent call last):
+    ConfigError: unknown reward method 'global-rn'; did you mean 'global-rm'? (known: global-rm)
+
+``persalign ls`` lists every registry, so a new method, decoder or metric is one new file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from persalign.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    summary: str
+
+
+class Registry(Generic[T]):
+    """A named collection of implementations of one interface."""
+
+    def __init__(self, kind: str, autoload: tuple[str, ...] = ()):
+        """``autoload``: modules that register into this registry, imported on first lookup."""
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._autoload = autoload
+        self._loaded = not autoload
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._autoload:
+                importlib.import_module(module)
+
+    def register(self, name: str, summary: str = "") -> Callable[[T], T]:
+        """Decorator registering ``obj`` as ``name`` (summary: its docstring's first line)."""
+
+        def decorate(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            self._entries[name] = Entry(name, obj, summary or (doc[0] if doc else ""))
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; a ConfigError with suggestions otherwise."""
+        self._load()
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(self._entries)) or "none registered"
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint} (known: {known})")
+        return self._entries[name].obj
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry[T]]:
+        for name in self.names():
+            yield self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)

@@ -1,0 +1,319 @@
+"""The interface every reward method implements, and the machinery they share.
+
+    >>> rm = persalign.rewards.create("lore", backbone="bundled:smollm2-135m-instruct")
+    >>> rm.fit(bench.train)                                   # theta and the train users' z_k
+    >>> rm.adapt("new-user", support)                         # z_k for a new user, theta frozen
+    >>> rm.prefix_rewards(prompts, responses, users)          # r(x, y_<=t) for every t
+    >>> rm.sequence_rewards(prompts, responses, users)        # one reward per response
+    >>> state = rm.start(prompt_ids, users)                   # ARGS: cached prefixes ...
+    >>> rm.step_rewards(state, candidates)                    # ... [B, k] candidate rewards
+    >>> rm.commit(state, choice)                              # ... keep the chosen candidate
+
+A method is a subclass registered with ``@register_method(name)``. Most methods put a head on the
+backbone's last hidden state at every position (``head_values``) and say how per-position values
+become a prefix reward (``aggregation``: the value at t, the running mean, or the running sum).
+Per-user parameters z_k are rows of one table (``user_table``); adapting a new user learns a new
+row on cached, frozen features, so theta cannot change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from persalign.errors import ConfigError
+from persalign.models import load_tokenizer
+from persalign.registry import Registry
+from persalign.rewards.backbone import Backbone, LoraSettings
+from persalign.rewards.config import RewardConfig
+from persalign.rewards.encoding import EncodedBatch, PromptFormatter, encode_pairs
+from persalign.types import Preference
+
+log = logging.getLogger(__name__)
+METHODS: Registry[type[RewardModel]] = Registry(
+    "reward method", autoload=("persalign.rewards.methods",)
+)
+
+
+def register_method(name: str, summary: str = ""):
+    """Class decorator: register a RewardModel subclass as ``name``."""
+
+    def decorate(cls: type[RewardModel]) -> type[RewardModel]:
+        cls.name = name
+        return METHODS.register(name, summary)(cls)
+
+    return decorate
+
+
+@dataclass
+class PrefixRewards:
+    """Rewards of every response prefix: ``rewards[i, t]`` = r(x_i, y_i[: t + 1])."""
+
+    rewards: torch.Tensor  # [N, R] float32, 0 beyond each response
+    lengths: torch.Tensor  # [N] long, response lengths in tokens
+
+    def last(self) -> torch.Tensor:
+        """[N] the reward of each whole response."""
+        return self.rewards[torch.arange(len(self.lengths)), self.lengths - 1]
+
+
+def response_index(batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence positions of each row's response tokens, [B, R], and their validity, [B, R]."""
+    lengths = batch.response_lengths  # [B]
+    width = int(lengths.max())
+    steps = torch.arange(width, device=lengths.device)  # [R]
+    start = batch.last_index - lengths + 1  # [B] first response token
+    valid = steps[None, :] < lengths[:, None]  # [B, R]
+    index = (start[:, None] + steps[None, :]).clamp(max=batch.input_ids.shape[1] - 1)
+    return index, valid
+
+
+def aggregate(values: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
+    """Per-response-token values [B, R] -> prefix rewards [B, R] (0 where not valid)."""
+    values = values * valid
+    if how == "last":
+        out = values
+    elif how == "sum":
+        out = values.cumsum(dim=1)
+    elif how == "mean":
+        out = values.cumsum(dim=1) / valid.cumsum(dim=1).clamp(min=1)
+    else:
+        raise ValueError(f"unknown aggregation {how!r}")
+    return out * valid
+
+
+class RewardModel(nn.Module):
+    """Base class: shared backbone theta (LoRA), a head, and per-user parameters z_k."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[RewardConfig]] = RewardConfig
+    personalized: ClassVar[bool] = True
+    aggregation: ClassVar[str] = "last"
+    cumulative: ClassVar[bool] = False  # True when a prefix reward sums token rewards (GenARM)
+
+    def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
+        super().__init__()
+        self.config = config
+        lora = LoraSettings(
+            rank=config.lora_rank,
+            alpha=config.lora_alpha,
+            dropout=config.lora_dropout,
+            rslora=config.use_rslora,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.backbone = backbone or Backbone.load(
+                config.backbone,
+                lora,
+                device=config.device,
+                dtype=config.dtype,
+                trust_remote_code=config.trust_remote_code,
+            )
+            tokenizer = tokenizer or load_tokenizer(
+                config.backbone, trust_remote_code=config.trust_remote_code
+            )
+            self.formatter = PromptFormatter(
+                tokenizer,
+                use_chat_template=config.use_chat_template,
+                max_prompt_tokens=config.max_prompt_tokens,
+                max_response_tokens=config.max_response_tokens,
+            )
+            self.user_ids: dict[str, int] = {}
+            self.user_table = nn.Parameter(torch.zeros(0, self.user_dim), requires_grad=False)
+            self.build(self.backbone.hidden_size)
+        self.to(self.backbone.device)
+
+    # ------------------------------------------------------------------ method hooks
+    @property
+    def user_dim(self) -> int:
+        """Size of one user's parameter vector z_k (0 for global methods)."""
+        return 0
+
+    def build(self, hidden_size: int) -> None:
+        """Create the head modules (called once, seeded)."""
+
+    def head_values(self, hidden: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Per-position values [B, T] from hidden states [B, T, H] and user vectors [B, D].
+
+        Must act on each position independently (adaptation caches response hidden states).
+        """
+        raise NotImplementedError
+
+    def init_train_users(self, n: int) -> torch.Tensor:
+        """Initial z for ``n`` train users, [n, D]."""
+        return torch.zeros(n, self.user_dim)
+
+    def new_user_vector(self) -> torch.Tensor:
+        """Starting point of a new user's z before adaptation, [D]: the train users' mean."""
+        if len(self.user_table) == 0:
+            return torch.zeros(self.user_dim, device=self.user_table.device)
+        return self.user_table.detach().mean(dim=0)
+
+    def pair_loss(
+        self, chosen: torch.Tensor, rejected: torch.Tensor, pairs: Sequence[Preference]
+    ) -> torch.Tensor:
+        """Bradley-Terry: -log sigmoid(r_w - r_l), averaged over the batch."""
+        return -nn.functional.logsigmoid(chosen - rejected).mean()
+
+    def user_regularizer(self, z: torch.Tensor) -> torch.Tensor:
+        """Extra loss on a user vector during adaptation (default: none)."""
+        return z.new_zeros(())
+
+    def before_fit(self, pairs: Sequence[Preference]) -> None:
+        """Called once before training, after the train users are known (e.g. warm starts)."""
+
+    def make_optimizers(self) -> list[torch.optim.Optimizer]:
+        """AdamW over ``trainable_groups`` (methods with alternating steps return several)."""
+        return [torch.optim.AdamW(self.trainable_groups(), weight_decay=0.0)]
+
+    def training_step(
+        self, pairs: Sequence[Preference], optimizers: list[torch.optim.Optimizer], step: int
+    ) -> dict[str, float]:
+        """One step on a batch of pairs; returns at least ``loss`` and ``accuracy``."""
+        from persalign.rewards.training import default_training_step
+
+        return default_training_step(self, pairs, optimizers)
+
+    # ------------------------------------------------------------------ users
+    def user_vectors(self, users: Sequence[str]) -> torch.Tensor | None:
+        """[B, D] user parameters for ``users`` (None for global methods)."""
+        if not self.personalized:
+            return None
+        missing = sorted({u for u in users if u not in self.user_ids})
+        if missing:
+            raise ConfigError(
+                f"unknown user(s) for {self.name}: {', '.join(missing[:3])}; "
+                "train on them or adapt them first"
+            )
+        rows = torch.tensor([self.user_ids[u] for u in users], device=self.user_table.device)
+        return self.user_table[rows]
+
+    def set_users(self, users: Sequence[str], table: torch.Tensor) -> None:
+        """Replace the user table with ``table`` [len(users), D] for ``users``."""
+        self.user_ids = {u: i for i, u in enumerate(users)}
+        self.user_table = nn.Parameter(
+            table.to(self.user_table.device, torch.float32).clone(), requires_grad=False
+        )
+
+    def add_user(self, user: str, vector: torch.Tensor) -> None:
+        """Add (or replace) one user's z."""
+        vector = vector.detach().to(self.user_table.device, torch.float32).reshape(1, -1)
+        if user in self.user_ids:
+            with torch.no_grad():
+                self.user_table[self.user_ids[user]] = vector[0]
+            return
+        self.user_ids[user] = len(self.user_ids)
+        self.user_table = nn.Parameter(
+            torch.cat([self.user_table.detach(), vector]), requires_grad=False
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def encode(self, prompts: Sequence[str], responses: Sequence[str], padding_side: str = "right"):
+        return encode_pairs(
+            self.formatter, list(prompts), list(responses), padding_side=padding_side
+        ).to(self.backbone.device)
+
+    def token_values(self, batch: EncodedBatch, z: torch.Tensor | None) -> torch.Tensor:
+        """Per-position values [B, T] for a whole batch, one forward pass."""
+        hidden, _ = self.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
+        return self.head_values(hidden.float(), z)
+
+    def batch_prefix_rewards(self, batch: EncodedBatch, users: Sequence[str]) -> torch.Tensor:
+        """Prefix rewards [B, R] of an encoded batch (with gradients if enabled)."""
+        values = self.token_values(batch, self.user_vectors(users))  # [B, T]
+        index, valid = response_index(batch)  # [B, R]
+        return aggregate(values.gather(1, index), valid, self.aggregation)
+
+    @torch.no_grad()
+    def prefix_rewards(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        users: Sequence[str],
+        *,
+        padding_side: str = "right",
+        batch_size: int | None = None,
+    ) -> PrefixRewards:
+        """r(x, y_<=t) for every response prefix, one forward pass per batch of responses."""
+        if not len(prompts) == len(responses) == len(users):
+            raise ValueError("prompts, responses and users must have the same length")
+        size = batch_size or self.config.eval_batch_size
+        chunks, lengths = [], []
+        was_training = self.training
+        self.eval()
+        for start in range(0, len(prompts), size):
+            sl = slice(start, start + size)
+            batch = self.encode(prompts[sl], responses[sl], padding_side)
+            chunks.append(self.batch_prefix_rewards(batch, users[sl]).float().cpu())
+            lengths.append(batch.response_lengths.cpu())
+        self.train(was_training)
+        width = max((c.shape[1] for c in chunks), default=0)
+        rewards = torch.cat([nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
+        return PrefixRewards(rewards, torch.cat(lengths))
+
+    def sequence_rewards(
+        self, prompts: Sequence[str], responses: Sequence[str], users: Sequence[str], **kw: Any
+    ) -> torch.Tensor:
+        """[N] reward of each whole response (its last prefix reward)."""
+        return self.prefix_rewards(prompts, responses, users, **kw).last()
+
+    # ------------------------------------------------------------------ training, adaptation
+    def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
+        """Learn theta and the train users' z_k (Bradley-Terry unless the method says otherwise)."""
+        from persalign.rewards.training import fit
+
+        return fit(self, prefs, **kw)
+
+    def adapt(self, user: str, support: Sequence[Preference]) -> None:
+        """Learn a new user's z_k from ``support`` with theta frozen (global methods: no-op)."""
+        from persalign.rewards.training import adapt_user_vector
+
+        if self.personalized:
+            adapt_user_vector(self, user, support)
+
+    def trainable_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups: LoRA, head, user table (each with its learning rate)."""
+        cfg = self.config
+        head = [
+            p
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith("backbone.") and n != "user_table"
+        ]
+        groups = [
+            {"params": self.backbone.trainable_parameters(), "lr": cfg.backbone_lr},
+            {"params": head, "lr": cfg.head_lr, "weight_decay": cfg.head_weight_decay},
+        ]
+        if self.personalized and self.user_table.requires_grad:
+            groups.append({"params": [self.user_table], "lr": cfg.user_lr, "weight_decay": 0.0})
+        return [g for g in groups if g["params"]]
+
+    # ------------------------------------------------------------------ decoding hooks
+    def start(self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]):
+        """Encode the prompts once; the state that ``step_rewards`` / ``commit`` advance."""
+        from persalign.rewards.stepping import start_hidden
+
+        return start_hidden(self, prompt_ids, users)
+
+    def step_rewards(self, state, candidates: torch.Tensor) -> torch.Tensor:
+        """[B, k] rewards of the prefixes extended by each of k candidate tokens [B, k]."""
+        from persalign.rewards.stepping import step_hidden
+
+        return step_hidden(self, state, candidates)
+
+    def commit(self, state, choice: torch.Tensor) -> None:
+        """Append candidate ``choice`` [B] (an index into the last candidates) to each prefix."""
+        from persalign.rewards.stepping import commit_hidden
+
+        commit_hidden(self, state, choice)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str) -> None:
+        """safetensors weights (LoRA, head, users) + a JSON config; never pickle."""
+        from persalign.rewards.io import save_reward_model
+
+        save_reward_model(self, path)

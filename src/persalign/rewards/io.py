@@ -1,0 +1,88 @@
+"""Saving and loading reward models: safetensors weights plus a JSON config, never pickle.
+
+    >>> rm.save("runs/x/model")
+    >>> rm = load_reward_model("runs/x/model")        # same rewards, same users
+
+Only what training changed is saved: the LoRA weights, the head and the user table. The frozen
+backbone is reloaded from its spec (a hub id, a folder or ``bundled:``) recorded in the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save
+
+from persalign import __version__
+from persalign.data.io import atomic_write, read_json, write_json
+from persalign.errors import DataError
+
+FORMAT = "persalign-reward/1"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def trained_state(rm) -> dict[str, torch.Tensor]:
+    """The state that training changes: everything but the frozen base weights."""
+    out = {}
+    for name, tensor in rm.state_dict().items():
+        if name.startswith("backbone.") and "lora_" not in name:
+            continue
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def save_reward_model(rm, path: str | Path) -> None:
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
+        handle.write(_serialize(trained_state(rm)))
+    users = sorted(rm.user_ids, key=rm.user_ids.__getitem__)
+    write_json(
+        folder / CONFIG_FILE,
+        {
+            "format": FORMAT,
+            "method": rm.name,
+            "config": rm.config.model_dump(),
+            "users": users,
+            "persalign_version": __version__,
+        },
+    )
+
+
+def _serialize(tensors: dict[str, torch.Tensor]) -> bytes:
+    return save(tensors, metadata={"format": FORMAT})
+
+
+def load_reward_model(path: str | Path, **overrides):
+    """Rebuild the method from its config, then load its trained weights."""
+    from persalign.rewards.base import METHODS
+
+    folder = Path(path)
+    meta = read_json(folder / CONFIG_FILE)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"not a persalign reward model (format {FORMAT!r} expected)", folder)
+    cls = METHODS.get(meta["method"])
+    config = cls.config_class(**{**meta["config"], **overrides})
+    rm = cls(config)
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise DataError("missing weights file", weights_path)
+    try:
+        state = load_file(str(weights_path), device=str(rm.backbone.device))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise DataError(f"cannot read weights ({exc})", weights_path) from exc
+    if "user_table" in state:
+        rm.set_users(meta["users"], state["user_table"])
+    expected = set(trained_state(rm))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise DataError(
+            f"weights do not match method {meta['method']!r}: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}",
+            weights_path,
+        )
+    rm.load_state_dict(state, strict=False)
+    rm.eval()
+    return rm

@@ -1,0 +1,198 @@
+"""Training loops shared by the reward methods: ``fit`` on train users, ``adapt`` a new user.
+
+    >>> history = fit(rm, bench.train, log_path="runs/x/train_log.jsonl")
+    >>> adapt_user_vector(rm, "user-7", support)      # z_k only; theta bitwise unchanged
+
+``fit`` is seeded (initialisation, shuffling), shows a rich progress bar and writes one JSON line
+per step (step, epoch, loss, pairwise accuracy). Methods change what a step does through
+``RewardModel.training_step`` (LoRE-Alt alternates two optimisers) and what the loss is through
+``pair_loss`` / ``pair_objective``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from persalign.data.io import SkipReport
+from persalign.logs import progress_bar
+from persalign.rewards.base import RewardModel, aggregate, response_index
+from persalign.types import Preference
+
+log = logging.getLogger(__name__)
+
+
+def usable_pairs(prefs: Sequence[Preference], skips: SkipReport) -> list[Preference]:
+    """Pairs with non-empty, different texts; the rest are counted in ``skips``."""
+    kept = []
+    for pref in prefs:
+        if not pref.chosen.strip() or not pref.rejected.strip():
+            skips.add("pair with an empty response", pref.id)
+        elif pref.chosen == pref.rejected:
+            skips.add("pair with identical responses", pref.id)
+        else:
+            kept.append(pref)
+    return kept
+
+
+def pair_rewards(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence rewards (with gradients) of the chosen and rejected responses, [B] each."""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    users = [p.user for p in pairs] * 2
+    batch = rm.encode(prompts, responses)
+    prefix = rm.batch_prefix_rewards(batch, users)  # [2B, R]
+    last = prefix[torch.arange(len(responses)), batch.response_lengths - 1]  # [2B]
+    return last[: len(pairs)], last[len(pairs) :]
+
+
+def default_training_step(
+    rm: RewardModel, pairs: Sequence[Preference], optimizers: list[torch.optim.Optimizer]
+) -> dict[str, float]:
+    """One optimisation step on ``pairs``: forward, loss, backward, clip, step."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    chosen, rejected = pair_rewards(rm, pairs)
+    loss = rm.pair_loss(chosen, rejected, pairs)
+    loss.backward()
+    if rm.config.grad_clip:
+        params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        nn.utils.clip_grad_norm_(params, rm.config.grad_clip)
+    for opt in optimizers:
+        opt.step()
+    accuracy = (chosen > rejected).float().mean().item()
+    return {"loss": loss.item(), "accuracy": accuracy}
+
+
+def fit(
+    rm: RewardModel,
+    prefs: Sequence[Preference],
+    *,
+    log_path: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train theta and the train users' z_k on ``prefs``; returns the per-step history."""
+    cfg = rm.config
+    skips = SkipReport()
+    pairs = usable_pairs(prefs, skips)
+    skips.log(log, what="training pairs skipped")
+    if not pairs:
+        raise ValueError("no usable training pairs")
+    users = sorted({p.user for p in pairs})
+    torch.manual_seed(cfg.seed)
+    if rm.personalized:
+        rm.set_users(users, rm.init_train_users(len(users)))
+        rm.user_table.requires_grad_(True)
+    rm.before_fit(pairs)
+    optimizers = rm.make_optimizers()
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    handle = _open_log(log_path)
+    rm.train()
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(f"training {rm.name}", total=total)
+            step = 0
+            while step < total:
+                order = torch.randperm(len(pairs), generator=generator).tolist()
+                for start in range(0, len(order), cfg.batch_size):
+                    if step >= total:
+                        break
+                    batch = [pairs[i] for i in order[start : start + cfg.batch_size]]
+                    metrics = rm.training_step(batch, optimizers, step)
+                    record = {"step": step + 1, "epoch": step // steps_per_epoch, **metrics}
+                    history.append(record)
+                    if handle:
+                        handle.write(json.dumps(record) + "\n")
+                        handle.flush()
+                    step += 1
+                    bar.update(task, advance=1, description=_describe(rm, metrics))
+    finally:
+        if handle:
+            handle.close()
+        rm.eval()
+        rm.user_table.requires_grad_(False)
+    return history
+
+
+def _describe(rm: RewardModel, metrics: dict[str, float]) -> str:
+    return f"training {rm.name} loss {metrics['loss']:.3f} acc {metrics['accuracy']:.2f}"
+
+
+def _open_log(path: str | Path | None):
+    if path is None:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("w", encoding="utf-8")
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Temporarily stop gradients to every parameter of ``module``."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@torch.no_grad()
+def response_features(rm: RewardModel, pairs: Sequence[Preference]) -> dict[str, Any]:
+    """Frozen hidden states of the chosen and rejected responses: [2n, R, H] and validity."""
+    prompts = [p.prompt for p in pairs] * 2
+    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    hidden_rows, valid_rows = [], []
+    size = rm.config.eval_batch_size
+    for start in range(0, len(prompts), size):
+        batch = rm.encode(prompts[start : start + size], responses[start : start + size])
+        hidden, _ = rm.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
+        index, valid = response_index(batch)  # [b, R]
+        gathered = hidden.float().gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        hidden_rows.append(gathered)
+        valid_rows.append(valid)
+    width = max(h.shape[1] for h in hidden_rows)
+    hidden = torch.cat([nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h in hidden_rows])
+    valid = torch.cat([nn.functional.pad(v, (0, width - v.shape[1])) for v in valid_rows])
+    return {"hidden": hidden, "valid": valid, "n": len(pairs)}
+
+
+def adapt_user_vector(rm: RewardModel, user: str, support: Sequence[Preference]) -> None:
+    """Learn ``user``'s z by Bradley-Terry on cached, frozen response features."""
+    skips = SkipReport()
+    pairs = usable_pairs(support, skips)
+    skips.log(log, what=f"support pairs of {user} skipped")
+    z = nn.Parameter(rm.new_user_vector().detach().clone().float())
+    if not pairs or rm.config.adapt_steps == 0:
+        rm.add_user(user, z.detach())
+        return
+    feats = response_features(rm, pairs)
+    n = feats["n"]
+    optimizer = torch.optim.Adam([z], lr=rm.config.adapt_lr or rm.config.user_lr)
+    with frozen(rm):
+        for _ in range(rm.config.adapt_steps):
+            optimizer.zero_grad(set_to_none=True)
+            rows = feats["hidden"].shape[0]
+            values = rm.head_values(feats["hidden"], z[None, :].expand(rows, -1))  # [2n, R]
+            prefix = aggregate(values, feats["valid"], rm.aggregation)
+            lengths = feats["valid"].sum(dim=1)
+            last = prefix[torch.arange(rows), lengths - 1]
+            loss = rm.pair_loss(last[:n], last[n:], pairs) + rm.user_regularizer(z)
+            loss.backward()
+            optimizer.step()
+    rm.add_user(user, z.detach())

@@ -1,0 +1,101 @@
+"""Shared fixtures: the shared data folder, a private cache, tiny models.
+
+Tests that need ``../shared/data`` find it through ``PERSALIGN_SHARED_DATA``. Where the folder
+is absent they skip with a clear reason, except in CI (``PERSALIGN_REQUIRE_SHARED_DATA=1``),
+where a missing folder is an error, so real-data tests are never skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _shared_data() -> Path | None:
+    env = os.environ.get("PERSALIGN_SHARED_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder (TL;DR batches, ACL Anthology XML, PRISM ids)."""
+    path = _shared_data()
+    if path is None:
+        msg = "shared data not found: set PERSALIGN_SHARED_DATA to ../shared/data"
+        if os.environ.get("PERSALIGN_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def persalign_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder shared by the session's tests (bundled model conversion happens once).
+
+    Reuses ``$PERSALIGN_CACHE`` when set, so a developer's converted models are not rebuilt.
+    """
+    env = os.environ.get("PERSALIGN_CACHE")
+    if env:
+        return Path(env)
+    return tmp_path_factory.mktemp("persalign-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(persalign_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERSALIGN_CACHE", str(persalign_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+# ---------------------------------------------------------------- tiny random causal LMs
+TINY_CHARS = [chr(c) for c in range(32, 127)] + ["\n"]
+TINY_SPECIALS = ["<unk>", "<pad>", "<eos>", "<user>", "<assistant>"]
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<' + m['role'] + '>' + m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<assistant>' }}{% endif %}"
+)
+
+
+def save_tiny_lm(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised Llama with a character-level tokenizer and a chat template."""
+    import torch
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS + TINY_CHARS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
+        additional_special_tokens=["<user>", "<assistant>"],
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=1024, eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"],
+        bos_token_id=None, tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path (as a model spec) of a tiny random causal LM with a chat template."""
+    return str(save_tiny_lm(tmp_path_factory.mktemp("tiny-lm")))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_other(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A second tiny LM (other seed) sharing ``tiny_lm``'s tokenizer: a policy for an RM."""
+    return str(save_tiny_lm(tmp_path_factory.mktemp("tiny-lm-other"), seed=1))
