@@ -27,14 +27,17 @@ def child(source: str, include: list[str], out: str) -> None:
 
     setup_logging(0)
     start = time.perf_counter()
-    manifest = BUILDERS.get("pref-acl")(
-        BuildOptions(source=source, include=tuple(include)), out
-    )
+    manifest = BUILDERS.get("pref-acl")(BuildOptions(source=source, include=tuple(include)), out)
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     json.dump(
-        {"seconds": round(seconds, 1), "peak_rss_mib": round(peak_mib), **manifest["counts"],
-         "papers": manifest["source"]["papers"], "authors": manifest["source"]["authors"]},
+        {
+            "seconds": round(seconds, 1),
+            "peak_rss_mib": round(peak_mib),
+            **manifest["counts"],
+            "papers": manifest["source"]["papers"],
+            "authors": manifest["source"]["authors"],
+        },
         sys.stdout,
     )
 

@@ -8,9 +8,14 @@ where a missing folder is an error, so real-data tests are never skipped silentl
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Read by huggingface_hub at import time (collection), so set before anything imports it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _shared_data() -> Path | None:
@@ -47,11 +52,12 @@ def persalign_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("persalign-cache")
 
 
-@pytest.fixture(autouse=True)
-def _cache_env(persalign_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PERSALIGN_CACHE", str(persalign_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+@pytest.fixture(scope="session", autouse=True)
+def _cache_env(persalign_cache: Path) -> Iterator[None]:
+    """Every test, and every module or session fixture, uses the test cache, never ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PERSALIGN_CACHE", str(persalign_cache))
+        yield
 
 
 # ---------------------------------------------------------------- tiny random causal LMs
@@ -73,16 +79,26 @@ def save_tiny_lm(folder: Path, seed: int = 0, hidden: int = 32, layers: int = 2)
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        eos_token="<eos>",
         additional_special_tokens=["<user>", "<assistant>"],
     )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=1024, eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"],
-        bos_token_id=None, tie_word_embeddings=False,
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=vocab["<eos>"],
+        pad_token_id=vocab["<pad>"],
+        bos_token_id=None,
+        tie_word_embeddings=False,
     )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -23,6 +23,7 @@ class HashEmbedder:
 
     name = "hash-64"
     dim = 64
+    max_seq_length = 256
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -52,8 +53,9 @@ def synthetic_corpus(n_users: int = 8, per_user: int = 6) -> Corpus:
             pid = f"P{u:02d}-{i:02d}"
             coauthor = f"user{(u + 1) % n_users}" if i == 0 else None  # some shared papers
             corpus.add_paper(
-                Paper(pid, f"{topic.title()} study {u}-{i}", f"we study {topic} " * 3 + pid,
-                      2016 + i),
+                Paper(
+                    pid, f"{topic.title()} study {u}-{i}", f"we study {topic} " * 3 + pid, 2016 + i
+                ),
                 [f"user{u}"] + ([coauthor] if coauthor else []),
             )
     # A paper whose title equals another's must never be its negative.
@@ -86,9 +88,26 @@ def test_negatives_are_admissible_and_completions_match(tmp_path: Path, fake_emb
     assert len(train_users) == 5 and len(adapt_users) == 2 and not train_users & adapt_users
     assert not {p.id for p in bench.support} & {p.id for p in bench.query}
     assert [c.id for c in bench.completions] == [q.id for q in bench.query]
-    assert all(c.reference == q.chosen for c, q in zip(bench.completions, bench.query))
+    assert all(
+        c.reference == q.chosen for c, q in zip(bench.completions, bench.query, strict=True)
+    )
     assert manifest["skipped"]["user with fewer than 3 papers"]["examples"] == ["solo"]
     assert manifest["source"]["embedder"] == "hash-64"
+    # default pool: the selected users' papers only ("solo" was not selected, so never a negative)
+    assert all(p.meta["negative_paper_id"] != "DUP" for p in prefs)
+    selected = manifest["train_user_ids"] + manifest["adapt_user_ids"]
+    pool = {pid for user in selected for pid in corpus.authors[user]}
+    assert manifest["source"]["negative_pool_papers"] == len(pool) < len(corpus.papers)
+    assert all(p.meta["negative_paper_id"] in pool for p in prefs)
+
+
+def test_negative_pool_all_draws_from_the_whole_corpus(tmp_path: Path, fake_embedder):
+    manifest = build_pref_benchmark(
+        "toy", synthetic_corpus(), options(negative_pool="all"), tmp_path
+    )
+    assert manifest["source"]["negative_pool_papers"] == 49
+    with pytest.raises(ConfigError, match="negative-pool"):
+        build_pref_benchmark("toy", synthetic_corpus(), options(negative_pool="x"), tmp_path)
 
 
 def test_same_inputs_and_seed_give_byte_identical_files(tmp_path: Path, fake_embedder):
@@ -121,8 +140,10 @@ def naive_negatives(user, paper, pool, emb, writers, top_k):
     q = emb[[p.id for p in pool].index(paper.id)]
     order = sorted(range(len(pool)), key=lambda i: -float(emb[i] @ q))
     keep = [
-        pool[i].id for i in order
-        if pool[i].id != paper.id and user not in writers.get(pool[i].id, set())
+        pool[i].id
+        for i in order
+        if pool[i].id != paper.id
+        and user not in writers.get(pool[i].id, set())
         and _norm_title(pool[i].title) != _norm_title(paper.title)
     ]
     return keep[:top_k]

@@ -50,8 +50,12 @@ def test_data_stats_json(tmp_path: Path, capsys):
     assert code == 0
     stats = json.loads(out)
     assert stats["train"]["users"] == 2
-    assert stats["train"]["preferences_per_user"] == {"min": 3, "median": 4.0, "mean": 4.0,
-                                                      "max": 5}
+    assert stats["train"]["preferences_per_user"] == {
+        "min": 3,
+        "median": 4.0,
+        "mean": 4.0,
+        "max": 5,
+    }
     assert stats["adapt"]["users"] == 1 and stats["adapt"]["preferences"] == 4
     assert stats["prompts"] == 12 and stats["completions"] == 2
     assert stats["skipped"] == {"empty title": 2}
@@ -82,8 +86,17 @@ def test_user_errors_are_one_line_exit_2(tmp_path: Path, capsys):
 def test_data_build_tldr_from_the_cli(tmp_path: Path, shared_data: Path, capsys):
     out_dir = tmp_path / "tldr"
     code, out, err = run(
-        ["data", "build", "tldr", "--source", str(shared_data / "tldr"), "--out", str(out_dir),
-         "--split-file", str(shared_data / "tldr" / "pal_worker_ids.json")],
+        [
+            "data",
+            "build",
+            "tldr",
+            "--source",
+            str(shared_data / "tldr"),
+            "--out",
+            str(out_dir),
+            "--split-file",
+            str(shared_data / "tldr" / "pal_worker_ids.json"),
+        ],
         capsys,
     )
     assert code == 0, err

@@ -36,7 +36,7 @@ def test_read_jsonl_missing_field_and_non_object(tmp_path: Path):
     with pytest.raises(DataError, match=r"x.jsonl:1: preference is missing field\(s\): prompt"):
         list(read_jsonl(path, ("user", "prompt"), kind="preference"))
     path.write_text("[1, 2]\n", encoding="utf-8")
-    with pytest.raises(DataError, match="x.jsonl:1: expected a JSON object, got list"):
+    with pytest.raises(DataError, match=r"x\.jsonl:1: expected a JSON object, got list"):
         list(read_jsonl(path))
     with pytest.raises(DataError, match="no such file"):
         list(read_jsonl(tmp_path / "missing.jsonl"))
@@ -80,12 +80,20 @@ def test_benchmark_round_trip_with_hashes(tmp_path: Path):
     query = [_pref(i + 2, "a1") for i in range(2)]
     completions = [Completion(q.id, q.user, q.prompt, q.chosen) for q in query]
     manifest = write_benchmark(
-        tmp_path / "b", train=train, support=support, query=query, completions=completions,
+        tmp_path / "b",
+        train=train,
+        support=support,
+        query=query,
+        completions=completions,
         manifest={"name": "toy"},
     )
     assert manifest["counts"] == {
-        "train_users": 1, "adapt_users": 1, "train_preferences": 3,
-        "support_preferences": 2, "query_preferences": 2, "completions": 2,
+        "train_users": 1,
+        "adapt_users": 1,
+        "train_preferences": 3,
+        "support_preferences": 2,
+        "query_preferences": 2,
+        "completions": 2,
     }
     for name, info in manifest["files"].items():
         assert info["sha256"] == sha256_file(tmp_path / "b" / name)
@@ -100,7 +108,10 @@ def test_benchmark_round_trip_with_hashes(tmp_path: Path):
 
 def test_load_benchmark_rejects_overlapping_users_and_bad_types(tmp_path: Path):
     write_benchmark(
-        tmp_path / "b", train=[_pref(0, "u")], support=[_pref(1, "u")], query=[_pref(2, "v")],
+        tmp_path / "b",
+        train=[_pref(0, "u")],
+        support=[_pref(1, "u")],
+        query=[_pref(2, "v")],
         manifest={},
     )
     with pytest.raises(DataError, match="both train and adaptation users: u"):

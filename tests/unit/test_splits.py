@@ -17,12 +17,14 @@ from persalign.types import Preference
 
 def test_split_users_paper_shape_else_80_20():
     users = [f"u{i:03d}" for i in range(700)]
-    train, adapt = split_users(users, train_users=None, adapt_users=None, seed=0,
-                               paper_shape=(485, 126))
+    train, adapt = split_users(
+        users, train_users=None, adapt_users=None, seed=0, paper_shape=(485, 126)
+    )
     assert (len(train), len(adapt)) == (485, 126)
     assert not set(train) & set(adapt)
-    train, adapt = split_users(users[:50], train_users=None, adapt_users=None, seed=0,
-                               paper_shape=(485, 126))
+    train, adapt = split_users(
+        users[:50], train_users=None, adapt_users=None, seed=0, paper_shape=(485, 126)
+    )
     assert (len(train), len(adapt)) == (40, 10)
     again = split_users(users[:50], train_users=None, adapt_users=None, seed=0)
     assert again == (train, adapt)
@@ -68,7 +70,8 @@ def test_read_split_file_pal_keys_and_errors(tmp_path: Path):
 def _prefs(users: dict[str, int]) -> list[Preference]:
     return [
         Preference(f"{u}/{i}", u, f"p{i}", "c", "r", {"year": 2000 + i})
-        for u, n in users.items() for i in range(n)
+        for u, n in users.items()
+        for i in range(n)
     ]
 
 
@@ -77,8 +80,12 @@ def test_write_preference_benchmark_split_file_counts_skips(tmp_path: Path):
     split.write_text(json.dumps({"seen": ["a", "ghost"], "unseen": ["b", "tiny"]}))
     prefs = _prefs({"a": 6, "b": 6, "c": 6, "tiny": 2})
     manifest = write_preference_benchmark(
-        "toy", prefs, SkipReport(), BuildOptions(min_items=3, split_file=str(split), split="time"),
-        tmp_path / "out", source={"kind": "test"},
+        "toy",
+        prefs,
+        SkipReport(),
+        BuildOptions(min_items=3, split_file=str(split), split="time"),
+        tmp_path / "out",
+        source={"kind": "test"},
     )
     assert manifest["train_user_ids"] == ["a"] and manifest["adapt_user_ids"] == ["b"]
     skipped = manifest["skipped"]
@@ -108,7 +115,11 @@ def test_max_items_caps_each_user_with_a_counted_seeded_sample(tmp_path: Path):
 
 def test_min_items_default_is_filled_in_and_recorded(tmp_path: Path):
     manifest = write_preference_benchmark(
-        "toy", _prefs({"a": 12, "b": 12, "c": 5}), SkipReport(), BuildOptions(), tmp_path,
+        "toy",
+        _prefs({"a": 12, "b": 12, "c": 5}),
+        SkipReport(),
+        BuildOptions(),
+        tmp_path,
         source={},
     )
     assert manifest["options"]["min_items"] == 10

@@ -91,6 +91,18 @@ def _paper_order(paper: Paper) -> tuple[int, str]:
     return (paper.year if paper.year is not None else -1, paper.id)
 
 
+def negative_pool(corpus: Corpus, items: dict[str, list[Paper]], which: str) -> list[Paper]:
+    """Candidate negatives, sorted by id: the selected users' papers, or the whole corpus."""
+    if which == "all":
+        papers = corpus.papers.values()
+    elif which == "users":
+        ids = {pid for user in items for pid in corpus.authors[user]}
+        papers = [corpus.papers[pid] for pid in ids]
+    else:
+        raise ConfigError(f"--negative-pool must be 'users' or 'all', got {which!r}")
+    return sorted(papers, key=lambda p: p.id)
+
+
 def mine_negatives(
     queries: list[tuple[str, Paper]],
     pool: list[Paper],
@@ -178,9 +190,10 @@ def build_pref_benchmark(
     train, adapt = select_users(corpus, options, skips)
     items = {user: user_papers(corpus, user, options, skips) for user in [*train, *adapt]}
 
-    pool = sorted(corpus.papers.values(), key=lambda p: p.id)
+    pool = negative_pool(corpus, items, options.negative_pool)
     log.info("embedding %d abstracts with %s", len(pool), options.embedder)
     embedder = load_embedder(options.embedder)
+    embedder.max_seq_length = options.embed_max_tokens
     pool_emb = cached_encode(
         embedder, [p.abstract for p in pool], batch_size=options.batch_size, progress=True
     )
@@ -225,6 +238,8 @@ def build_pref_benchmark(
             "papers": len(corpus.papers),
             "authors": len(corpus.authors),
             "embedder": embedder.name,
+            "embed_max_tokens": options.embed_max_tokens,
+            "negative_pool_papers": len(pool),
         },
         user_split=(train, adapt),
         completions=completions,

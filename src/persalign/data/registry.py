@@ -45,6 +45,11 @@ class BuildOptions:
     """Pref-LaMP recipe: sample the rejected title from this many most similar abstracts."""
     embedder: str = "bundled:all-minilm-l6-v2"
     """Embedding model for hard-negative mining (an id, a folder, or bundled:<name>)."""
+    negative_pool: str = "users"
+    """Where negatives come from: 'users' (papers of the benchmark's users, as in LaMP-5, whose
+    corpus is its users' profiles) or 'all' (every paper of the source; slower to embed)."""
+    embed_max_tokens: int = 128
+    """Abstracts are embedded from their first this-many tokens (MiniLM's cost is linear in it)."""
     include: tuple[str, ...] = ()
     """Glob patterns of source files to read (ACL: e.g. '2024.*.xml'); empty reads all."""
     batch_size: int = 64

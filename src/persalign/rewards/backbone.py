@@ -54,10 +54,21 @@ class Backbone(nn.Module):
             )
             model = get_peft_model(model, config)
         self.model = model
-        base = model.get_base_model() if isinstance(model, PeftModel) else model
-        self.decoder: nn.Module = base.get_decoder()  # e.g. LlamaModel: hidden states only
-        self.lm_head: nn.Module = base.get_output_embeddings()
-        self.hidden_size: int = base.config.hidden_size
+        self.hidden_size: int = self.base.config.hidden_size
+
+    @property
+    def base(self) -> PreTrainedModel:
+        """The (LoRA-injected) transformers model, without the peft wrapper."""
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder stack (e.g. LlamaModel): hidden states without the LM head."""
+        return self.base.get_decoder()
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.base.get_output_embeddings()
 
     @classmethod
     def load(

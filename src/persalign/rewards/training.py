@@ -112,7 +112,12 @@ def fit(
                         break
                     batch = [pairs[i] for i in order[start : start + cfg.batch_size]]
                     metrics = rm.training_step(batch, optimizers, step)
-                    record = {"step": step + 1, "epoch": step // steps_per_epoch, **metrics}
+                    record = {
+                        "step": step + 1,
+                        "epoch": step // steps_per_epoch,
+                        "pairs": len(batch),
+                        **metrics,
+                    }
                     history.append(record)
                     if handle:
                         handle.write(json.dumps(record) + "\n")

@@ -1,0 +1,163 @@
+"""RM accuracy, training throughput and peak memory of every reward method on the shared TL;DR.
+
+    python benchmarks/bench_rewards.py [--methods global-rm,lore] [--max-steps 30] [--batch-size 4]
+
+PAL's seen workers are the train users and its unseen workers the adaptation users (the shared
+batches hold 7 and 20 of them). Each method trains in its own subprocess (so peak memory is its
+own) with the bundled SmolLM2-135M-Instruct backbone, one seed, then adapts every adaptation user
+on its support set and reports RM accuracy (Eq. 2) on the query set. On 2 CPU cores the defaults
+cut prompts to 128 tokens, responses to 48, and cap support and query sets; pass larger values on
+a GPU machine. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def child(args: argparse.Namespace) -> None:
+    """Train, adapt and evaluate one method in this process; print its JSON line."""
+    import torch
+
+    from persalign.data import load_benchmark
+    from persalign.logs import setup_logging
+    from persalign.metrics.ranking import rm_accuracy
+    from persalign.rewards import create
+    from persalign.sysinfo import peak_rss_mib
+
+    setup_logging(0)
+    torch.manual_seed(args.seed)
+    bench = load_benchmark(args.benchmark)
+    rm = create(
+        args.method,
+        backbone=args.backbone,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_response_tokens=args.max_response_tokens,
+    )
+    start = time.perf_counter()
+    history = rm.fit(bench.train, progress=False)
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    query = []
+    for user in bench.adapt_users():
+        rm.adapt(user.user, list(user.support)[: args.max_support])
+        query += list(user.query)[: args.max_query]
+    adapt_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    accuracy = rm_accuracy(rm, query)
+    eval_seconds = time.perf_counter() - start
+    pairs = sum(r["pairs"] for r in history)
+    print(
+        json.dumps(
+            {
+                "method": args.method,
+                "rm_accuracy": round(accuracy["mean"], 4),
+                "rm_accuracy_pooled": round(accuracy["pooled"], 4),
+                "query_pairs": accuracy["pairs"],
+                "train_steps": len(history),
+                "train_pairs_per_second": round(pairs / train_seconds, 3),
+                "final_train_loss": round(history[-1]["loss"], 4),
+                "train_seconds": round(train_seconds, 1),
+                "adapt_seconds": round(adapt_seconds, 1),
+                "eval_seconds": round(eval_seconds, 1),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shared = os.environ.get("PERSALIGN_SHARED_DATA", str(Path(__file__).parents[2] / "shared/data"))
+    parser.add_argument("--methods", default="")
+    parser.add_argument("--backbone", default="bundled:smollm2-135m-instruct")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-prompt-tokens", type=int, default=128)
+    parser.add_argument("--max-response-tokens", type=int, default=48)
+    parser.add_argument("--max-support", type=int, default=16)
+    parser.add_argument("--max-query", type=int, default=16)
+    parser.add_argument("--tldr", default=str(Path(shared) / "tldr"))
+    parser.add_argument("--benchmark")
+    parser.add_argument("--method")
+    parser.add_argument("--child", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    from persalign.data import BUILDERS, BuildOptions
+    from persalign.rewards import METHODS
+
+    methods = [m for m in args.methods.split(",") if m] or METHODS.names()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Path(tmp) / "tldr"
+        BUILDERS.get("tldr")(
+            BuildOptions(source=args.tldr, split_file=str(Path(args.tldr) / "pal_worker_ids.json")),
+            bench,
+        )
+        for method in methods:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--method",
+                method,
+                "--benchmark",
+                str(bench),
+            ]
+            for flag in (
+                "backbone",
+                "seed",
+                "max_steps",
+                "batch_size",
+                "max_prompt_tokens",
+                "max_response_tokens",
+                "max_support",
+                "max_query",
+            ):
+                cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                results.append({"method": method, "error": proc.stderr.strip().splitlines()[-1:]})
+                continue
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            sys.stderr.write(json.dumps(results[-1]) + "\n")
+    print(
+        json.dumps(
+            {
+                "benchmark": "reward_methods_tldr",
+                "settings": {
+                    k: getattr(args, k)
+                    for k in (
+                        "backbone",
+                        "seed",
+                        "max_steps",
+                        "batch_size",
+                        "max_prompt_tokens",
+                        "max_response_tokens",
+                        "max_support",
+                        "max_query",
+                    )
+                },
+                "cpu_count": os.cpu_count(),
+                "methods": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Ranking metrics: how often a scorer puts the user's chosen response above the rejected one.
+
+    >>> result = rm_accuracy(rm, bench.query)        # Eq. 2, per user then mean over users
+    >>> result["mean"], result["per_user"]["user-7"]
+
+Every response is scored with one forward pass (``sequence_rewards``); chosen and rejected
+responses of many pairs share batches.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from persalign.types import Preference
+
+
+def pairwise_hits(chosen: torch.Tensor, rejected: torch.Tensor) -> list[bool]:
+    """Strictly better counts as a hit; a tie counts as a miss (Eq. 2's indicator)."""
+    return (chosen > rejected).tolist()
+
+
+def per_user_accuracy(prefs: Sequence[Preference], hits: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy per user, the mean over users (the paper's figure) and the pooled accuracy."""
+    by_user: dict[str, list[bool]] = {}
+    for pref, hit in zip(prefs, hits, strict=True):
+        by_user.setdefault(pref.user, []).append(bool(hit))
+    per_user = {user: sum(h) / len(h) for user, h in sorted(by_user.items())}
+    return {
+        "mean": statistics.fmean(per_user.values()) if per_user else float("nan"),
+        "pooled": sum(map(sum, by_user.values())) / max(1, len(hits)),
+        "per_user": per_user,
+        "pairs": len(hits),
+        "users": len(per_user),
+    }
+
+
+def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
+    """Eq. 2: the fraction of pairs where r(chosen) > r(rejected), per user, then averaged."""
+    prefs = list(prefs)
+    chosen = rm.sequence_rewards(
+        [p.prompt for p in prefs], [p.chosen for p in prefs], [p.user for p in prefs]
+    )
+    rejected = rm.sequence_rewards(
+        [p.prompt for p in prefs], [p.rejected for p in prefs], [p.user for p in prefs]
+    )
+    return per_user_accuracy(prefs, pairwise_hits(chosen, rejected))

@@ -1,0 +1,43 @@
+"""Synthetic preference data for reward-model tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+import random
+
+from persalign.types import Preference
+
+WORDS = ["cat", "dog", "sun", "map", "pen", "cup", "box", "hat", "car", "bee", "owl", "fig"]
+
+
+def style_pairs(user: str, n: int, prefers_alpha: bool, seed: int) -> list[Preference]:
+    """``n`` pairs where the user prefers responses ending in 'alpha' (or in 'omega')."""
+    rng = random.Random(f"{user}:{seed}")
+    out = []
+    for i in range(n):
+        topic = " ".join(rng.sample(WORDS, 2))
+        word = rng.choice(WORDS)
+        alpha, omega = f"{word} alpha", f"{word} omega"
+        chosen, rejected = (alpha, omega) if prefers_alpha else (omega, alpha)
+        out.append(Preference(f"{user}/{i}", user, f"Say about {topic}", chosen, rejected))
+    return out
+
+
+def two_group_task(
+    seed: int = 0,
+    opposite: bool = True,
+    per_user: int = 24,
+    n_train: int = 8,
+    n_new: int = 4,
+    support: int = 8,
+    query: int = 12,
+):
+    """Train prefs, and for each new user (support, query); group B prefers the other style
+    when ``opposite`` (else every user prefers 'alpha')."""
+    train = []
+    for u in range(n_train):
+        train += style_pairs(f"train{u}", per_user, u % 2 == 0 or not opposite, seed)
+    new = {}
+    for u in range(n_new):
+        prefs = style_pairs(f"new{u}", support + query, u % 2 == 0 or not opposite, seed + 1)
+        new[f"new{u}"] = (prefs[:support], prefs[support:])
+    return train, new
