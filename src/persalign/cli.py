@@ -33,6 +33,7 @@ stdout = Console(highlight=False)
 REGISTRIES = {
     "datasets": ("persalign.data", "BUILDERS"),
     "methods": ("persalign.rewards", "METHODS"),
+    "decoders": ("persalign.decoding", "DECODERS"),
 }
 
 
@@ -46,7 +47,7 @@ def _global(
 
 @app.command("ls")
 def list_registered(
-    kind: Annotated[str | None, typer.Argument(help="datasets | methods")] = None,
+    kind: Annotated[str | None, typer.Argument(help="datasets | methods | decoders")] = None,
 ) -> None:
     """List what is registered (datasets, reward methods) with a one-line summary."""
     import importlib
@@ -80,11 +81,13 @@ def demo(
 
 def _add_command_groups() -> None:
     from persalign.data.commands import data_app
+    from persalign.decoding.commands import generate
     from persalign.rewards.commands import evaluate_app, train
 
     app.add_typer(data_app, name="data")
     app.add_typer(evaluate_app, name="evaluate")
     app.command("train")(train)
+    app.command("generate")(generate)
 
 
 _add_command_groups()

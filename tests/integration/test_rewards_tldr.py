@@ -23,7 +23,12 @@ def test_lore_trains_adapts_and_scores_on_real_tldr(shared_data: Path, tmp_path:
     )
     bench = load_benchmark(tmp_path / "bench")
     rm = create(
-        "lore", seed=0, max_steps=3, batch_size=2, max_prompt_tokens=96, max_response_tokens=32,
+        "lore",
+        seed=0,
+        max_steps=3,
+        batch_size=2,
+        max_prompt_tokens=96,
+        max_response_tokens=32,
         device="cpu",
     )
     history = rm.fit(bench.train, progress=False, log_path=tmp_path / "log.jsonl")
@@ -36,8 +41,9 @@ def test_lore_trains_adapts_and_scores_on_real_tldr(shared_data: Path, tmp_path:
     query = list(user.query)[:4]
     result = rm_accuracy(rm, query)
     assert result["users"] == 1 and 0.0 <= result["mean"] <= 1.0
-    prefix = rm.prefix_rewards([q.prompt for q in query[:2]], [q.chosen for q in query[:2]],
-                               [user.user] * 2)
+    prefix = rm.prefix_rewards(
+        [q.prompt for q in query[:2]], [q.chosen for q in query[:2]], [user.user] * 2
+    )
     assert torch.isfinite(prefix.rewards).all() and (prefix.lengths > 0).all()
     rm.save(tmp_path / "model")
     again = load(tmp_path / "model")

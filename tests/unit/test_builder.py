@@ -88,9 +88,7 @@ def test_negatives_are_admissible_and_completions_match(tmp_path: Path, fake_emb
     assert len(train_users) == 5 and len(adapt_users) == 2 and not train_users & adapt_users
     assert not {p.id for p in bench.support} & {p.id for p in bench.query}
     assert [c.id for c in bench.completions] == [q.id for q in bench.query]
-    assert all(
-        c.reference == q.chosen for c, q in zip(bench.completions, bench.query, strict=True)
-    )
+    assert all(c.reference == q.chosen for c, q in zip(bench.completions, bench.query, strict=True))
     assert manifest["skipped"]["user with fewer than 3 papers"]["examples"] == ["solo"]
     assert manifest["source"]["embedder"] == "hash-64"
     # default pool: the selected users' papers only ("solo" was not selected, so never a negative)

@@ -24,10 +24,25 @@ from .rewards_synthetic import two_group_task
 
 METHODS = rewards.METHODS.names()
 # Settings that let a tiny random model learn the synthetic task in seconds.
-FAST = dict(device="cpu", batch_size=8, eval_batch_size=8, adapt_steps=60, seed=0,
-            backbone_lr=2e-3, head_lr=3e-3, user_lr=5e-2, max_response_tokens=32)
+FAST = dict(
+    device="cpu",
+    batch_size=8,
+    eval_batch_size=8,
+    adapt_steps=60,
+    seed=0,
+    backbone_lr=2e-3,
+    head_lr=3e-3,
+    user_lr=5e-2,
+    max_response_tokens=32,
+)
 # Per-method extra settings for the tiny task (method-specific fields of each config).
-EXTRA: dict[str, dict] = {}
+EXTRA: dict[str, dict] = {
+    # VPL: its MLP decoder must learn a z-h interaction; a slow LoRA keeps the alpha/omega
+    # features alive meanwhile, response-mean context embeddings carry more of the difference.
+    "vpl": dict(epochs=3, backbone_lr=1e-4, context_pooling="mean", set_pooling="mean"),
+    # P-DPO adapts by backpropagating through the whole LM: 20 steps reach 1.0 here (0.5 at 0).
+    "p-dpo": dict(adapt_steps=20),
+}
 PROMPTS = ["Say about cat sun", "Title: a study of cats on mats, and more words here"]
 RESPONSES = ["cat alpha", "Mats omega!"]
 
@@ -126,17 +141,20 @@ def test_training_is_reproducible_with_a_seed(method: str, tiny_lm: str):
     torch.testing.assert_close(
         a.sequence_rewards(PROMPTS, RESPONSES, users),
         b.sequence_rewards(PROMPTS, RESPONSES, users),
-        atol=0.0, rtol=0.0,
+        atol=0.0,
+        rtol=0.0,
     )
 
 
 def new_user_accuracy(rm, new) -> float:
     hits, total = 0, 0
     for user, (_, query) in new.items():
-        chosen = rm.sequence_rewards([q.prompt for q in query], [q.chosen for q in query],
-                                     [user] * len(query))
-        rejected = rm.sequence_rewards([q.prompt for q in query], [q.rejected for q in query],
-                                       [user] * len(query))
+        chosen = rm.sequence_rewards(
+            [q.prompt for q in query], [q.chosen for q in query], [user] * len(query)
+        )
+        rejected = rm.sequence_rewards(
+            [q.prompt for q in query], [q.rejected for q in query], [user] * len(query)
+        )
         hits += int((chosen > rejected).sum())
         total += len(query)
     return hits / total

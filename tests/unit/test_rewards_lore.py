@@ -122,6 +122,7 @@ def test_lore_alt_learns_the_two_groups(tiny_lm):
     rm = rewards.create("lore-alt", backbone=tiny_lm, max_steps=40, backbone_lr=2e-3, **FAST)
     history = rm.fit(train, progress=False)
     assert history[-1]["loss"] < history[0]["loss"]
-    alpha = rm.sequence_rewards(["Say about cat sun"] * 2, ["dog alpha", "dog omega"], ["train0"] * 2)
-    omega = rm.sequence_rewards(["Say about cat sun"] * 2, ["dog alpha", "dog omega"], ["train1"] * 2)
-    assert alpha[0] > alpha[1] and omega[1] > omega[0]
+    prompts, responses = ["Say about cat sun"] * 2, ["dog alpha", "dog omega"]
+    group_a = rm.sequence_rewards(prompts, responses, ["train0"] * 2)  # prefers 'alpha'
+    group_b = rm.sequence_rewards(prompts, responses, ["train1"] * 2)  # prefers 'omega'
+    assert group_a[0] > group_a[1] and group_b[1] > group_b[0]

@@ -15,9 +15,8 @@ FAST = dict(device="cpu", batch_size=8, eval_batch_size=8, seed=0, max_response_
 
 def test_defaults_are_the_papers():
     cfg = rewards.METHODS.get("pref").config_class()
-    assert (cfg.latent_dim, cfg.head_lr, cfg.head_weight_decay, cfg.warm_start) == (
-        2, 1e-3, 0.02, True,
-    )
+    assert (cfg.latent_dim, cfg.head_lr, cfg.head_weight_decay) == (2, 1e-3, 0.02)
+    assert cfg.warm_start
 
 
 def test_head_values_equal_a_naive_dot_product(tiny_lm):
@@ -52,10 +51,25 @@ def test_regression_equals_the_normal_equations():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(50, 8, generator=gen, dtype=torch.float64)
     y = torch.randn(50, 3, generator=gen, dtype=torch.float64)
-    weight = regress_head(x.float(), y)  # [d, H]
     naive = torch.linalg.inv(x.T @ x) @ (x.T @ y)  # (X^T X)^-1 X^T Y, [H, d]
-    torch.testing.assert_close(weight, naive.T, atol=1e-4, rtol=1e-4)
-    assert weight.shape == (3, 8)
+    for rcond in (None, 1e-3):  # the default cut-off changes nothing on well-conditioned X
+        weight = regress_head(x, y, rcond)  # [d, H]
+        assert weight.shape == (3, 8)
+        torch.testing.assert_close(weight, naive.T, atol=1e-8, rtol=1e-8)
+
+
+def test_regression_cut_off_drops_near_null_directions():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, generator=gen, dtype=torch.float64)
+    x[:, 5] = x[:, 4] + 1e-7 * torch.randn(40, generator=gen, dtype=torch.float64)  # ~collinear
+    y = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    assert regress_head(x, y).norm() > 1e4  # noise fitted along the near-null direction
+    weight = regress_head(x, y, 1e-3)
+    assert weight.norm() < 10
+    # = the regression on columns 0-4, column 4's weight shared equally with its twin (min norm)
+    plain = torch.linalg.lstsq(x[:, :5], y).solution.T  # [2, 5]
+    torch.testing.assert_close(weight[:, :4], plain[:, :4], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weight[:, 4:], plain[:, 4:].expand(2, 2) / 2, atol=1e-5, rtol=1e-5)
 
 
 def synthetic_low_rank_task(gen: torch.Generator, pairs: int = 60, users: int = 12, dims: int = 16):
@@ -72,7 +86,7 @@ def test_warm_start_alone_ranks_training_pairs_above_chance():
     gen = torch.Generator().manual_seed(0)
     x, matrix, observed = synthetic_low_rank_task(gen)
     pair_feats, user_feats = svd_factors(matrix, 2, gen)
-    weight = regress_head(x, pair_feats)  # phi's warm start
+    weight = regress_head(x, pair_feats, 1e-3)  # phi's warm start
     scores = (x @ weight.T) @ user_feats.T  # [P, U]: u^T (phi(a) - phi(b))
     agree = (torch.sign(scores) == matrix)[observed].double().mean()
     assert agree > 0.8, float(agree)

@@ -65,6 +65,18 @@ class PromptFormatter:
             ids = ids[:head] + ids[len(ids) - (limit - head) :]
         return ids
 
+    def render_messages(self, messages: list[dict[str, str]]) -> str:
+        """A conversation (user/assistant turns, ending with a user turn) as prompt text."""
+        if self.use_chat_template:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def messages_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a rendered conversation (not truncated: callers drop turns to fit)."""
+        return self._tokenize(self.render_messages(messages), special=not self.use_chat_template)
+
     def response_ids(self, response: str) -> list[int]:
         """Token ids of a response (no special tokens), at most ``max_response_tokens``."""
         ids = self._tokenize(response, special=False)

@@ -22,8 +22,12 @@ Shenfeld et al. 2025, "Language Model Personalization via Reward Factorization"
   3. e(r): the backbone's last hidden state at the last token of the response, LoRA disabled
      (= at init); e_diff = e(a) - e(b) for each unique pair.
   4. Bias-free least squares W = argmin ||e_diff W^T - U_S||^2 (``torch.linalg.lstsq``, float64,
-     gelsd: the minimum-norm solution when pairs are fewer than hidden dimensions); phi <- W,
-     the user table <- V_S. Then end-to-end Bradley-Terry training (D.4).
+     gelsd: minimum norm), phi <- W, the user table <- V_S; then end-to-end Bradley-Terry
+     training (D.4). Directions of e_diff with singular value below ``warm_start_rcond`` (1e-3)
+     times the largest are dropped: on 378 real TL;DR pairs with SmolLM2-135M (H = 576, so
+     fewer pairs than dimensions) the plain solution had ||W|| ~ 1e5 and rewards ~ 1e6 from a
+     near-null direction; with 1e-3 (or 1e-4) ||W|| ~ 1.6, rewards ~ 2.5, and the warm start
+     alone ranked 84% of training and 62% of 100 held-out comparisons right (1e-2: 68%, 55%).
 - A new user starts at the train users' mean vector and is adapted on frozen features.
 Appendix F: decoder LR 1e-3, weight decay 0.02, latent dim 2 (TL;DR), 8 (PRISM/Pref-LaMP).
 """
@@ -54,6 +58,13 @@ class PrefConfig(RewardConfig):
     head_lr: float = Field(1e-3, gt=0, description="Learning rate of phi (appendix F).")
     head_weight_decay: float = Field(0.02, ge=0, description="Weight decay of phi (appendix F).")
     warm_start: bool = Field(True, description="SVD + regression warm start (appendix D.3).")
+    warm_start_rcond: float = Field(
+        1e-3,
+        gt=0,
+        lt=1,
+        description="Regression: drop embedding-difference directions with singular value below "
+        "rcond * the largest (lstsq's rcond; guards against near-null directions).",
+    )
 
 
 def preference_matrix(
@@ -92,14 +103,17 @@ def svd_factors(
     return pair_feats, user_feats
 
 
-def regress_head(differences: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Bias-free least squares: W [d, H] minimising ||X W^T - Y||, X = e_diff [P, H], Y = U_S [P, d].
+def regress_head(
+    differences: torch.Tensor, targets: torch.Tensor, rcond: float | None = None
+) -> torch.Tensor:
+    """Bias-free least squares: W [d, H] minimising ||X W^T - Y||, X = e_diff [P, H], Y = U_S.
 
-    Solved in float64 on the CPU; gelsd gives the minimum-norm solution when P < H.
+    Float64 on the CPU, gelsd: the minimum-norm solution, with singular directions of X below
+    ``rcond`` * the largest dropped (None: machine precision).
     """
     x = differences.detach().to("cpu", torch.float64)
     y = targets.detach().to("cpu", torch.float64)
-    return torch.linalg.lstsq(x, y, driver="gelsd").solution.T  # [d, H]
+    return torch.linalg.lstsq(x, y, rcond=rcond, driver="gelsd").solution.T  # [d, H]
 
 
 @register_method("pref", summary="PReF: user vectors times linear reward features, SVD warm start")
@@ -160,7 +174,7 @@ class PReF(RewardModel):
         prompts = [k[0] for k in keys]
         emb = self.response_embeddings(prompts * 2, [k[1] for k in keys] + [k[2] for k in keys])
         differences = emb[: len(keys)] - emb[len(keys) :]  # [P, H]
-        weight = regress_head(differences, pair_feats)  # [d, H]
+        weight = regress_head(differences, pair_feats, self.config.warm_start_rcond)  # [d, H]
         self.features.weight.copy_(weight.to(self.features.weight))
         self.user_table.copy_(user_feats.to(self.user_table))
         residual = (differences.double() @ weight.T - pair_feats).pow(2).sum()

@@ -9,12 +9,15 @@ implementation WEIRDLabUW/vpl_llm, ``hidden_context/vae_utils.py`` (``PairEncode
 ``SequenceEncoder``, ``Decoder``, ``VAETrainer``, ``Annealer``).
 
 - Context embeddings: the frozen backbone (LoRA off) hidden state at the last token of each
-  (prompt, chosen) and (prompt, rejected), e_c, e_r in R^H.
+  (prompt, chosen) and (prompt, rejected), e_c, e_r in R^H (``context_pooling="mean"``: the
+  mean over the response tokens, like the repo's causal-LM path).
 - Pair encoder: g = MLP([e_c, e_r]) in R^d (2H -> w -> w -> d, LeakyReLU 0.2), one per pair.
 - Set encoder over a user's context pairs: self-attention (q, k, v linear in R^d, softmax of
   qk^T / sqrt(d)), then the mean over the set ("attention", as the repo), or the plain mean
-  ("mean"); both permutation-invariant. mu, logvar = linear layers, each clamped to [-1, 1].
-- z = mu + exp(logvar / 2) * eps while training, z = mu when scoring.
+  ("mean"); both permutation-invariant. mu, logvar = linear layers, each clamped to [-b, b]
+  (``latent_bound``, repo: 1).
+- z = mu + exp(logvar / 2) * s * eps while training (s = ``posterior_noise``, 1), z = mu when
+  scoring.
 - Reward at every response position t: r(x, y_<=t, u) = MLP([h_t, z]) (H + d -> w -> w -> 1,
   LeakyReLU 0.2), with h_t the LoRA backbone's hidden state; aggregation "last".
 - Loss = BT + beta * a(step) * KL(N(mu, diag e^logvar) || N(0, I)), KL averaged over the users of
@@ -22,9 +25,10 @@ implementation WEIRDLabUW/vpl_llm, ``hidden_context/vae_utils.py`` (``PairEncode
 
 Training: each batch's pairs are grouped by user; each user's z comes from a context set of
 ``context_size`` of the user's other pairs (not in the batch), sampled with a seeded generator.
-Context embeddings of all train pairs are computed once, before training. After training, each
-train user's row of ``user_table`` is mu from all of its pairs; ``adapt`` stores the support
-set's mu. Appendix F: VAE LR 1e-4; reward MLP same LR with weight decay 0.001; d = 2 on TL;DR.
+Context embeddings of all train pairs are computed once, before training (kept on the CPU,
+freed after ``fit``). After training, each train user's row of ``user_table`` is mu from all of
+its pairs; ``adapt`` stores the support set's mu. Appendix F: VAE LR 1e-4; reward MLP same LR
+with weight decay 0.001; d = 2 on TL;DR.
 The repo's rescaling of the training sample to norm sqrt(d) is left out (scoring uses mu).
 """
 
@@ -67,6 +71,9 @@ class VPLConfig(RewardConfig):
     )
     latent_bound: float = Field(
         1.0, gt=0, description="mu and logvar are clamped to [-b, b] (VPL repo: 1)."
+    )
+    posterior_noise: float = Field(
+        1.0, ge=0, description="eps scale in z = mu + sigma * eps (VPL repo variants: 1, 1e-3)."
     )
     kl_weight: float = Field(0.01, ge=0, description="beta of the KL term (repo: 0.01).")
     kl_annealing: bool = Field(True, description="Cyclical cosine annealing of beta (repo).")
@@ -173,7 +180,7 @@ class VPL(RewardModel):
     def context_embeddings(
         self, pairs: Sequence[Preference], progress: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen (LoRA off) last-token hidden states of chosen and rejected, [n, H] each."""
+        """Frozen (LoRA off) pooled hidden states of chosen and rejected, [n, H] each."""
         model = self.backbone.model
         frozen = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
         rows = []
@@ -239,7 +246,8 @@ class VPL(RewardModel):
             index = self.sample_context(user, [p for p in pairs if p.user == user])
             chosen, rejected = self._contexts[user]
             mu, logvar = self.encode_user(chosen[index], rejected[index])
-            latents[user] = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            noise = cfg.posterior_noise * torch.randn_like(mu)
+            latents[user] = mu + (0.5 * logvar).exp() * noise
             kls.append(gaussian_kl(mu, logvar))
         z = torch.stack([latents[p.user] for p in pairs])  # [B, d]
         chosen_r, rejected_r = self.pair_rewards_with(pairs, z)

@@ -1,0 +1,134 @@
+"""Speed of reward-guided decoding (ARGS) against greedy decoding and the naive reference.
+
+    python benchmarks/bench_args.py [--policy bundled:smollm2-135m-instruct] [--k 10]
+
+The bundled SmolLM2-135M is both the policy and the reward model's backbone (a global-rm with
+its LoRA, untrained: speed does not depend on the weights). A 60-token prompt, forced 32 and 64
+new tokens (eos suppressed), batch 1 and 8. Prints one JSON object with seconds per generated
+token and the target ratios of issue 4:
+- args_over_greedy_64 <= 2.5; naive_over_args_64 >= 5; args_64_over_32 <= 1.2;
+- batch8_over_batch1_throughput >= 3; tokens_identical_to_naive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT_WORDS = (
+    "Generate a title for the following abstract of a paper: We study how personalized reward "
+    "models behave when they guide decoding, and find that ranking accuracy does not predict "
+    "what the guided model writes for each user in practice."
+)
+
+
+def prompt_of_tokens(policy, n: int) -> str:
+    """A prompt whose rendered form is about ``n`` tokens (the chat template included)."""
+    words = PROMPT_WORDS.split()
+    text = ""
+    for i in range(10 * n):
+        candidate = (text + " " + words[i % len(words)]).strip()
+        if len(policy.formatter.prompt_ids(candidate)) > n:
+            break
+        text = candidate
+    return text
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="bundled:smollm2-135m-instruct")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--lam", type=float, default=1.0)
+    parser.add_argument("--prompt-tokens", type=int, default=60)
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args()
+
+    from tests.reference import naive_args
+
+    from persalign.decoding import GenerationRequest, Policy, create_decoder
+    from persalign.logs import setup_logging
+    from persalign.rewards import create
+    from persalign.sysinfo import peak_rss_mib
+
+    setup_logging(0)
+    torch.manual_seed(0)
+    policy = Policy.load(args.policy)
+    rm = create("global-rm", backbone=args.policy)
+    prompt = prompt_of_tokens(policy, args.prompt_tokens)
+
+    def requests(batch: int) -> list[GenerationRequest]:
+        return [GenerationRequest(f"q{i}", "anyone", prompt) for i in range(batch)]
+
+    def per_token(decoder: str, tokens: int, batch: int) -> tuple[float, list]:
+        extra = {"lam": args.lam, "k": args.k} if decoder == "args" else {}
+        dec = create_decoder(
+            decoder,
+            policy,
+            reward_model=rm,
+            max_new_tokens=tokens,
+            ignore_eos=True,
+            batch_size=batch,
+            **extra,
+        )
+        dec.generate(requests(batch)[:1], progress=False)  # warm-up
+        out: list = []
+        seconds = timed(lambda: out.extend(dec.generate(requests(batch), progress=False)))
+        assert all(len(g.tokens) == tokens for g in out)
+        return seconds / (tokens * batch), out
+
+    result: dict = {
+        "benchmark": "args_decoding",
+        "k": args.k,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(policy.device),
+        "prompt_tokens": len(policy.formatter.prompt_ids(prompt)),
+    }
+    for tokens in (32, 64):
+        result[f"greedy_s_per_token_{tokens}"], _ = per_token("zero-shot", tokens, 1)
+        result[f"args_s_per_token_{tokens}"], outs = per_token("args", tokens, 1)
+    result["args_batch8_s_per_token_64"], _ = per_token("args", 64, 8)
+    if not args.skip_naive:
+        naive: list[int] = []
+        seconds = timed(
+            lambda: naive.extend(
+                naive_args(policy, rm, prompt, "anyone", args.k, args.lam, 64, ignore_eos=True)
+            )
+        )
+        result["naive_s_per_token_64"] = seconds / 64
+        result["tokens_identical_to_naive"] = naive == outs[0].tokens
+        result["naive_over_args_64"] = (
+            result["naive_s_per_token_64"] / result["args_s_per_token_64"]
+        )
+    result["args_over_greedy_64"] = result["args_s_per_token_64"] / result["greedy_s_per_token_64"]
+    result["args_64_over_32"] = result["args_s_per_token_64"] / result["args_s_per_token_32"]
+    result["batch8_over_batch1_throughput"] = (
+        result["args_s_per_token_64"] / result["args_batch8_s_per_token_64"]
+    )
+    result["peak_rss_mib"] = peak_rss_mib()
+    result = {k: round(v, 5) if isinstance(v, float) else v for k, v in result.items()}
+    result["targets_met"] = {
+        "args_over_greedy_64<=2.5": result["args_over_greedy_64"] <= 2.5,
+        "naive_over_args_64>=5": result.get("naive_over_args_64", 0) >= 5,
+        "args_64_over_32<=1.2": result["args_64_over_32"] <= 1.2,
+        "batch8_over_batch1_throughput>=3": result["batch8_over_batch1_throughput"] >= 3,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

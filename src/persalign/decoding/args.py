@@ -1,0 +1,149 @@
+"""ARGS: reward-guided decoding with a (personalized) reward model (paper Eq. 1).
+
+    >>> decoder = ArgsDecoder(policy, rm, ArgsSettings(lam=1.0, k=10))
+    >>> decoder.generate([GenerationRequest("q1", "user-7", "Generate a title for ...")])
+
+At every step: score(v) = log pi(v | x, y_<t) + lambda * r(x, y_<t, v) over the policy's top-k
+tokens v; greedy takes the argmax, sampling draws from softmax(score / temperature). The cost
+per token is one cached policy step plus k reward-model tokens against the reward model's cached
+prefix (``RewardModel.step_rewards`` / ``commit``). Rows carry their own user, so one batch mixes
+prompts and users.
+
+When the policy and the reward model do not share a vocabulary, token ids cannot pass through:
+``allow_retokenize=True`` re-encodes every candidate continuation as text and scores it from
+scratch (slow, quadratic in length); without it the mismatch is an error, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from pydantic import Field
+
+from persalign.decoding.base import (
+    DECODERS,
+    DecodeSettings,
+    Generation,
+    GenerationRequest,
+    decode,
+)
+from persalign.decoding.policy import Policy
+from persalign.errors import ConfigError
+from persalign.logs import track
+
+log = logging.getLogger(__name__)
+
+
+class ArgsSettings(DecodeSettings):
+    """ARGS options (paper: k = 10; lambda chosen per model by ``select-lambda``)."""
+
+    lam: float = Field(1.0, description="lambda: the weight of the reward in the score.")
+    k: int = Field(10, ge=1, description="Candidates per step: the policy's top-k tokens.")
+    allow_retokenize: bool = Field(
+        False, description="Score by re-encoding text when the vocabularies differ (slow)."
+    )
+
+
+def same_vocabulary(a, b) -> bool:
+    return a is b or a.get_vocab() == b.get_vocab()
+
+
+class ArgsChooser:
+    """Top-k of the policy, rescored with lambda * reward, for every live row."""
+
+    def __init__(self, rm, settings: ArgsSettings, policy: Policy):
+        self.rm = rm
+        self.settings = settings
+        self.policy = policy
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.state = None
+
+    def start(self, requests: Sequence[GenerationRequest]) -> None:
+        prompt_ids = [self.rm.formatter.prompt_ids(r.prompt) for r in requests]
+        self.state = self.rm.start(prompt_ids, [r.user for r in requests])
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)  # [B, V]
+        top_logp, top_ids = logp.topk(self.settings.k, dim=-1)  # [B, k]
+        rewards = self.rm.step_rewards(self.state, top_ids.to(self.rm.backbone.device))  # [B, k]
+        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)
+        if self.settings.mode == "greedy":
+            choice = scores.argmax(dim=-1)  # [B]
+        else:
+            probs = torch.softmax(scores / self.settings.temperature, dim=-1).cpu()
+            choice = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+            choice = choice.to(scores.device)
+        self.rm.commit(self.state, choice.to(self.rm.backbone.device))
+        return top_ids.gather(1, choice[:, None])[:, 0]
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.state.select(rows.to(self.rm.backbone.device))
+
+
+class RetokenizingChooser(ArgsChooser):
+    """The slow path for different vocabularies: candidates are scored as text, from scratch."""
+
+    def start(self, requests: Sequence[GenerationRequest]) -> None:
+        self.requests = list(requests)
+        self.tokens: list[list[int]] = [[] for _ in requests]
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(logits, dim=-1)
+        top_logp, top_ids = logp.topk(self.settings.k, dim=-1)  # [B, k]
+        decode = self.policy.tokenizer.decode
+        prompts, texts, users = [], [], []
+        for row, request in enumerate(self.requests):
+            for token in top_ids[row].tolist():
+                prompts.append(request.prompt)
+                texts.append(decode(self.tokens[row] + [token], skip_special_tokens=True) or " ")
+                users.append(request.user)
+        rewards = self.rm.sequence_rewards(prompts, texts, users).reshape(top_ids.shape)
+        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)
+        choice = scores.argmax(dim=-1)
+        chosen = top_ids.gather(1, choice[:, None])[:, 0]
+        for row, token in enumerate(chosen.tolist()):
+            self.tokens[row].append(token)
+        return chosen
+
+    def select(self, rows: torch.Tensor) -> None:
+        keep = rows.tolist()
+        self.requests = [self.requests[i] for i in keep]
+        self.tokens = [self.tokens[i] for i in keep]
+
+
+@DECODERS.register("args", summary="Reward-guided decoding (ARGS, Eq. 1): top-k + lambda * r")
+class ArgsDecoder:
+    """ARGS with any reward model of persalign.rewards (personalized per row)."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        reward_model=None,
+        settings: ArgsSettings | None = None,
+        support=None,
+    ):
+        if reward_model is None:
+            raise ConfigError("the args decoder needs a reward model (--reward MODEL_DIR)")
+        self.policy = policy
+        self.rm = reward_model
+        self.settings = settings or ArgsSettings()
+        shared = same_vocabulary(policy.tokenizer, reward_model.formatter.tokenizer)
+        if not shared and not self.settings.allow_retokenize:
+            raise ConfigError(
+                "the policy and the reward model have different vocabularies; pass "
+                "allow_retokenize=True to score re-encoded text (slow)"
+            )
+        if not shared:
+            log.warning("policy and reward model vocabularies differ: re-encoding candidates")
+        self.chooser_class = ArgsChooser if shared else RetokenizingChooser
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: bool = True):
+        out: list[Generation] = []
+        size = self.settings.batch_size
+        batches = [requests[i : i + size] for i in range(0, len(requests), size)]
+        for batch in track(batches, "ARGS decoding", show=progress):
+            chooser = self.chooser_class(self.rm, self.settings, self.policy)
+            out += decode(self.policy, batch, chooser, self.settings)
+        return out
