@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm
+from persalign.rewards.inference import MergedCache
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Backbone(nn.Module):
             model = get_peft_model(model, config)
         self.model = model
         self.hidden_size: int = self.base.config.hidden_size
+        self._merged = MergedCache()  # not a submodule: never saved, never trained
 
     @property
     def base(self) -> PreTrainedModel:
@@ -102,7 +104,25 @@ class Backbone(nn.Module):
         inputs_embeds: torch.Tensor | None = None,  # [B, T, H], replaces input_ids
     ) -> tuple[torch.Tensor, Cache | None]:
         """Last-layer hidden states [B, T, H] and the updated cache (when one is passed)."""
-        out = self.decoder(
+        return self._run(
+            self.decoder, input_ids, attention_mask, position_ids, cache, inputs_embeds
+        )
+
+    @torch.no_grad()
+    def decode_hidden(
+        self,
+        input_ids: torch.Tensor | None,  # [B, T]
+        attention_mask: torch.Tensor,  # [B, T] or [B, 1, T, past + T]
+        position_ids: torch.Tensor,  # [B, T]
+        cache: Cache | None = None,
+    ) -> tuple[torch.Tensor, Cache | None]:
+        """``hidden`` on the merged inference view (no gradients): the decoding hot path."""
+        merged = self._merged.get(self.decoder)
+        return self._run(merged, input_ids, attention_mask, position_ids, cache, None)
+
+    @staticmethod
+    def _run(decoder, input_ids, attention_mask, position_ids, cache, inputs_embeds):
+        out = decoder(
             input_ids=None if inputs_embeds is not None else input_ids,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -67,7 +67,7 @@ def start_hidden(rm, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) 
     batch = batch.to(rm.backbone.device)
     cache = rm.backbone.new_cache()
     with torch.no_grad():
-        rm.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids, cache)
+        rm.backbone.decode_hidden(batch.input_ids, batch.attention_mask, batch.position_ids, cache)
     rows = len(prompt_ids)
     device = rm.backbone.device
     return StepState(
@@ -88,7 +88,7 @@ def step_hidden(rm, state: StepState, candidates: torch.Tensor) -> torch.Tensor:
     batch, k = candidates.shape
     mask = candidate_mask(state.attention, k, rm.backbone.dtype)  # [B, 1, k, L + k]
     positions = state.next_position[:, None].expand(batch, k)  # [B, k]
-    hidden, _ = rm.backbone.hidden(candidates, mask, positions, state.cache)  # [B, k, H]
+    hidden, _ = rm.backbone.decode_hidden(candidates, mask, positions, state.cache)  # [B, k, H]
     z = None if state.z is None else state.z[:, None, :].expand(batch, k, -1).reshape(batch * k, -1)
     values = rm.head_values(hidden.float().reshape(batch * k, 1, -1), z).reshape(batch, k)
     state.pending = values

@@ -1,0 +1,102 @@
+"""A merged, inference-only view of a LoRA backbone: what reward-guided decoding runs on.
+
+    >>> decoder = merged_decoder(backbone.decoder)     # LoRA folded in, weights transposed
+    >>> decoder(input_ids=..., attention_mask=..., position_ids=..., cache=cache, use_cache=True)
+
+Each decoding step of ARGS pushes k candidate tokens through the reward model. Two things make
+that small batch slow on a CPU: every LoRA-wrapped linear runs three matrix products instead of
+one, and a [k, in] x [out, in]^T product (``nn.Linear``'s layout) takes a slow GEMM path for
+small k. The merged view folds each adapter into its base weight once (W + B A * scale) and
+stores the result transposed, contiguous [in, out], so a step is one fast product per layer
+(about 2x faster for k = 10 on this hardware; see benchmarks/bench_args.py).
+
+The view shares every other tensor (embeddings, norms, rotary buffers) with the original, so it
+costs one extra copy of the linear weights. It is a snapshot: :class:`MergedCache` rebuilds it
+whenever a parameter of the original changes (training steps bump tensor versions). The
+training and scoring paths never use it, so gradients never see it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+
+class TransposedLinear(nn.Module):
+    """y = x @ W^T + b with W^T stored contiguous [in, out] (a frozen, merged weight)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.register_buffer("weight_t", weight.detach().t().contiguous(), persistent=False)
+        self.register_buffer(
+            "bias", None if bias is None else bias.detach().clone(), persistent=False
+        )
+        self.in_features, self.out_features = self.weight_t.shape
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The [out, in] view, for code that inspects ``.weight`` (dtype, device, shape)."""
+        return self.weight_t.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., in] -> [..., out]
+        out = torch.matmul(x, self.weight_t)
+        return out if self.bias is None else out + self.bias
+
+
+def merged_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The effective (weight [out, in], bias) of a plain or LoRA-wrapped linear layer."""
+    if isinstance(module, LoraLayer):
+        base = module.get_base_layer()
+        weight = base.weight.detach().clone()
+        if not module.merged:
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    weight += module.get_delta_weight(adapter).to(weight.dtype)
+        return weight, base.bias
+    return module.weight, module.bias
+
+
+@torch.no_grad()
+def merged_decoder(decoder: nn.Module) -> nn.Module:
+    """A copy of ``decoder`` whose linear layers are merged :class:`TransposedLinear` s."""
+    memo: dict[int, object] = {}
+    for module in decoder.modules():
+        if isinstance(module, LoraLayer) or (
+            isinstance(module, nn.Linear) and id(module) not in memo
+        ):
+            if isinstance(module, LoraLayer) and not isinstance(module.get_base_layer(), nn.Linear):
+                continue  # e.g. a LoRA on an embedding: copied as is
+            memo[id(module)] = TransposedLinear(*merged_weight(module))
+            if isinstance(module, LoraLayer):
+                memo[id(module.get_base_layer())] = memo[id(module)]
+    for tensor in list(decoder.parameters()) + list(decoder.buffers()):
+        memo.setdefault(id(tensor), tensor)  # shared, not copied
+    keep_alive = list(decoder.modules())  # ids in memo must stay valid during the copy
+    copied = copy.deepcopy(decoder, memo)
+    del keep_alive
+    return copied.eval()
+
+
+class MergedCache:
+    """The merged view of a decoder, rebuilt only when the decoder's parameters change."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._decoder: nn.Module | None = None
+
+    @staticmethod
+    def fingerprint(decoder: nn.Module) -> tuple:
+        """Storage, dtype and in-place version of every parameter: changes after any update."""
+        return tuple((p.data_ptr(), p.dtype, p._version) for p in decoder.parameters())
+
+    def get(self, decoder: nn.Module) -> nn.Module:
+        key = self.fingerprint(decoder)
+        if self._decoder is None or key != self._key:
+            self._decoder, self._key = merged_decoder(decoder), key
+        return self._decoder
+
+    def clear(self) -> None:
+        self._key = self._decoder = None
