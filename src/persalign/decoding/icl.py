@@ -34,6 +34,7 @@ from persalign.decoding.base import (
 from persalign.decoding.policy import Policy
 from persalign.errors import ConfigError
 from persalign.logs import track
+from persalign.rewards.encoding import PromptFormatter
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,35 @@ def bm25_scores(query: str, documents: Sequence[str], k1: float = 1.5, b: float 
     return np.array(scores)
 
 
+def icl_prompt_ids(
+    formatter: PromptFormatter,
+    demos: Sequence[Preference],
+    prompt: str,
+    max_prompt_tokens: int,
+) -> tuple[list[int], int, int]:
+    """Policy prompt ids with ``demos`` (least relevant first) as earlier conversation turns.
+
+    Returns (ids, demonstrations dropped to fit ``max_prompt_tokens``, 1 if the query itself
+    had to be cut else 0). Demonstrations are dropped from the front (least relevant first).
+    """
+    demos, dropped = list(demos), 0
+    while True:
+        messages = []
+        for demo in demos:
+            messages += [
+                {"role": "user", "content": demo.prompt},
+                {"role": "assistant", "content": demo.chosen},
+            ]
+        messages.append({"role": "user", "content": prompt})
+        ids = formatter.messages_ids(messages)
+        if len(ids) <= max_prompt_tokens:
+            return ids, dropped, 0
+        if not demos:  # the query alone is too long: cut its middle, counted
+            return formatter.prompt_ids(prompt)[:max_prompt_tokens], dropped, 1
+        demos = demos[1:]
+        dropped += 1
+
+
 class IclDecoder:
     """The base policy conditioned on random demonstrations from the user's support set."""
 
@@ -98,31 +128,29 @@ class IclDecoder:
 
     def build(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its demonstrations rendered in; demos dropped first to fit."""
-        demos = self.demonstrations(request)
-        formatter = self.policy.formatter
-        while True:
-            messages = []
-            for demo in demos:
-                messages += [
-                    {"role": "user", "content": demo.prompt},
-                    {"role": "assistant", "content": demo.chosen},
-                ]
-            messages.append({"role": "user", "content": request.prompt})
-            ids = formatter.messages_ids(messages)
-            if len(ids) <= self.settings.max_prompt_tokens:
-                break
-            if not demos:  # the query alone is too long: cut its middle, counted
-                self.truncated_queries += 1
-                ids = formatter.prompt_ids(request.prompt)[: self.settings.max_prompt_tokens]
-                break
-            demos = demos[1:]
-            self.dropped_demonstrations += 1
+        ids, dropped, truncated = icl_prompt_ids(
+            self.policy.formatter,
+            self.demonstrations(request),
+            request.prompt,
+            self.settings.max_prompt_tokens,
+        )
+        self.dropped_demonstrations += dropped
+        self.truncated_queries += truncated
         return GenerationRequest(request.id, request.user, request.prompt, tuple(ids))
+
+    def prepare(self, requests: Sequence[GenerationRequest]) -> None:
+        """Work done once for a set of requests before ``build`` (icl-rag: embeddings)."""
+
+    def build_all(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+        """Every request with its demonstrations: the exact prompts generation decodes from
+        (policy accuracy's ICL scorer reuses them)."""
+        self.prepare(requests)
+        return [self.build(r) for r in requests]
 
     def generate(
         self, requests: Sequence[GenerationRequest], progress: bool = True
     ) -> list[Generation]:
-        built = [self.build(r) for r in requests]
+        built = self.build_all(requests)
         out: list[Generation] = []
         size = self.settings.batch_size
         batches = [built[i : i + size] for i in range(0, len(built), size)]
@@ -148,9 +176,7 @@ class IclRagDecoder(IclDecoder):
         super().__init__(*args, **kwargs)
         self._vectors: dict[str, np.ndarray] = {}
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: bool = True
-    ) -> list[Generation]:
+    def prepare(self, requests: Sequence[GenerationRequest]) -> None:
         if self.settings.retrieval == "embedding":  # embed every text once, up front
             from persalign.models import cached_encode, load_embedder
 
@@ -160,7 +186,6 @@ class IclRagDecoder(IclDecoder):
             )
             vectors = cached_encode(load_embedder(self.settings.embedder), texts)
             self._vectors = dict(zip(texts, vectors, strict=True))
-        return super().generate(requests, progress)
 
     def similarities(self, query: str, prompts: list[str]) -> np.ndarray:
         if self.settings.retrieval == "bm25":

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from persalign.metrics import METRICS
 from persalign.types import Preference
 
 
@@ -38,6 +39,7 @@ def per_user_accuracy(prefs: Sequence[Preference], hits: Sequence[bool]) -> dict
     }
 
 
+@METRICS.register("rm-accuracy", summary="Eq. 2: r(chosen) > r(rejected), per user then mean")
 def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
     """Eq. 2: the fraction of pairs where r(chosen) > r(rejected), per user, then averaged."""
     prefs = list(prefs)

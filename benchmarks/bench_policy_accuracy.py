@@ -1,0 +1,154 @@
+"""Policy accuracy of global RGD: the single-pass path against the naive per-prefix path.
+
+    PERSALIGN_SHARED_DATA=../shared/data python benchmarks/bench_policy_accuracy.py \\
+        [--policy bundled:smollm2-135m-instruct] [--pairs 20] [--lam 1.0]
+
+20 TL;DR preference pairs (the first ones of ``$PERSALIGN_SHARED_DATA/tldr``), prompts cut to 128
+tokens and responses to 32. The bundled SmolLM2-135M-Instruct is the policy and the backbone of
+a global-rm whose LoRA and head are UNTRAINED (random head): the figures measure speed and
+agreement, not a meaningful accuracy. The single-pass path runs one policy pass and one reward
+pass over each batch of whole responses (``persalign.metrics.policy``); the per-prefix path
+(tests/reference_policy.py) runs, for every response token t, one policy forward over the
+prompt and y_<t and one reward-model pass over the response cut after t tokens. Prints one JSON
+object; targets: speedup >= 10, the same accuracy, scores within 1e-6.
+
+Accuracies are per user, then the mean over users (Eq. 3). The per-prefix path costs one 135M
+forward per response token and model (about 2,500 forwards for 20 pairs): ``--per-prefix-pairs N``
+runs it on the first N pairs only, and the speedup and agreement are measured on those N. In
+float32 the two paths differ by rounding only (matrix shapes differ: a prefix vs the whole
+sequence, a few logit rows vs one); ``--dtype float64`` runs both backbones in float64 (the
+reward head stays float32) to show the agreement down to float32 reward rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="bundled:smollm2-135m-instruct")
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument(
+        "--per-prefix-pairs", type=int, default=None, help="Run the slow path on the first N."
+    )
+    parser.add_argument("--lam", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--response-tokens", type=int, default=32)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    args = parser.parse_args()
+
+    from tests.reference_policy import naive_score, naive_terms
+
+    from persalign.data.tldr import load_tldr
+    from persalign.decoding import Policy
+    from persalign.logs import setup_logging
+    from persalign.metrics.policy import accuracy_from_parts, preference_parts
+    from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
+    from persalign.rewards import create
+    from persalign.sysinfo import peak_rss_mib
+
+    setup_logging(0)
+    torch.manual_seed(0)
+    shared = Path(os.environ.get("PERSALIGN_SHARED_DATA", "../shared/data"))
+    prefs = load_tldr(shared / "tldr", progress=False)[0][: args.pairs]
+    subset = prefs[: args.per_prefix_pairs or len(prefs)]
+    dtype = getattr(torch, args.dtype)
+    policy = Policy.load(args.policy, max_prompt_tokens=args.prompt_tokens, dtype=dtype)
+    policy.formatter.max_response_tokens = args.response_tokens
+    rm = create(
+        "global-rm",
+        backbone=args.policy,
+        max_prompt_tokens=args.prompt_tokens,
+        max_response_tokens=args.response_tokens,
+        eval_batch_size=args.batch_size,
+    )
+    rm.backbone.model.to(dtype)  # the head stays float32 (it reads hidden.float())
+    scorer = "global-rgd"
+
+    def single_pass(items, batch_size: int = args.batch_size):
+        start = time.perf_counter()
+        parts = preference_parts(
+            policy, items, reward_model=rm, batch_size=batch_size, progress=False
+        )
+        return parts, time.perf_counter() - start
+
+    single_pass(prefs[:1])  # warm-up (first-call allocations)
+    parts, single_seconds = single_pass(prefs)
+    if len(subset) < len(prefs):
+        subset_parts, subset_seconds = single_pass(subset)
+    else:
+        subset_parts, subset_seconds = parts, single_seconds
+    single_scores = subset_parts.scores(scorer, args.lam)  # [2n] chosen, then rejected
+    unpadded = single_pass(subset, batch_size=1)[0].scores(scorer, args.lam)  # no padding
+
+    rows = [(p.prompt, p.chosen, p.user) for p in subset]
+    rows += [(p.prompt, p.rejected, p.user) for p in subset]
+    start = time.perf_counter()
+    naive, forwards = [], 0
+    for prompt, response, user in rows:
+        logp, rewards = naive_terms(policy, rm, prompt, response, user)
+        naive.append(naive_score(scorer, logp, rewards, args.lam))
+        forwards += len(logp) + len(rewards)
+    naive_seconds = time.perf_counter() - start
+    naive_scores = torch.tensor(naive, dtype=torch.float64)
+
+    n = len(subset)
+    naive_hits = pairwise_hits(naive_scores[:n], naive_scores[n:])
+    diff = (single_scores - naive_scores).abs()
+    result = {
+        "benchmark": "policy_accuracy_single_pass",
+        "policy": args.policy,
+        "reward_model": "global-rm on the same backbone, untrained (random head)",
+        "dtype": args.dtype,
+        "pairs": len(prefs),
+        "per_prefix_pairs": n,
+        "lam": args.lam,
+        "batch_size": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(policy.device),
+        "prompt_tokens_mean": statistics.fmean(
+            len(policy.formatter.prompt_ids(p.prompt)) for p in prefs
+        ),
+        "policy_response_tokens": int(parts.tokens.sum()),
+        "single_pass_seconds": single_seconds,
+        "single_pass_seconds_per_prefix_pairs": subset_seconds,
+        "per_prefix_seconds": naive_seconds,
+        "per_prefix_forwards": forwards,
+        "speedup": naive_seconds / subset_seconds,
+        "accuracy_single_pass": accuracy_from_parts(prefs, parts, scorer, args.lam)["mean"],
+        "accuracy_single_pass_per_prefix_pairs": accuracy_from_parts(
+            subset, subset_parts, scorer, args.lam
+        )["mean"],
+        "accuracy_per_prefix": per_user_accuracy(subset, naive_hits)["mean"],
+        "hits_identical": pairwise_hits(single_scores[:n], single_scores[n:]) == naive_hits,
+        "max_abs_score_diff": float(diff.max()),
+        "max_rel_score_diff": float((diff / naive_scores.abs()).max()),
+        "max_abs_score_diff_unpadded": float((unpadded - naive_scores).abs().max()),
+        "score_range": [float(naive_scores.min()), float(naive_scores.max())],
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    result = {k: round(v, 12) if isinstance(v, float) else v for k, v in result.items()}
+    result["targets_met"] = {
+        "speedup>=10": result["speedup"] >= 10,
+        "same_accuracy": result["accuracy_single_pass_per_prefix_pairs"]
+        == result["accuracy_per_prefix"],
+        "max_abs_score_diff<=1e-6": result["max_abs_score_diff"] <= 1e-6,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

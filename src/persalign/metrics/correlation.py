@@ -1,0 +1,187 @@
+"""Correlations across methods (Tables 2 and 6, Fig. 1): Pearson, Spearman, Kendall (scipy).
+
+    >>> correlations([82.6, 76.8, 68.7], [81.1, 50.0, 59.8])       # one value per method
+    {'pearson': {'r': 0.83..., 'p': 0.37...}, 'spearman': {...}, 'kendall': {...}, 'n': 3, ...}
+    >>> rm = {"lore": {"u1": 0.8, "u2": 0.9}, "vpl": {...}, ...}    # method -> user -> value
+    >>> rouge1 = {"lore": {"u1": 0.31, "u2": 0.28}, ...}
+    >>> result = correlations_over_users(rm, rouge1, n_boot=1000, seed=0)
+    >>> result["kendall"]["r"], result["kendall"]["ci"]               # point estimate, 95% CI
+
+``correlations_over_users`` correlates the methods' means over users, with a percentile
+bootstrap over users: resample the users with replacement, recompute every method's mean over
+the sampled users, recompute the correlation across methods. Only methods present in both
+inputs and users present for every such method take part (the others are listed in
+``notes``). Fewer than 3 points, or a constant input, give NaN with a note instead of an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from persalign.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+STATISTICS = ("pearson", "spearman", "kendall")
+MIN_POINTS = 3
+NAN = float("nan")
+
+
+def _statistics(x: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, float]]:
+    """(statistic, p-value) of each correlation; the caller guarantees n >= 3, non-constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy warns on ties/constant resamples; NaN says it all
+        out = {
+            "pearson": stats.pearsonr(x, y),
+            "spearman": stats.spearmanr(x, y),
+            "kendall": stats.kendalltau(x, y),
+        }
+    return {name: (float(res[0]), float(res[1])) for name, res in out.items()}
+
+
+def _problem(x: np.ndarray, y: np.ndarray) -> str | None:
+    if len(x) < MIN_POINTS:
+        return f"only {len(x)} point(s); a correlation needs at least {MIN_POINTS}"
+    for name, values in (("x", x), ("y", y)):
+        if np.all(values == values[0]):
+            return f"{name} is constant ({values[0]:g}); the correlation is undefined"
+    return None
+
+
+@METRICS.register(
+    "correlation",
+    summary="Pearson, Spearman, Kendall across methods (scipy), bootstrap CI over users",
+)
+def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
+    """``{"pearson"|"spearman"|"kendall": {"r", "p"}, "n", "dropped", "notes"}``.
+
+    Pairs where either value is NaN (a method without that metric) are dropped and counted.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} values but y has {len(y)}")
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xa) & np.isfinite(ya)
+    xa, ya = xa[keep], ya[keep]
+    notes = []
+    dropped = int((~keep).sum())
+    if dropped:
+        notes.append(f"{dropped} pair(s) with a missing (non-finite) value dropped")
+    problem = _problem(xa, ya)
+    if problem is not None:
+        notes.append(problem)
+        values = dict.fromkeys(STATISTICS, (NAN, NAN))
+    else:
+        values = _statistics(xa, ya)
+    out: dict[str, Any] = {name: {"r": r, "p": p} for name, (r, p) in values.items()}
+    out.update(n=len(xa), dropped=dropped, notes=notes)
+    return out
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xc, yc = x - x.mean(axis=1, keepdims=True), y - y.mean(axis=1, keepdims=True)
+    denom = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+    return np.where(denom > 0, (xc * yc).sum(axis=1) / np.where(denom > 0, denom, 1.0), NAN)
+
+
+def batched_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Pearson r, Spearman rho and Kendall tau-b (scipy's defaults) of each row pair of
+    ``x``, ``y`` [B, n] at once; NaN for a row where x or y is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i, j = np.triu_indices(x.shape[1], k=1)
+    sx, sy = np.sign(x[:, i] - x[:, j]), np.sign(y[:, i] - y[:, j])
+    pairs = len(i)
+    denom = np.sqrt((pairs - (sx == 0).sum(axis=1)) * (pairs - (sy == 0).sum(axis=1)))
+    tau = np.where(denom > 0, (sx * sy).sum(axis=1) / np.where(denom > 0, denom, 1.0), NAN)
+    ranks_x, ranks_y = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    return {
+        "pearson": _pearson_rows(x, y),
+        "spearman": _pearson_rows(ranks_x, ranks_y),
+        "kendall": tau,
+    }
+
+
+def _matrix(
+    a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
+    """Methods, users, and [methods, users] arrays of a and b on the common methods/users."""
+    notes = []
+    methods = sorted(set(a) & set(b))
+    only = sorted(set(a) ^ set(b))
+    if only:
+        notes.append(f"methods in only one input, left out: {', '.join(only)}")
+    users: set[str] | None = None
+    for method in methods:
+        have = {u for u, v in a[method].items() if math.isfinite(v)}
+        have &= {u for u, v in b[method].items() if math.isfinite(v)}
+        users = have if users is None else users & have
+    users_sorted = sorted(users or ())
+    every = set().union(*(set(a[m]) | set(b[m]) for m in methods)) if methods else set()
+    if len(every) > len(users_sorted):
+        notes.append(
+            f"{len(every) - len(users_sorted)} user(s) missing for some method, left out "
+            f"(means are over the {len(users_sorted)} common users)"
+        )
+    am = np.array([[a[m][u] for u in users_sorted] for m in methods], dtype=float)
+    bm = np.array([[b[m][u] for u in users_sorted] for m in methods], dtype=float)
+    return methods, users_sorted, am.reshape(len(methods), -1), bm.reshape(len(methods), -1), notes
+
+
+def correlations_over_users(
+    a: Mapping[str, Mapping[str, float]],
+    b: Mapping[str, Mapping[str, float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Correlation across methods of their mean-over-users, with a bootstrap CI over users.
+
+    ``a`` and ``b``: method -> user -> value (e.g. RM accuracy and ROUGE-1 per user). Returns
+    :func:`correlations`' result with ``"ci": [lo, hi]`` in each statistic, plus ``methods``,
+    ``users``, ``means`` ({"a", "b"}: method -> mean), ``n_boot``, ``seed``, ``confidence``,
+    ``boot_undefined`` (resamples whose correlation was undefined, left out of the CI).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    methods, users, am, bm, notes = _matrix(a, b)
+    if not users:
+        notes.append("no user has a value for every method")
+    mean_a = am.mean(axis=1) if users else np.full(len(methods), NAN)
+    mean_b = bm.mean(axis=1) if users else np.full(len(methods), NAN)
+    result = correlations(mean_a.tolist(), mean_b.tolist())
+    result["notes"] = notes + result["notes"]
+    boots = dict.fromkeys(STATISTICS, np.empty(0))
+    undefined = 0
+    if users and _problem(mean_a, mean_b) is None and n_boot > 0:
+        # resampling users with replacement = multinomial counts of each user per resample
+        n_users = len(users)
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=n_boot)
+        boots = batched_statistics(counts @ am.T / n_users, counts @ bm.T / n_users)
+        undefined = int(np.isnan(boots["pearson"]).sum())
+    tail = 100 * (1 - confidence) / 2
+    for name in STATISTICS:
+        finite = boots[name][np.isfinite(boots[name])]
+        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (NAN, NAN)
+        result[name]["ci"] = [float(lo), float(hi)]
+    if undefined:
+        result["notes"].append(f"{undefined} of {n_boot} resamples gave an undefined correlation")
+    result.update(
+        methods=methods,
+        users=len(users),
+        means={
+            "a": dict(zip(methods, mean_a.tolist(), strict=True)),
+            "b": dict(zip(methods, mean_b.tolist(), strict=True)),
+        },
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        boot_undefined=undefined,
+    )
+    return result

@@ -1,0 +1,198 @@
+"""Behavioural alignment (Eq. 8): how close generations are to what the user actually wrote.
+
+    >>> rouge(["a short title"], ["A Short Title, Longer"])          # rouge-score F-measures
+    [{'rouge1': 0.857..., 'rougeL': 0.857...}]
+    >>> bertscore_f1(["a title"], ["the title"])                     # bundled MiniLM, offline
+    [0.93...]
+    >>> bertscore_f1(preds, refs, model="roberta-large")             # the usual choice (hub)
+    >>> result = behavioural_alignment(generations, bench.completions)
+    >>> result["rouge1"]["mean"], result["bertscore_model"], result["bertscore_layers"]
+
+``behavioural_alignment`` matches each generation (a dict with ``user``, ``id``, ``text``, as
+written by ``persalign generate``) to the user's completion with the same (user, id), scores
+each pair with ROUGE-1, ROUGE-L (F-measure, Porter stemmer) and BERTScore-F1, averages per user
+and then over users. Generations without a reference are counted (``missing``), never silently
+dropped into the average. Empty generations score 0 on every similarity and are counted
+(``empty``). BERTScore is raw (no baseline rescaling, which needs the hub); the BERTScore
+machinery lives in :mod:`persalign.metrics.bertscore`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from persalign.errors import ConfigError
+from persalign.metrics import METRICS
+from persalign.metrics.bertscore import (
+    DEFAULT_BERTSCORE_MODEL,
+    bertscore_f1,
+    resolve_bertscore_model,
+)
+from persalign.types import Completion
+
+log = logging.getLogger(__name__)
+
+ROUGE_TYPES = ("rouge1", "rougeL")
+SIMILARITIES = ("rouge1", "rougeL", "bertscore_f1")
+MAX_EXAMPLES = 5  # how many missing keys a result lists by name
+
+__all__ = [
+    "DEFAULT_BERTSCORE_MODEL",
+    "behavioural_alignment",
+    "bertscore_f1",
+    "per_user_mean",
+    "rouge",
+]
+
+
+@functools.cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+
+
+@METRICS.register("rouge", summary="ROUGE-1 and ROUGE-L F-measure per pair (rouge-score, stemmed)")
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+    """``[{"rouge1": f, "rougeL": f}]`` per (prediction, reference) pair, F-measure, stemmed.
+
+    An empty prediction (or reference) scores 0.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    scorer = _rouge_scorer()
+    out = []
+    for prediction, reference in zip(predictions, references, strict=True):
+        scores = scorer.score(reference, prediction)  # rouge-score's order: (target, prediction)
+        out.append({name: float(scores[name].fmeasure) for name in ROUGE_TYPES})
+    return out
+
+
+def per_user_mean(users: Sequence[str], values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "pooled", "per_user"}``: per user, then over users (Eq. 8); pooled: over items."""
+    by_user: dict[str, list[float]] = {}
+    for user, value in zip(users, values, strict=True):
+        by_user.setdefault(user, []).append(float(value))
+    per_user = {user: statistics.fmean(v) for user, v in sorted(by_user.items())}
+    nan = float("nan")
+    return {
+        "mean": statistics.fmean(per_user.values()) if per_user else nan,
+        "pooled": statistics.fmean(values) if len(values) else nan,
+        "per_user": per_user,
+    }
+
+
+def _field(record: Any, name: str, index: int) -> Any:
+    value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+    if value is None:
+        raise ConfigError(f"generation #{index + 1} has no {name!r} field: {record!r:.200}")
+    return value
+
+
+def _references(
+    completions: Iterable[Completion] | Mapping[Any, Any],
+) -> dict[tuple[str, str], str]:
+    """(user, id) -> reference text, from Completions or a mapping (of Completions, or of
+    ``(user, id) -> reference text``); a duplicated key is a ConfigError."""
+    items: list[tuple[tuple[str, str], str]] = []
+    if isinstance(completions, Mapping):
+        for key, value in completions.items():
+            if isinstance(value, Completion):
+                items.append(((value.user, value.id), value.reference))
+            elif isinstance(key, tuple) and len(key) == 2 and isinstance(value, str):
+                items.append(((str(key[0]), str(key[1])), value))
+            else:
+                raise ConfigError(
+                    "completions mapping must hold Completion values or (user, id) -> text, "
+                    f"got {key!r}: {value!r:.80}"
+                )
+    else:
+        items = [((c.user, c.id), c.reference) for c in completions]
+    refs: dict[tuple[str, str], str] = {}
+    for key, text in items:
+        if key in refs:
+            raise ConfigError(f"two completions for user {key[0]!r}, id {key[1]!r}")
+        refs[key] = text
+    return refs
+
+
+@METRICS.register(
+    "behavioural-alignment",
+    summary="Eq. 8: ROUGE-1/L and BERTScore-F1 vs the user's own completion, per user then mean",
+)
+def behavioural_alignment(
+    generations: Sequence[Mapping[str, Any]],
+    completions: Iterable[Completion] | Mapping[Any, Any],
+    bertscore_model: str = DEFAULT_BERTSCORE_MODEL,
+    *,
+    num_layers: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Eq. 8 with S = ROUGE-1, ROUGE-L and BERTScore-F1.
+
+    Returns ``{"rouge1"|"rougeL"|"bertscore_f1": {"mean", "pooled", "per_user"},
+    "bertscore_model", "bertscore_layers", "n", "users", "missing", "missing_examples",
+    "empty", "unmatched_references"}``: ``n`` generations were scored, ``missing`` had no
+    reference (not scored), ``empty`` were empty strings (scored 0), ``unmatched_references``
+    completions had no generation.
+    """
+    refs = _references(completions)
+    users: list[str] = []
+    predictions: list[str] = []
+    references: list[str] = []
+    missing: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for index, gen in enumerate(generations):
+        key = (str(_field(gen, "user", index)), str(_field(gen, "id", index)))
+        text = _field(gen, "text", index)
+        if key in seen:
+            raise ConfigError(f"two generations for user {key[0]!r}, id {key[1]!r}")
+        seen.add(key)
+        if key not in refs:
+            missing.append(f"{key[0]}/{key[1]}")
+            continue
+        users.append(key[0])
+        predictions.append(str(text))
+        references.append(refs[key])
+    if missing:
+        log.warning(
+            "%d generation(s) have no reference completion and are not scored (e.g. %s)",
+            len(missing),
+            ", ".join(missing[:MAX_EXAMPLES]),
+        )
+    empty = sum(1 for p in predictions if not p.strip())
+    if empty:
+        log.warning("%d generation(s) are empty and score 0", empty)
+    spec, layers = resolve_bertscore_model(bertscore_model, num_layers)
+    per_pair = rouge(predictions, references)
+    bert = (
+        bertscore_f1(
+            predictions,
+            references,
+            model=spec,
+            num_layers=layers,
+            batch_size=batch_size,
+            device=device,
+        )
+        if predictions
+        else []
+    )
+    values = {name: [p[name] for p in per_pair] for name in ROUGE_TYPES}
+    values["bertscore_f1"] = bert
+    result: dict[str, Any] = {name: per_user_mean(users, values[name]) for name in SIMILARITIES}
+    result.update(
+        bertscore_model=bertscore_model,
+        bertscore_layers=layers,
+        n=len(predictions),
+        users=len(set(users)),
+        missing=len(missing),
+        missing_examples=missing[:MAX_EXAMPLES],
+        empty=empty,
+        unmatched_references=len(set(refs) - seen),
+    )
+    return result

@@ -1,0 +1,71 @@
+"""Perplexity of generations under the base policy: the coherence figure of appendix F.2.
+
+    >>> result = perplexity(policy, prompts, texts, users=users)
+    >>> result["mean"], result["per_user"]["user-7"], result["values"][0]
+
+The perplexity of a text y given its prompt x is exp(-(1/|y|) sum_t log pi(y_t | x, y_<t)), with
+the prompt rendered by the policy's chat template, as the text was generated. One policy forward
+pass per batch gives every log pi (:mod:`persalign.metrics.scoring`). Empty texts cannot be
+scored: their value is None and they are counted in ``skipped``. ``mean`` is per user, then over
+users (over texts when no users are given); ``pooled`` is the token-level perplexity of all texts.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from persalign.metrics import METRICS
+from persalign.metrics.scoring import policy_logprob_sums
+
+
+@METRICS.register("perplexity", summary="Perplexity of generations under the base policy")
+def perplexity(
+    policy,
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    users: Sequence[str] | None = None,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """{"mean", "pooled", "per_user", "values" (None for empty texts), "n", "skipped"}."""
+    prompts, texts = list(prompts), list(texts)
+    if len(prompts) != len(texts) or (users is not None and len(users) != len(texts)):
+        raise ValueError("prompts, texts (and users) must have the same length")
+    tokenize = policy.tokenizer
+    keep = [i for i, t in enumerate(texts) if tokenize(t, add_special_tokens=False)["input_ids"]]
+    values: list[float | None] = [None] * len(texts)
+    nan = float("nan")
+    if not keep:
+        empty = {"mean": nan, "pooled": nan, "per_user": {}, "values": values, "n": 0}
+        return {**empty, "skipped": len(texts)}
+    logp, tokens = policy_logprob_sums(
+        policy,
+        [policy.formatter.prompt_ids(prompts[i]) for i in keep],
+        [texts[i] for i in keep],
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    )
+    per_text = torch.exp(-logp / tokens.to(torch.float64))  # [n] float64
+    for i, value in zip(keep, per_text.tolist(), strict=True):
+        values[i] = value
+    by_user: dict[str, list[float]] = {}
+    if users is not None:
+        for i in keep:
+            by_user.setdefault(users[i], []).append(values[i])  # type: ignore[arg-type]
+    per_user = {user: statistics.fmean(v) for user, v in sorted(by_user.items())}
+    mean = statistics.fmean(per_user.values()) if per_user else statistics.fmean(per_text.tolist())
+    return {
+        "mean": mean,
+        "pooled": math.exp(-float(logp.sum()) / int(tokens.sum())),
+        "per_user": per_user,
+        "values": values,
+        "n": len(keep),
+        "skipped": len(texts) - len(keep),
+    }
