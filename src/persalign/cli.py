@@ -4,6 +4,7 @@
     persalign data build pref-acl --source DIR --out DIR [--seed S] [--min-items N] ...
     persalign data stats DIR [--json]
     persalign demo [--out DIR]                    the embedded default (configs/demo.yaml)
+    persalign run CONFIG [--set a.b=v] [--force] [--backend local|ray] [--address auto]
 
 Errors the user can fix (bad files, unknown names, bad options) print one line and exit 2.
 """
@@ -34,6 +35,7 @@ REGISTRIES = {
     "datasets": ("persalign.data", "BUILDERS"),
     "methods": ("persalign.rewards", "METHODS"),
     "decoders": ("persalign.decoding", "DECODERS"),
+    "metrics": ("persalign.metrics", "METRICS"),
 }
 
 
@@ -47,7 +49,9 @@ def _global(
 
 @app.command("ls")
 def list_registered(
-    kind: Annotated[str | None, typer.Argument(help="datasets | methods | decoders")] = None,
+    kind: Annotated[
+        str | None, typer.Argument(help="datasets | methods | decoders | metrics")
+    ] = None,
 ) -> None:
     """List what is registered (datasets, reward methods) with a one-line summary."""
     import importlib
@@ -66,28 +70,37 @@ def list_registered(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the demo writes.")] = Path("runs/demo"),
+    out: Annotated[Path, typer.Option(help="The demo's run folder.")] = Path("runs/demo"),
     config: Annotated[
         Path | None, typer.Option(help="Config file (default: configs/demo.yaml).")
     ] = None,
+    force: Annotated[bool, typer.Option(help="Redo finished models and cells.")] = False,
 ) -> None:
-    """The embedded default: a small Pref-ACL built from PERSALIGN_ACL_DIR, then its stats."""
-    from persalign.data.commands import show_stats
+    """The embedded default: configs/demo.yaml through the runner; prints report.html's path."""
     from persalign.demo import run_demo
 
-    stats = run_demo(out, config)
-    show_stats(stats)
+    summary = run_demo(out, config, force=force)
+    target = summary.report or summary.run_dir
+    stdout.print(str(target), markup=False)
 
 
 def _add_command_groups() -> None:
     from persalign.data.commands import data_app
     from persalign.decoding.commands import generate
+    from persalign.experiments.commands import run
+    from persalign.experiments.report_commands import report
+    from persalign.metrics import commands_generation  # noqa: F401 (evaluate generation, winrate)
+    from persalign.metrics.commands_policy import evaluate_policy, select_lambda_command
     from persalign.rewards.commands import evaluate_app, train
 
     app.add_typer(data_app, name="data")
     app.add_typer(evaluate_app, name="evaluate")
     app.command("train")(train)
     app.command("generate")(generate)
+    app.command("run")(run)
+    app.command("report")(report)
+    evaluate_app.command("policy")(evaluate_policy)
+    app.command("select-lambda")(select_lambda_command)
 
 
 _add_command_groups()
