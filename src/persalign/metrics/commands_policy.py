@@ -82,17 +82,9 @@ def evaluate_policy(
         stdout.print_json(json.dumps(result))
         return
     setting = {"icl": f", {shots} shots", **dict.fromkeys(RGD_SCORERS, f", lambda {lam:g}")}
-    title = f"policy accuracy ({scorer}{setting.get(scorer, '')})"
-    table = Table(title=title, title_justify="left")
-    table.add_column("user")
-    table.add_column("accuracy", justify="right")
-    for user, acc in result["per_user"].items():
-        table.add_row(user, f"{acc:.3f}")
-    stdout.print(table)
-    stdout.print(
-        f"mean over {result['users']} users: {result['mean']:.4f} "
-        f"(pooled over {result['pairs']} pairs: {result['pooled']:.4f})"
-    )
+    from persalign.rewards.commands import print_accuracy
+
+    print_accuracy(f"policy accuracy ({scorer}{setting.get(scorer, '')})", result)
 
 
 def parse_lams(text: str) -> list[float]:

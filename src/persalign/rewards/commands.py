@@ -98,7 +98,12 @@ def evaluate_rm(
     if as_json:
         stdout.print_json(json.dumps(result))
         return
-    table = Table(title=f"RM accuracy of {model}", title_justify="left")
+    print_accuracy(f"RM accuracy of {model}", result)
+
+
+def print_accuracy(title: str, result: dict) -> None:
+    """A per-user accuracy result (metrics.ranking.per_user_accuracy) as a table and a summary."""
+    table = Table(title=title, title_justify="left")
     table.add_column("user")
     table.add_column("accuracy", justify="right")
     for user, acc in result["per_user"].items():
