@@ -435,3 +435,56 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "error:" in err and "empty: no finished cells" in err and "Traceback" not in err
+
+
+def test_cells_the_current_plan_dropped_are_skipped_and_reported(tmp_path, caplog):
+    """A config that no longer runs 'vpl' leaves its old cells behind: the report skips them."""
+    from persalign.experiments.loading import load_run
+
+    run = make_run(tmp_path, unfinished=False)
+    names = sorted(p.name for p in (run / "cells").iterdir())
+    planned = [n for n in names if "vpl" not in n]
+    (run / "manifest.json").write_text(json.dumps(MANIFEST | {"cells": planned}), "utf-8")
+    with caplog.at_level(logging.WARNING, logger="persalign"):
+        results = load_run(run)
+    dropped = len(names) - len(planned)
+    assert dropped == 5  # 2 policies x 2 seeds on pref-acl, and tldr__vpl
+    assert sorted(c.cell for c in results.cells) == planned
+    assert f"{dropped} cell(s) not in the current plan" in caplog.text
+    assert any("--all-cells" in issue for issue in results.issues)
+    assert len(load_run(run, all_cells=True).cells) == len(names)
+    files = write_report(run, tmp_path / "r", n_boot=0)
+    assert "vpl" not in files[f"{BENCH}/ranking.md"].read_text("utf-8")
+    result = CliRunner().invoke(
+        app, ["report", str(run), "--out", str(tmp_path / "all"), "--bootstrap", "0", "--all-cells"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "vpl" in (tmp_path / "all" / BENCH / "ranking.md").read_text("utf-8")
+
+
+def test_rows_are_grouped_personalized_then_global_then_baselines(tmp_path):
+    """With ``personalized`` recorded (the runner writes it), rows split as the paper's tables."""
+    run = make_run(tmp_path, unfinished=False)
+    for path in (run / "cells").glob("*/metrics.json"):
+        data = json.loads(path.read_text("utf-8"))
+        if data["kind"] == "method":
+            data["personalized"] = data["method"] != "global-rm"
+            path.write_text(json.dumps(data), "utf-8")
+    files = write_report(run, n_boot=0)
+    rows = read_csv(files[f"{BENCH}/ranking.csv"])[1:]
+    labelled = [(r[0], r[1]) for r in rows if r[0] != "RM vs policy acc."]
+    assert labelled == [
+        ("Personalized RMs + ARGS", "lore"),
+        ("Personalized RMs + ARGS", "mpu"),
+        ("Personalized RMs + ARGS", "vpl"),
+        ("Global RMs + ARGS", "global-rm"),
+        ("Baselines", "zero-shot"),
+        ("Baselines", "icl-2"),
+        ("Baselines", "icl-4"),
+        ("Baselines", "icl-rag-2"),
+        ("Baselines", "icl-rag-4"),
+    ]
+    policy = rows_by_label(files[f"{BENCH}/policy_smol-135m.csv"])
+    assert policy[("Global RMs + ARGS", "global-rm")][2] == pct([0.70, 0.72])
+    win = rows_by_label(files[f"{BENCH}/win_rate.csv"])
+    assert ("Personalized RMs + ARGS", "vpl") in win

@@ -36,6 +36,7 @@ CONTRACT_KEYS = {
     "seed",
     "method",
     "shots",
+    "personalized",
     "rm_accuracy",
     "policy_accuracy",
     "base_policy_accuracy",
@@ -151,12 +152,14 @@ def test_the_local_grid_writes_every_cell_and_model(local_run):
             assert metrics["lambda"] in (0.0, 1.0) and len(metrics["lambda_curve"]) == 2
             scorer = "personal-rgd" if metrics["method"] == "lore" else "global-rgd"
             assert metrics["policy_accuracy"]["scorer"] == scorer
+            assert metrics["personalized"] is (metrics["method"] == "lore")
             assert metrics["policy_accuracy"]["lam"] == metrics["lambda"]
             assert metrics["rm_accuracy"]["pairs"] == 6
             assert metrics["base_policy_accuracy"]["scorer"] == "base"
             assert metrics["win_rate"]["n"] == 6
         else:
             assert metrics["rm_accuracy"] is None and metrics["win_rate"] is None
+            assert metrics["personalized"] is None
             scorer = "base" if metrics["method"] == "zero-shot" else "icl"
             assert metrics["policy_accuracy"]["scorer"] == scorer
             assert metrics["shots"] == (None if scorer == "base" else 1)

@@ -113,6 +113,30 @@ def test_max_items_caps_each_user_with_a_counted_seeded_sample(tmp_path: Path):
     assert (tmp_path / "x/train.jsonl").read_bytes() == (tmp_path / "y/train.jsonl").read_bytes()
 
 
+def test_max_query_keeps_a_counted_seeded_subset_of_each_query_set(tmp_path: Path):
+    prefs = _prefs({"a": 10, "b": 10, "c": 12})
+    full = BuildOptions(min_items=3, train_users=1, adapt_users=2)
+    write_preference_benchmark("toy", prefs, SkipReport(), full, tmp_path / "full", source={})
+    capped = BuildOptions(min_items=3, train_users=1, adapt_users=2, max_query=2)
+    manifest = write_preference_benchmark(
+        "toy", prefs, SkipReport(), capped, tmp_path / "cap", source={}
+    )
+    before, after = load_benchmark(tmp_path / "full"), load_benchmark(tmp_path / "cap")
+    assert [p.id for p in after.support] == [p.id for p in before.support]  # support untouched
+    assert [p.id for p in after.train] == [p.id for p in before.train]
+    full_query = [p.id for p in before.query]
+    kept = [p.id for p in after.query]
+    assert kept == [i for i in full_query if i in set(kept)]  # a subset, in the original order
+    for user in manifest["adapt_user_ids"]:
+        assert len([p for p in after.query if p.user == user]) == 2
+    dropped = manifest["skipped"]["query items beyond --max-query 2"]
+    assert dropped["count"] == len(full_query) - len(kept) > 0
+    assert manifest["options"]["max_query"] == 2
+    write_preference_benchmark("toy", prefs, SkipReport(), capped, tmp_path / "again", source={})
+    again = (tmp_path / "again/query.jsonl").read_bytes()
+    assert (tmp_path / "cap/query.jsonl").read_bytes() == again
+
+
 def test_min_items_default_is_filled_in_and_recorded(tmp_path: Path):
     manifest = write_preference_benchmark(
         "toy",

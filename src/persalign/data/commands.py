@@ -34,6 +34,9 @@ def data_build(
         int | None, typer.Option(help="Skip users with fewer items (default: per dataset).")
     ] = None,
     max_items: Annotated[int | None, typer.Option(help="Cap items per user.")] = None,
+    max_query: Annotated[
+        int | None, typer.Option(help="Cap query items per adaptation user (seeded sample).")
+    ] = None,
     support_fraction: Annotated[float, typer.Option(help="Support share of items.")] = 0.5,
     split: Annotated[str, typer.Option(help="Support/query split: random | time.")] = "random",
     split_file: Annotated[
@@ -63,6 +66,7 @@ def data_build(
         adapt_users=adapt_users,
         min_items=min_items,
         max_items=max_items,
+        max_query=max_query,
         support_fraction=support_fraction,
         split=split,
         split_file=split_file,

@@ -35,6 +35,9 @@ class BuildOptions:
     default (TL;DR 10, PRISM 3, Pref-LaMP and Pref-ACL 10)."""
     max_items: int | None = None
     """Keep at most this many items per user (the most recent, or a seeded sample without years)."""
+    max_query: int | None = None
+    """Keep at most this many query items per adaptation user (a seeded sample; the rest are
+    dropped and counted), e.g. the subset of PRISM's test split that the paper evaluates."""
     support_fraction: float = 0.5
     """Share of each adaptation user's items that go to support; the rest are query."""
     split: str = "random"

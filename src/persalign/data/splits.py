@@ -164,7 +164,7 @@ def write_preference_benchmark(
             order=order,
         )
         support += s
-        query += q
+        query += cap_items(q, options, skips, user, query=True)
     by_id = {c.id: c for c in completions}
     kept_completions = [by_id[q.id] for q in query if q.id in by_id]  # in query order
     skips.log(log)
@@ -188,14 +188,23 @@ def write_preference_benchmark(
 
 
 def cap_items(
-    items: list[Preference], options: BuildOptions, skips: SkipReport, user: str
+    items: list[Preference],
+    options: BuildOptions,
+    skips: SkipReport,
+    user: str,
+    *,
+    query: bool = False,
 ) -> list[Preference]:
-    """At most ``max_items`` of one user's items: a seeded sample, in their original order."""
-    cap = options.max_items
+    """At most ``max_items`` of one user's items (``query``: at most ``max_query`` of an
+    adaptation user's query items): a seeded sample in the original order; the rest are counted."""
+    if query:
+        cap, stream, reason = options.max_query, "query", "query items beyond --max-query"
+    else:
+        cap, stream, reason = options.max_items, "cap", "items beyond --max-items"
     if cap is None or len(items) <= cap:
         return items
-    keep = set(seeded_rng("cap", options.seed, user).sample(range(len(items)), cap))
-    skips.add(f"items beyond --max-items {cap}", user, count=len(items) - cap)
+    keep = set(seeded_rng(stream, options.seed, user).sample(range(len(items)), cap))
+    skips.add(f"{reason} {cap}", user, count=len(items) - cap)
     return [item for i, item in enumerate(items) if i in keep]
 
 

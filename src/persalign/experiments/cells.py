@@ -67,6 +67,7 @@ def run_cell_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = Fa
         "seed": spec["seed"],
         "method": spec["method"],
         "shots": spec["shots"],
+        "personalized": None,
         "rm_accuracy": None,
         "policy_accuracy": None,
         "base_policy_accuracy": None,
@@ -219,7 +220,10 @@ def method_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
     rm = workspace.reward_model(model_dir, spec["model"]["hash"])
     batch, lam_spec = spec["metrics"]["batch_size"], spec["lambda"]
     settings = {**_decode_settings(spec), "k": spec["decoding"]["k"]}
-    out: dict[str, Any] = {"rm_accuracy": read_json(model_dir / "rm_accuracy.json")}
+    out: dict[str, Any] = {
+        "personalized": bool(rm.personalized),
+        "rm_accuracy": read_json(model_dir / "rm_accuracy.json"),
+    }
     if len(lam_spec["grid"]) == 1:
         out["lambda"] = float(lam_spec["grid"][0])
     else:

@@ -90,6 +90,7 @@ def parse_cell(data: dict[str, Any], name: str) -> Cell:
     shots = data.get("shots")
     params = _number(data.get("scale_params"))
     model = _lookup(data, ("generation", "bertscore_model"))
+    personalized = data.get("personalized")
     return Cell(
         cell=str(data.get("cell") or name),
         benchmark=str(data["benchmark"]),
@@ -105,6 +106,7 @@ def parse_cell(data: dict[str, Any], name: str) -> Cell:
         values=values,
         per_user=per_user,
         bertscore_model=str(model) if model else None,
+        personalized=personalized if isinstance(personalized, bool) else None,
     )
 
 
@@ -119,8 +121,12 @@ def _report(issues: list[str], message: str) -> None:
     issues.append(message)
 
 
-def load_run(run_dir: str | Path) -> RunResults:
-    """Read manifest.json and every cells/*/metrics.json; DataError when no cell is finished."""
+def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
+    """Read manifest.json and every cells/*/metrics.json; DataError when no cell is finished.
+
+    Cells that the manifest's current plan no longer lists (left behind when a config dropped a
+    method or seed) are skipped and reported, unless ``all_cells`` is true.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError("no such run folder", path=run_dir)
@@ -135,6 +141,16 @@ def load_run(run_dir: str | Path) -> RunResults:
         manifest = None
     cells_dir = run_dir / "cells"
     folders = sorted(p for p in cells_dir.iterdir() if p.is_dir()) if cells_dir.is_dir() else []
+    planned = (manifest or {}).get("cells")
+    if not all_cells and isinstance(planned, list):
+        stale = [p.name for p in folders if p.name not in set(planned)]
+        if stale:
+            _report(
+                issues,
+                f"{len(stale)} cell(s) not in the current plan (the config dropped them) skipped: "
+                f"{_names(stale)}; `persalign report --all-cells` includes them",
+            )
+            folders = [p for p in folders if p.name in set(planned)]
     cells: list[Cell] = []
     seen: dict[tuple[Any, ...], str] = {}
     unfinished = []

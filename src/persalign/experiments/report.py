@@ -88,14 +88,19 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_report(
-    run_dir: str | Path, out_dir: str | Path | None = None, *, n_boot: int = 1000
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    n_boot: int = 1000,
+    all_cells: bool = False,
 ) -> dict[str, Path]:
     """Write every table, figure and report.html; returns {relative path: path}.
 
     ``out_dir`` defaults to ``<run_dir>/report``; ``n_boot`` is the number of bootstrap resamples
-    (over users) for the correlation CIs (0: no CIs).
+    (over users) for the correlation CIs (0: no CIs); ``all_cells`` also reads cells that the
+    current plan no longer lists.
     """
-    results = load_run(run_dir)
+    results = load_run(run_dir, all_cells=all_cells)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
     written: dict[str, Path] = {}
 

@@ -25,11 +25,17 @@ def report(
     bootstrap: Annotated[
         int, typer.Option(help="Bootstrap resamples over users for correlation CIs (0: none).")
     ] = 1000,
+    all_cells: Annotated[
+        bool,
+        typer.Option(
+            "--all-cells", help="Also report cells that the run's current config no longer plans."
+        ),
+    ] = False,
 ) -> None:
     """Write the paper's tables (Markdown, LaTeX, CSV), figures (PNG) and report.html."""
     from persalign.experiments.report import write_report
 
-    files = write_report(run_dir, out, n_boot=bootstrap)
+    files = write_report(run_dir, out, n_boot=bootstrap, all_cells=all_cells)
     folder = files["report.html"].parent
     stdout.print(f"{len(files)} files in {folder}", markup=False)
     stdout.print(str(files["report.html"]), markup=False)

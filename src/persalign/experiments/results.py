@@ -57,6 +57,7 @@ class Cell:
     values: dict[str, float]
     per_user: dict[str, dict[str, float]]
     bertscore_model: str | None
+    personalized: bool | None = None  # a reward method's kind; None: not recorded (older runs)
 
     @property
     def row(self) -> str:
@@ -67,9 +68,10 @@ class Cell:
 
     @property
     def row_key(self) -> tuple[Any, ...]:
-        """Sort order: reward methods by name, then zero-shot, ICL and ICL-RAG by shots."""
+        """Sort order: personalized, global, then unrecorded reward methods by name; then
+        zero-shot, ICL and ICL-RAG by shots (the paper's Tables 2-4)."""
         if self.kind == "method":
-            return (0, 0, 0, self.method)
+            return (0, {True: 0, False: 1}.get(self.personalized, 2), 0, self.method)
         return (1, BASELINE_ORDER.get(self.method, 3), self.shots or 0, self.method)
 
 
@@ -89,6 +91,7 @@ class Row:
     kind: str
     method: str
     shots: int | None
+    personalized: bool | None = None
 
 
 @dataclass
@@ -136,7 +139,7 @@ class RunResults:
             if cell.benchmark == benchmark and (kind is None or cell.kind == kind):
                 found.setdefault(cell.row, cell)
         ordered = sorted(found.values(), key=lambda c: c.row_key)
-        return [Row(c.row, c.kind, c.method, c.shots) for c in ordered]
+        return [Row(c.row, c.kind, c.method, c.shots, c.personalized) for c in ordered]
 
     def seed_values(self, benchmark: str, policy: str, row: str, metric: str) -> dict[int, float]:
         return {

@@ -39,6 +39,9 @@ class BenchmarkConfig(Strict):
     adapt_users: int | None = Field(None, ge=1, description="Adaptation users; null: paper shape.")
     min_items: int | None = Field(None, ge=1, description="Skip users with fewer items.")
     max_items: int | None = Field(None, ge=1, description="Keep at most this many items per user.")
+    max_query: int | None = Field(
+        None, ge=1, description="Keep at most this many query items per adaptation user."
+    )
     support_fraction: float = Field(0.5, gt=0, lt=1, description="Support share of adapt items.")
     split: Literal["random", "time"] = Field("random", description="Support/query split.")
     split_file: str | None = Field(

@@ -40,18 +40,27 @@ from persalign.experiments.formatting import (
     fmt_stat,
     slug,
 )
-from persalign.experiments.results import PolicyColumn, RunResults
+from persalign.experiments.results import PolicyColumn, Row, RunResults
 from persalign.experiments.tabular import Table
 
 log = logging.getLogger(__name__)
 
 METHODS_GROUP = "Reward models + ARGS"
+PERSONALIZED_GROUP = "Personalized RMs + ARGS"
+GLOBAL_GROUP = "Global RMs + ARGS"
 BASELINES_GROUP = "Baselines"
 PERCENT_NOTE = (
     "Values in %: mean ± std over seeds (population std of the per-seed values, "
     "so a single seed shows ± 0.00); -- = not available."
 )
 DAGGER_NOTE = "†: mean over fewer seeds than the run has (a cell unfinished or a metric null)."
+
+
+def group(row: Row) -> str:
+    """The row's group, as the paper's tables split them: personalized, global, baselines."""
+    if row.kind == "baseline":
+        return BASELINES_GROUP
+    return {True: PERSONALIZED_GROUP, False: GLOBAL_GROUP}.get(row.personalized, METHODS_GROUP)
 
 
 def _with_dagger_note(table: Table) -> Table:
@@ -72,13 +81,13 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
             fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_method)
             for c in columns
         ]
-        rows.append([METHODS_GROUP, row.label, fmt_stat(rm, n_method), *cells])
+        rows.append([group(row), row.label, fmt_stat(rm, n_method), *cells])
     for row in results.rows(benchmark, "baseline"):
         cells = [
             fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_base)
             for c in columns
         ]
-        rows.append([BASELINES_GROUP, row.label, NA, *cells])
+        rows.append([group(row), row.label, NA, *cells])
     corrs = [
         correlate(*method_means(results, benchmark, c.policy, "rm_accuracy", "policy_accuracy")[1:])
         for c in columns
@@ -111,7 +120,7 @@ def win_rate_table(results: RunResults, benchmark: str) -> Table:
     expected = results.expected_seeds(benchmark, "method")
     rows = [
         [
-            METHODS_GROUP,
+            group(row),
             row.label,
             *[
                 fmt_stat(results.stat(benchmark, c.policy, row.label, "win_rate"), expected)
@@ -138,12 +147,12 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
     """Tables 9-12: every metric per method and baseline for one policy."""
     metrics = ("rm_accuracy", "policy_accuracy", "rouge1", "rougeL", "bertscore_f1")
     rows = []
-    for kind, group in (("method", METHODS_GROUP), ("baseline", BASELINES_GROUP)):
+    for kind in ("method", "baseline"):
         expected = results.expected_seeds(benchmark, kind)
         for row in results.rows(benchmark, kind):
             rows.append(
                 [
-                    group,
+                    group(row),
                     row.label,
                     *[
                         fmt_stat(results.stat(benchmark, column.policy, row.label, m), expected)
