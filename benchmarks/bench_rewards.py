@@ -1,13 +1,16 @@
 """RM accuracy, training throughput and peak memory of every reward method on the shared TL;DR.
 
     python benchmarks/bench_rewards.py [--methods global-rm,lore] [--max-steps 30] [--batch-size 4]
+    python benchmarks/bench_rewards.py --methods p-dpo --set adapt_steps=10   # any config field
 
 PAL's seen workers are the train users and its unseen workers the adaptation users (the shared
 batches hold 7 and 20 of them). Each method trains in its own subprocess (so peak memory is its
 own) with the bundled SmolLM2-135M-Instruct backbone, one seed, then adapts every adaptation user
 on its support set and reports RM accuracy (Eq. 2) on the query set. On 2 CPU cores the defaults
 cut prompts to 128 tokens, responses to 48, and cap support and query sets; pass larger values on
-a GPU machine. Prints one JSON object.
+a GPU machine. ``--set key=value`` (repeatable) overrides any field of every method's config
+(e.g. P-DPO's ``adapt_steps``, whose paper default of 100 full backbone passes per user takes hours
+on 2 cores); the overrides are recorded in the output. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def child(args: argparse.Namespace) -> None:
     from persalign.data import load_benchmark
     from persalign.logs import setup_logging
     from persalign.metrics.ranking import rm_accuracy
+    from persalign.overrides import parse_overrides
     from persalign.rewards import create
     from persalign.sysinfo import peak_rss_mib
 
@@ -43,6 +47,7 @@ def child(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_prompt_tokens=args.max_prompt_tokens,
         max_response_tokens=args.max_response_tokens,
+        **parse_overrides(args.set),
     )
     start = time.perf_counter()
     history = rm.fit(bench.train, progress=False)
@@ -89,6 +94,9 @@ def main() -> None:
     parser.add_argument("--max-support", type=int, default=16)
     parser.add_argument("--max-query", type=int, default=16)
     parser.add_argument("--tldr", default=str(Path(shared) / "tldr"))
+    parser.add_argument(
+        "--set", action="append", default=[], help="key=value for every method's config"
+    )
     parser.add_argument("--benchmark")
     parser.add_argument("--method")
     parser.add_argument("--child", action="store_true")
@@ -128,9 +136,18 @@ def main() -> None:
                 "max_query",
             ):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            for item in args.set:
+                cmd += ["--set", item]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
-                results.append({"method": method, "error": proc.stderr.strip().splitlines()[-1:]})
+                results.append(
+                    {
+                        "method": method,
+                        "returncode": proc.returncode,  # negative: killed by that signal
+                        "error": proc.stderr.strip().splitlines()[-3:],
+                    }
+                )
+                sys.stderr.write(json.dumps(results[-1]) + "\n")
                 continue
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             sys.stderr.write(json.dumps(results[-1]) + "\n")
@@ -149,6 +166,7 @@ def main() -> None:
                         "max_response_tokens",
                         "max_support",
                         "max_query",
+                        "set",
                     )
                 },
                 "cpu_count": os.cpu_count(),

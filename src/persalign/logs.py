@@ -39,8 +39,8 @@ def setup_logging(verbosity: int = 1) -> None:
     logging.getLogger("persalign").setLevel(level)
 
 
-def progress_bar(transient: bool = False) -> Progress:
-    """A rich progress bar on stderr with count, elapsed and remaining time."""
+def progress_bar(transient: bool = False, show: bool = True) -> Progress:
+    """A rich progress bar on stderr with count, elapsed and remaining time (none unless show)."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -49,6 +49,7 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=stderr,
         transient=transient,
+        disable=not show,
     )
 
 

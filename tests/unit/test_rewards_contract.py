@@ -178,3 +178,11 @@ def test_personalized_methods_beat_global_on_opposite_groups(method, tiny_lm, gl
 def test_single_group_task_is_learned(method, tiny_lm):
     rm, new = trained(method, tiny_lm, steps=60, opposite=False)
     assert new_user_accuracy(rm, new) >= 0.9
+
+
+def test_fit_shows_a_progress_bar_only_when_asked(tiny_lm: str, capsys):
+    train, _ = two_group_task(opposite=True)
+    make("global-rm", tiny_lm, max_steps=2).fit(train, progress=False)
+    assert "training" not in capsys.readouterr().err
+    make("global-rm", tiny_lm, max_steps=2).fit(train, progress=True)
+    assert "2/2" in capsys.readouterr().err

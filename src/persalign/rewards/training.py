@@ -102,7 +102,7 @@ def fit(
     handle = _open_log(log_path)
     rm.train()
     try:
-        with progress_bar() as bar:
+        with progress_bar(show=progress) as bar:
             task = bar.add_task(f"training {rm.name}", total=total)
             step = 0
             while step < total:
