@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from persalign.data.io import BENCHMARK_FILES, read_json, sha256_file
+from persalign.data.io import BENCHMARK_FILES, read_json, sha256_file, write_json
 from persalign.errors import DataError
 from persalign.experiments.config import BenchmarkConfig
 
@@ -42,11 +42,6 @@ def benchmark_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def build_options_json(config: BenchmarkConfig) -> dict:
-    """The options as the builders record them in the benchmark manifest."""
-    return config.build_options()
-
-
 def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> PreparedBenchmark:
     """The benchmark's folder, building it under ``run_dir/benchmarks/<label>`` if needed."""
     from persalign.data import BUILDERS, BuildOptions
@@ -59,7 +54,7 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
     dataset = config.dataset or label
     builder = BUILDERS.get(dataset)
     folder = run_dir / "benchmarks" / label
-    wanted = {"dataset": dataset, **build_options_json(config)}
+    wanted = {"dataset": dataset, **config.build_options()}
     marker = folder / "run_build.json"
     if marker.is_file() and read_json(marker) == wanted:
         log.info("reusing the built benchmark %s in %s", label, folder)
@@ -72,8 +67,6 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
     options = config.build_options()
     options["include"] = tuple(options["include"])
     builder(BuildOptions(**options), tmp)
-    from persalign.data.io import write_json
-
     write_json(tmp / "run_build.json", wanted)
     if folder.exists():
         shutil.rmtree(folder)

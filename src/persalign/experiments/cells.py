@@ -31,13 +31,7 @@ METRICS = "metrics.json"
 
 
 def cell_finished(folder: Path, spec_hash: str) -> bool:
-    path = folder / METRICS
-    if not path.is_file():
-        return False
-    try:
-        return read_json(path).get("spec_hash") == spec_hash
-    except Exception:  # unreadable: not finished
-        return False
+    return workspace.marker_matches(folder / METRICS, "spec_hash", spec_hash)
 
 
 def run_cell_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:

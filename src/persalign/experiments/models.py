@@ -21,22 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from persalign.data.io import read_json, write_json
+from persalign.data.io import write_json
 from persalign.experiments.plan import Job
-from persalign.experiments.workspace import benchmark, job_log
+from persalign.experiments.workspace import MODEL_MARKER, benchmark, job_log, marker_matches
 
 log = logging.getLogger(__name__)
-MARKER = "run_model.json"
 
 
 def model_finished(folder: Path, spec_hash: str) -> bool:
-    marker = folder / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return read_json(marker).get("hash") == spec_hash
-    except Exception:  # a damaged marker means an unfinished model
-        return False
+    return marker_matches(folder / MODEL_MARKER, "hash", spec_hash)
 
 
 def heldout_split(bench, spec: dict[str, Any]) -> tuple[list, list]:
@@ -82,7 +75,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         seconds = time.perf_counter() - started
         log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
     write_json(
-        tmp / MARKER,
+        tmp / MODEL_MARKER,
         {
             "id": job.id,
             "hash": job.spec_hash,

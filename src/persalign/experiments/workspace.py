@@ -26,9 +26,23 @@ log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
 PARTIAL = "generations.partial.jsonl"
 
+MODEL_MARKER = "run_model.json"  # written last into models/<id>/: the model is finished
+
 _benchmarks: dict[str, Any] = {}
 _policy: dict[str, Any] = {}
 _reward: dict[str, Any] = {}
+
+
+def marker_matches(path: Path, key: str, spec_hash: str) -> bool:
+    """Whether the JSON file ``path`` exists and records ``spec_hash`` under ``key``: how a
+    model (run_model.json) or a cell (metrics.json) is known to be finished for this spec.
+    A missing, unreadable or damaged file means unfinished."""
+    if not path.is_file():
+        return False
+    try:
+        return read_json(path).get(key) == spec_hash
+    except Exception:  # unreadable or not an object: not finished
+        return False
 
 
 def benchmark(path: str | Path):
@@ -63,8 +77,7 @@ def reward_model(folder: Path, spec_hash: str):
     """The trained reward model in ``folder`` (checked against the model job's hash)."""
     from persalign.rewards import load
 
-    marker = read_json(folder / "run_model.json")
-    if marker.get("hash") != spec_hash:
+    if not marker_matches(folder / MODEL_MARKER, "hash", spec_hash):
         raise RuntimeError(f"{folder} holds another model than this cell expects")
     key = f"{folder.resolve()}:{spec_hash}"
     if key not in _reward:
