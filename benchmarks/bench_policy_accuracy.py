@@ -7,7 +7,7 @@
 tokens and responses to 32. The bundled SmolLM2-135M-Instruct is the policy and the backbone of
 a global-rm whose LoRA and head are UNTRAINED (random head): the figures measure speed and
 agreement, not a meaningful accuracy. The single-pass path runs one policy pass and one reward
-pass over each batch of whole responses (``persalign.metrics.policy``); the per-prefix path
+pass over each batch of whole responses (``persalign.metrics.policy_accuracy``); the per-prefix path
 (tests/reference_policy.py) runs, for every response token t, one policy forward over the
 prompt and y_<t and one reward-model pass over the response cut after t tokens. Prints one JSON
 object; targets: speedup >= 10, the same accuracy, scores within 1e-6.
@@ -54,7 +54,7 @@ def main() -> None:
     from persalign.data.tldr import load_tldr
     from persalign.decoding import Policy
     from persalign.logs import setup_logging
-    from persalign.metrics.policy import accuracy_from_parts, preference_parts
+    from persalign.metrics.policy_accuracy import accuracy_from_parts, preference_parts
     from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
     from persalign.rewards import create
     from persalign.sysinfo import peak_rss_mib

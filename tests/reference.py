@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from persalign.rewards.encoding import pad_sequences
+from persalign.models.encoding import pad_sequences
 
 
 def naive_args(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from persalign.rewards.encoding import pad_sequences
+from persalign.models.encoding import pad_sequences
 
 
 def naive_logprobs(policy, prompt_ids: list[int], response_ids: list[int]) -> list[float]:

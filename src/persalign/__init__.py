@@ -1,8 +1,8 @@
 """persalign: personalized alignment, evaluated end to end.
 
-    >>> import persalign
-    >>> persalign.__version__
-    '0.1.0'
+    import persalign
+    persalign.__version__
+    # '0.1.0'
 
 Per-user preference benchmarks (``persalign.data``), personalized reward models
 (``persalign.rewards``), reward-guided decoding and in-context learning (``persalign.decoding``),

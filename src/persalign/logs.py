@@ -1,9 +1,9 @@
 """Console logging and progress for the command line and long-running library calls.
 
-    >>> setup_logging(verbosity=1)          # INFO and up, rendered by rich on stderr
-    >>> with progress_bar() as progress:
-    ...     task = progress.add_task("embedding", total=len(texts))
-    ...     progress.advance(task, 64)
+    setup_logging(verbosity=1)          # INFO and up, rendered by rich on stderr
+    with progress_bar() as progress:
+        task = progress.add_task("embedding", total=len(texts))
+        progress.advance(task, 64)
 
 The library itself only logs (``logging.getLogger(__name__)``); applications decide where it goes.
 """

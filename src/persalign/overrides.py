@@ -1,7 +1,7 @@
 """``--set key=value`` overrides: dotted keys, YAML-typed values.
 
->>> parse_overrides(["head_lr=1e-3", "latent_dim=8", "model.name=lore", "tags=[a, b]"])
-{'head_lr': 0.001, 'latent_dim': 8, 'model': {'name': 'lore'}, 'tags': ['a', 'b']}
+parse_overrides(["head_lr=1e-3", "latent_dim=8", "model.name=lore", "tags=[a, b]"])
+# {'head_lr': 0.001, 'latent_dim': 8, 'model': {'name': 'lore'}, 'tags': ['a', 'b']}
 """
 
 from __future__ import annotations

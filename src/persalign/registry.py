@@ -1,11 +1,11 @@
 """Name -> object registries, filled by a decorator, with "did you mean" on a typo.
 
-    >>> METHODS: Registry[type] = Registry("reward method")
-    >>> @METHODS.register("global-rm", summary="Bradley-Terry, scalar head on the last token")
-    ... class GlobalRM: ...
-    >>> METHODS.get("global-rn")
-    Traceback (most recent call last):
-    ConfigError: unknown reward method 'global-rn'; did you mean 'global-rm'? (known: global-rm)
+    METHODS: Registry[type] = Registry("reward method")
+    @METHODS.register("global-rm", summary="Bradley-Terry, scalar head on the last token")
+    class GlobalRM: ...
+    METHODS.get("global-rn")
+    # Traceback (most recent call last):
+    # ConfigError: unknown reward method 'global-rn'; did you mean 'global-rm'? (known: global-rm)
 
 ``persalign ls`` lists every registry, so a new method, decoder or metric is one new file.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -33,18 +34,20 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """A named collection of implementations of one interface."""
 
-    def __init__(self, kind: str, autoload: tuple[str, ...] = ()):
-        """``autoload``: modules that register into this registry, imported on first lookup."""
+    def __init__(self, kind: str, packages: tuple[str, ...] = ()):
+        """``packages``: every module of these packages (found with pkgutil, so a new file is
+        all a new entry needs) is imported on the first lookup; modules named ``_*`` are not."""
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
-        self._autoload = autoload
-        self._loaded = not autoload
+        self._packages = packages
+        self._loaded = not packages
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            for module in self._autoload:
-                importlib.import_module(module)
+            for package in self._packages:
+                for module in discover(package):
+                    importlib.import_module(module)
 
     def register(self, name: str, summary: str = "") -> Callable[[T], T]:
         """Decorator registering ``obj`` as ``name`` (summary: its docstring's first line)."""
@@ -83,3 +86,13 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._entries)
+
+
+def discover(package: str) -> list[str]:
+    """The importable modules directly inside ``package`` (sorted; ``_private`` ones left out)."""
+    path = importlib.import_module(package).__path__
+    return sorted(
+        f"{package}.{info.name}"
+        for info in pkgutil.iter_modules(path)
+        if not info.name.startswith("_")
+    )

@@ -1,7 +1,7 @@
 """Facts about the running process and machine, for summaries and run manifests.
 
->>> peak_rss_mib()
-812.4
+peak_rss_mib()
+# 812.4
 """
 
 from __future__ import annotations

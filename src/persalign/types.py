@@ -1,11 +1,11 @@
 """The record types every part of persalign speaks.
 
-    >>> p = Preference(id="u1/p3", user="u1", prompt="Generate a title ...",
-    ...                chosen="Their own title", rejected="A similar paper's title")
-    >>> p.to_json()["chosen"]
-    'Their own title'
-    >>> bench = Benchmark.load("benchmarks/pref-acl")      # see persalign.data.io
-    >>> bench.adapt_users()[0].support[:2]
+    p = Preference(id="u1/p3", user="u1", prompt="Generate a title ...",
+                   chosen="Their own title", rejected="A similar paper's title")
+    p.to_json()["chosen"]
+    # 'Their own title'
+    bench = load_benchmark("benchmarks/pref-acl")     # persalign.data.benchmark_folder
+    bench.adapt_users()[0].support[:2]
 
 A benchmark has train users (all their preferences in ``train``) and adaptation users, whose
 preferences are split into ``support`` (to adapt on) and ``query`` (to evaluate on). Completions
@@ -19,6 +19,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from persalign.errors import ConfigError
 
 SPLITS = ("train", "support", "query")
 
@@ -100,12 +102,6 @@ class Benchmark:
     completions: tuple[Completion, ...] = ()
     manifest: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    @classmethod
-    def load(cls, path: str) -> Benchmark:
-        from persalign.data.io import load_benchmark
-
-        return load_benchmark(path)
-
     def train_users(self) -> list[UserData]:
         return [u for u in self.users() if u.role == "train"]
 
@@ -136,8 +132,6 @@ class Benchmark:
         for data in self.users():
             if data.user == user:
                 return data
-        from persalign.errors import ConfigError
-
         raise ConfigError(f"unknown user {user!r} in benchmark {self.name!r}")
 
 

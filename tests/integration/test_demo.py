@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from persalign.data import load_benchmark
-from persalign.experiments.config import parse_config
-from persalign.experiments.runner import run_experiment
+from persalign.runs.config import parse_config
+from persalign.runs.runner import run_experiment
 
 pytestmark = pytest.mark.integration
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from persalign.data import builder
+from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.builder import _norm_title, build_pref_benchmark, mine_negatives
 from persalign.data.corpus import Corpus, Paper
-from persalign.data.io import load_benchmark
 from persalign.data.registry import BuildOptions
 from persalign.errors import ConfigError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from persalign.cli import main
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.types import Completion, Preference
 
 

@@ -11,15 +11,15 @@ import yaml
 
 from persalign.data import BuildOptions
 from persalign.errors import ConfigError
-from persalign.experiments.benchmarks import PreparedBenchmark
-from persalign.experiments.config import (
+from persalign.runs.benchmark_builds import PreparedBenchmark
+from persalign.runs.config import (
     BenchmarkConfig,
     RunConfig,
     config_hash,
     load_config,
     parse_config,
 )
-from persalign.experiments.plan import make_plan, slug
+from persalign.runs.plan import make_plan, slug
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
 from persalign.metrics import generation
 from persalign.metrics.bertscore import load_bertscore, resolve_bertscore_model

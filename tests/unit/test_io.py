@@ -3,16 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from persalign.data.io import (
-    SkipReport,
-    atomic_write,
-    load_benchmark,
-    read_json,
-    read_jsonl,
-    sha256_file,
-    write_benchmark,
-)
+from persalign.data.benchmark_folder import load_benchmark, write_benchmark
 from persalign.errors import DataError
+from persalign.io import SkipReport, atomic_write, read_json, read_jsonl, sha256_file
 from persalign.types import Completion, Preference
 
 

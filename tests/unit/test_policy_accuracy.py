@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.decoding import GenerationRequest, Policy
 from persalign.errors import ConfigError, DataError
 from persalign.metrics import METRICS, scoring
-from persalign.metrics import policy as policy_metrics
-from persalign.metrics.policy import (
+from persalign.metrics import policy_accuracy as policy_metrics
+from persalign.metrics.policy_accuracy import (
     icl_prompts,
     policy_accuracy,
     policy_accuracy_curve,
@@ -137,7 +137,7 @@ def test_personal_rgd_depends_on_the_user_and_icl_on_demonstrations(policy, lore
     base = policy_scores(policy, *same, scorer="base", progress=False)
     demos = [[], [Preference("d", "u", "Say about owl", "owl owl owl", "x")]]
     icl = policy_scores(policy, *same, scorer="icl", demonstrations=demos, progress=False)
-    assert float(icl[0]) == pytest.approx(float(base[0]), abs=1e-9)  # no demos: the base score
+    assert float(icl[0]) == pytest.approx(float(base[0]), rel=1e-6)  # no demos: the base score
     assert abs(float(icl[1] - base[1])) > 1e-4
 
 
@@ -276,7 +276,7 @@ def test_evaluate_policy_cli(bench_and_model, tiny_lm_other, policy, tmp_path, c
     assert code == 0, err
     result = json.loads(stdout)
     assert json.loads(out.read_text()) == result
-    from persalign.data.io import load_benchmark
+    from persalign.data.benchmark_folder import load_benchmark
 
     data = load_benchmark(bench)
     support = {u.user: list(u.support) for u in data.adapt_users()}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from persalign.data.io import load_benchmark
+from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.prism import (
     HUB_CONFIG,
     HUB_ID,

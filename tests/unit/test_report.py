@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from persalign.cli import app, main
 from persalign.errors import DataError
-from persalign.experiments.report import write_report
-from persalign.experiments.tabular import latex_escape
 from persalign.metrics.correlation import correlations_over_users
+from persalign.report.tabular import latex_escape
+from persalign.report.writer import write_report
 
 BENCH = "pref-acl"
 POLICIES = {"smol-135m": ("135M", 135.0), "smol-360m": ("360M", 360.0)}
@@ -439,7 +439,7 @@ def test_cli_error_is_one_line(tmp_path, capsys):
 
 def test_cells_the_current_plan_dropped_are_skipped_and_reported(tmp_path, caplog):
     """A config that no longer runs 'vpl' leaves its old cells behind: the report skips them."""
-    from persalign.experiments.loading import load_run
+    from persalign.report.reading import load_run
 
     run = make_run(tmp_path, unfinished=False)
     names = sorted(p.name for p in (run / "cells").iterdir())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
 from persalign.overrides import parse_overrides
 

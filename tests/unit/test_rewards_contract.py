@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
-from persalign.rewards.encoding import pad_sequences
+from persalign.models.encoding import pad_sequences
 
 from .rewards_synthetic import two_group_task
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import persalign.rewards as rewards
-from persalign.rewards.encoding import pad_sequences
+from persalign.models.encoding import pad_sequences
 from persalign.rewards.methods.likelihood import response_logprobs
 
 from .rewards_synthetic import two_group_task

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
-from persalign.experiments.config import config_hash, parse_config
-from persalign.experiments.runner import RunFailed, run_experiment
+from persalign.runs.config import config_hash, parse_config
+from persalign.runs.runner import RunFailed, run_experiment
 from persalign.types import Completion
 
 from .rewards_synthetic import two_group_task
@@ -304,7 +304,7 @@ def test_the_grid_runs_on_ray(ray_session, bench, tiny_lm, tmp_path):
 def test_a_job_runs_with_its_threads_and_restores_them(monkeypatch):
     import torch
 
-    from persalign.experiments import backends, cells
+    from persalign.runs import backends, cells
 
     monkeypatch.setattr(cells, "run_cell_job", lambda *a: {"threads": torch.get_num_threads()})
     before = torch.get_num_threads()

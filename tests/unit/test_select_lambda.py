@@ -9,19 +9,19 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
-from persalign.data.io import load_benchmark, write_benchmark
+from persalign.data.benchmark_folder import load_benchmark, write_benchmark
 from persalign.decoding import GenerationRequest, Policy, create_decoder
 from persalign.errors import ConfigError
-from persalign.experiments import select
-from persalign.experiments.select import (
+from persalign.metrics import lambda_selection as select
+from persalign.metrics import policy_accuracy as policy_metrics
+from persalign.metrics.generation import rouge
+from persalign.metrics.lambda_selection import (
     harmonic_mean,
     heldout_preferences,
     save_selection,
     select_lambda,
     split_train_heldout,
 )
-from persalign.metrics import policy as policy_metrics
-from persalign.metrics.generation import rouge
 from persalign.metrics.scoring import ScoreParts
 from persalign.types import Benchmark, Preference
 

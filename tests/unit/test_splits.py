@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from persalign.data.io import SkipReport, load_benchmark
+from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.registry import BuildOptions
 from persalign.data.splits import (
     read_split_file,
@@ -12,6 +12,7 @@ from persalign.data.splits import (
     write_preference_benchmark,
 )
 from persalign.errors import ConfigError, DataError
+from persalign.io import SkipReport
 from persalign.types import Preference
 
 

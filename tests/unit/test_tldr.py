@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from persalign.data.io import load_benchmark
+from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.registry import BUILDERS, BuildOptions
 from persalign.data.tldr import HUB_CONFIG, HUB_ID, build_tldr, load_tldr, tldr_prompt
 from persalign.errors import DataError

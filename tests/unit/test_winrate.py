@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from persalign.data.io import write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
 from persalign.metrics.winrate import win_rate
 from persalign.types import Preference

@@ -1,11 +1,11 @@
 """ACL Anthology metadata -> an author corpus (Pref-ACL, the stand-in for LaMP-5 here).
 
-    >>> corpus = load_acl("../shared/data/acl_anthology", include=["2024.*"])
-    >>> corpus.papers["2024.acl-long.1"].year
-    2024
-    >>> corpus.authors["id:bill-byrne"][:2]          # Anthology IDs of the papers he wrote
-    ['2024.acl-long.289', '2024.acl-long.291']
-    >>> corpus = load_acl(None)   # $PERSALIGN_ACL_DIR, else download the Anthology into the cache
+    corpus = load_acl("../shared/data/acl_anthology", include=["2024.*"])
+    corpus.papers["2024.acl-long.1"].year
+    # 2024
+    corpus.authors["id:bill-byrne"][:2]          # Anthology IDs of the papers he wrote
+    # ['2024.acl-long.289', '2024.acl-long.291']
+    corpus = load_acl(None)   # $PERSALIGN_ACL_DIR, else download the Anthology into the cache
 
 The source is a folder laid out like the Anthology repository's ``data/``: ``xml/*.xml`` (one
 collection per file) and ``yaml/name_variants.yaml`` (the repository root, holding ``data/``, works

@@ -1,8 +1,8 @@
 """The Pref-LaMP recipe (paper, section 5): author corpora -> preferences with hard negatives.
 
-    >>> from persalign.data.acl import load_acl
-    >>> corpus = load_acl("../shared/data/acl_anthology")
-    >>> manifest = build_pref_benchmark("pref-acl", corpus, BuildOptions(seed=0), "out/pref-acl")
+    from persalign.data.acl import load_acl
+    corpus = load_acl("../shared/data/acl_anthology")
+    manifest = build_pref_benchmark("pref-acl", corpus, BuildOptions(seed=0), "out/pref-acl")
 
 For every paper of every selected user: the prompt is a title-generation instruction with the
 abstract, ``chosen`` is the author's own title, and ``rejected`` is the title of a paper sampled
@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from persalign.data.corpus import Corpus, Paper
-from persalign.data.io import SkipReport
 from persalign.data.lamp5 import LAMP5_INSTRUCTION
 from persalign.data.registry import BUILDERS, BuildOptions, with_defaults
 from persalign.data.splits import seeded_rng, split_users, write_preference_benchmark
 from persalign.errors import ConfigError
+from persalign.io import SkipReport
 from persalign.types import Completion, Preference
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
 """Author corpora: the input of the Pref-LaMP recipe (LaMP-5 profiles, ACL Anthology authors).
 
-    >>> corpus = Corpus(source={"kind": "acl", "path": "..."})
-    >>> corpus.add_paper(Paper(id="P16-1001", title="A title", abstract="We ...", year=2016),
-    ...                  authors=["jane-doe", "john-roe"])
-    >>> corpus.authors["jane-doe"]
-    ['P16-1001']
+    corpus = Corpus(source={"kind": "acl", "path": "..."})
+    corpus.add_paper(Paper(id="P16-1001", title="A title", abstract="We ...", year=2016),
+                     authors=["jane-doe", "john-roe"])
+    corpus.authors["jane-doe"]
+    # ['P16-1001']
 
 A paper appears once in ``papers`` however many authors it has; ``authors`` maps each user to
 the ids of the papers they wrote. Loaders skip (and count in ``skips``) papers without a title or
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from persalign.data.io import SkipReport
+from persalign.io import SkipReport
 
 
 @dataclass(frozen=True)

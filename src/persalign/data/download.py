@@ -1,9 +1,9 @@
 """Downloads that never leave half a file, an HTML error page or an unsafe archive behind.
 
-    >>> fetch("https://example.org/dev_questions.json", cache / "dev_questions.json", kind="json")
-    >>> fetch_once(url, dest, kind="json")       # skips the download when dest exists (file lock)
-    >>> names = safe_extract(archive, folder, select=lambda parts: "/".join(parts[1:]))
-    >>> data_dir = download_acl()     # the Anthology's xml/ + yaml/name_variants.yaml, cached once
+    fetch("https://example.org/dev_questions.json", cache / "dev_questions.json", kind="json")
+    fetch_once(url, dest, kind="json")       # skips the download when dest exists (file lock)
+    names = safe_extract(archive, folder, select=lambda parts: "/".join(parts[1:]))
+    data_dir = download_acl()     # the Anthology's xml/ + yaml/name_variants.yaml, cached once
 
 :func:`fetch` streams into a temporary file beside ``dest`` and renames it into place only after
 every check passed: the HTTP status, the size (``Content-Length``, ``expected_size``,
@@ -33,8 +33,8 @@ from typing import IO, Any
 from filelock import FileLock
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from persalign.data.io import sha256_file
 from persalign.errors import DownloadError
+from persalign.io import sha256_file
 from persalign.logs import stderr
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """LaMP-5 (personalized scholarly title generation) -> an author corpus (Pref-LaMP).
 
-    >>> corpus = load_lamp5("data/LaMP_5", split="dev")
-    >>> corpus.authors["lamp5:310"][:3]        # paper ids of question 310's user
-    >>> corpus = load_lamp5(None, split="train", variant="time")   # downloaded into the cache
+    corpus = load_lamp5("data/LaMP_5", split="dev")
+    corpus.authors["lamp5:310"][:3]        # paper ids of question 310's user
+    corpus = load_lamp5(None, split="train", variant="time")   # downloaded into the cache
 
 The official files: ``{split}_questions.json``, a JSON list of ``{"id", "input", "profile"}``
 (``input`` = the LaMP-5 instruction + the abstract; ``profile`` = ``[{"id", "title", "abstract"},
@@ -35,8 +35,8 @@ from typing import Any
 
 from persalign.data.corpus import Corpus, Paper
 from persalign.data.download import fetch_once
-from persalign.data.io import read_json
 from persalign.errors import ConfigError, DataError
+from persalign.io import read_json
 from persalign.logs import progress_bar
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
 """PRISM multi-turn conversations rated by each user (Kirk et al. 2024): loader and builder.
 
-    >>> prefs, skips, source = load_prism("data/prism")   # folder with conversations.jsonl
-    >>> prefs, skips, source = load_prism(None)  # hub: HannahRoseKirk/prism-alignment
-    >>> prefs[0].id, prefs[0].meta["messages"]
-    ('c0:0:2', [{'role': 'user', 'content': 'What is ...'}])
-    >>> BUILDERS.get("prism")(BuildOptions(source="data/prism"), "out/prism")
+    prefs, skips, source = load_prism("data/prism")   # folder with conversations.jsonl
+    prefs, skips, source = load_prism(None)  # hub: HannahRoseKirk/prism-alignment
+    prefs[0].id, prefs[0].meta["messages"]
+    # ('c0:0:2', [{'role': 'user', 'content': 'What is ...'}])
+    BUILDERS.get("prism")(BuildOptions(source="data/prism"), "out/prism")
 
 The user is ``user_id``. At each turn of a conversation the user's message is followed by the
 rated model responses, of which the one with ``if_chosen`` true was continued. Each other
@@ -28,10 +28,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from persalign.data.io import SkipReport, read_jsonl, sha256_file
 from persalign.data.registry import BUILDERS, BuildOptions, with_defaults
 from persalign.data.splits import write_preference_benchmark
 from persalign.errors import DataError
+from persalign.io import SkipReport, read_jsonl, sha256_file
 from persalign.logs import track
 from persalign.types import Preference
 

@@ -1,8 +1,8 @@
 """The registry of benchmark builders and the options they share.
 
-    >>> from persalign.data import BUILDERS, BuildOptions
-    >>> build = BUILDERS.get("pref-acl")
-    >>> manifest = build(BuildOptions(source="../shared/data/acl_anthology", seed=0), "out/acl")
+    from persalign.data import BUILDERS, BuildOptions
+    build = BUILDERS.get("pref-acl")
+    manifest = build(BuildOptions(source="../shared/data/acl_anthology", seed=0), "out/acl")
 
 Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``.
 ``persalign data build NAME`` and ``persalign ls datasets`` read this registry.
@@ -66,7 +66,4 @@ def with_defaults(options: BuildOptions, **defaults: Any) -> BuildOptions:
 
 
 Builder = Callable[[BuildOptions, str | Path], dict[str, Any]]
-BUILDERS: Registry[Builder] = Registry(
-    "dataset",
-    autoload=("persalign.data.tldr", "persalign.data.prism", "persalign.data.builder"),
-)
+BUILDERS: Registry[Builder] = Registry("dataset", packages=("persalign.data",))

@@ -1,9 +1,9 @@
 """User and item splits, and the shared path from per-user preferences to a benchmark folder.
 
-    >>> train, adapt = split_users(sorted(users), train_users=None, adapt_users=None, seed=0)
-    >>> support, query = split_items(prefs, fraction=0.5, seed=0, key="u1")
-    >>> manifest = write_preference_benchmark("tldr", prefs, skips, options, "out/tldr",
-    ...                                       source={"kind": "tldr", "path": "..."})
+    train, adapt = split_users(sorted(users), train_users=None, adapt_users=None, seed=0)
+    support, query = split_items(prefs, fraction=0.5, seed=0, key="u1")
+    manifest = write_preference_benchmark("tldr", prefs, skips, options, "out/tldr",
+                                          source={"kind": "tldr", "path": "..."})
 
 The paper's shape (section 6) is the default where the data is large enough: e.g. 485 train and
 126 adaptation users for Pref-LaMP. Smaller data falls back to an 80/20 split of the users.
@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from persalign.data.io import SkipReport, read_json, write_benchmark
+from persalign.data.benchmark_folder import write_benchmark
 from persalign.data.registry import BuildOptions, with_defaults
 from persalign.errors import ConfigError, DataError
+from persalign.io import SkipReport, read_json
 from persalign.types import Completion, Preference, group_by_user
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Summary statistics of a benchmark folder (``persalign data stats DIR``).
 
->>> stats = benchmark_stats(load_benchmark("out/pref-acl"))
->>> stats["train"]["preferences_per_user"]["median"]
+stats = benchmark_stats(load_benchmark("out/pref-acl"))
+stats["train"]["preferences_per_user"]["median"]
 """
 
 from __future__ import annotations

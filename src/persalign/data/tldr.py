@@ -1,11 +1,11 @@
 """Reddit TL;DR summary comparisons with labeler ids (Stiennon et al. 2020): loader and builder.
 
-    >>> prefs, skips, source = load_tldr("../shared/data/tldr")     # folder of batch files
-    >>> prefs[0].prompt.splitlines()[0]
-    'SUBREDDIT: r/relationships'
-    >>> prefs, skips, source = load_tldr(None)   # hub: openai/summarize_from_feedback, comparisons
-    >>> BUILDERS.get("tldr")(BuildOptions(source="../shared/data/tldr",
-    ...     split_file="../shared/data/tldr/pal_worker_ids.json"), "out/tldr")
+    prefs, skips, source = load_tldr("../shared/data/tldr")     # folder of batch files
+    prefs[0].prompt.splitlines()[0]
+    # 'SUBREDDIT: r/relationships'
+    prefs, skips, source = load_tldr(None)   # hub: openai/summarize_from_feedback, comparisons
+    BUILDERS.get("tldr")(BuildOptions(source="../shared/data/tldr",
+        split_file="../shared/data/tldr/pal_worker_ids.json"), "out/tldr")
 
 The user is the labeler (``worker``). Each comparison becomes one :class:`Preference`: the prompt
 is the standard TL;DR prompt (:func:`tldr_prompt`), ``chosen`` is ``summaries[choice].text`` and
@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from persalign.data.io import SkipReport, read_jsonl, sha256_file
 from persalign.data.registry import BUILDERS, BuildOptions, with_defaults
 from persalign.data.splits import write_preference_benchmark
 from persalign.errors import DataError
+from persalign.io import SkipReport, read_jsonl, sha256_file
 from persalign.logs import track
 from persalign.types import Preference
 

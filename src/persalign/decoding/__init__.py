@@ -1,9 +1,9 @@
 """Decoders: reward-guided decoding (ARGS), zero-shot, ICL and ICL-RAG behind one interface.
 
->>> from persalign.decoding import Policy, create_decoder, GenerationRequest
->>> policy = Policy.load("bundled:smollm2-135m-instruct")
->>> decoder = create_decoder("args", policy, reward_model=rm, lam=1.0, k=10)
->>> decoder.generate([GenerationRequest("q1", "user-7", "Generate a title for ...")])
+from persalign.decoding import Policy, create_decoder, GenerationRequest
+policy = Policy.load("bundled:smollm2-135m-instruct")
+decoder = create_decoder("args", policy, reward_model=rm, lam=1.0, k=10)
+decoder.generate([GenerationRequest("q1", "user-7", "Generate a title for ...")])
 """
 
 from __future__ import annotations

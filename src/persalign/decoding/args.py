@@ -1,7 +1,7 @@
 """ARGS: reward-guided decoding with a (personalized) reward model (paper Eq. 1).
 
-    >>> decoder = ArgsDecoder(policy, rm, ArgsSettings(lam=1.0, k=10))
-    >>> decoder.generate([GenerationRequest("q1", "user-7", "Generate a title for ...")])
+    decoder = ArgsDecoder(policy, rm, ArgsSettings(lam=1.0, k=10))
+    decoder.generate([GenerationRequest("q1", "user-7", "Generate a title for ...")])
 
 At every step: score(v) = log pi(v | x, y_<t) + lambda * r(x, y_<t, v) over the policy's top-k
 tokens v; greedy takes the argmax, sampling draws from softmax(score / temperature). The cost

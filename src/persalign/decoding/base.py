@@ -1,7 +1,7 @@
 """One decoding loop, many decoders: how the next token is chosen is the only difference.
 
-    >>> decoder = DECODERS.get("args")(policy, reward_model=rm, settings=ArgsSettings(lam=1.0))
-    >>> outputs = decoder.generate(requests)          # list[Generation], in request order
+    decoder = DECODERS.get("args")(policy, reward_model=rm, settings=ArgsSettings(lam=1.0))
+    outputs = decoder.generate(requests)          # list[Generation], in request order
 
 A decoder turns :class:`GenerationRequest` s (user, prompt id, prompt) into :class:`Generation`
 s. They share :func:`decode`: left-padded prompts encoded once, one cached policy step per new
@@ -25,15 +25,7 @@ from persalign.decoding.policy import Policy, PolicyState
 from persalign.registry import Registry
 
 log = logging.getLogger(__name__)
-DECODERS: Registry[type] = Registry(
-    "decoder",
-    autoload=(
-        "persalign.decoding.zero_shot",
-        "persalign.decoding.args",
-        "persalign.decoding.icl",
-        "persalign.decoding.personalized_policy",
-    ),
-)
+DECODERS: Registry[type] = Registry("decoder", packages=("persalign.decoding",))
 
 
 class DecodeSettings(BaseModel):

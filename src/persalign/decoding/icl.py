@@ -1,7 +1,7 @@
 """In-context learning: the user's own support examples as demonstrations (paper Eq. 7).
 
-    >>> decoder = IclDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
-    >>> rag = IclRagDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
+    decoder = IclDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
+    rag = IclRagDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
 
 ``icl`` draws ``shots`` demonstrations (prompt, the user's chosen response) from the user's
 support set at random (seeded by the seed, user and prompt id). ``icl-rag`` takes the ``shots``
@@ -34,7 +34,7 @@ from persalign.decoding.base import (
 from persalign.decoding.policy import Policy
 from persalign.errors import ConfigError
 from persalign.logs import track
-from persalign.rewards.encoding import PromptFormatter
+from persalign.models.encoding import PromptFormatter
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """``p-dpo`` decoding: the personalized policy of a P-DPO model writes the response itself.
 
-    >>> decoder = PersonalizedPolicyDecoder(policy, reward_model=pdpo_model)
-    >>> decoder.generate(requests)     # greedy, each row with its own user's soft tokens
+    decoder = PersonalizedPolicyDecoder(policy, reward_model=pdpo_model)
+    decoder.generate(requests)     # greedy, each row with its own user's soft tokens
 
 P-DPO learns a policy, not only a reward: its LoRA backbone with the user's soft tokens in front
 of the prompt (``PDPO.generate_ids``, cached and batched). The ``policy`` argument is unused; stop

@@ -1,10 +1,10 @@
 """Incremental decoding of a causal LM over a batch of rows, with one KV cache.
 
-    >>> policy = Policy.load("bundled:smollm2-135m-instruct")
-    >>> state = policy.start([policy.formatter.prompt_ids(p) for p in prompts])  # [B, V] logits
-    >>> state.logits.shape
-    >>> policy.advance(state, next_tokens)          # one cached forward of one token per row
-    >>> state.select(keep)                          # finished rows stop costing work
+    policy = Policy.load("bundled:smollm2-135m-instruct")
+    state = policy.start([policy.formatter.prompt_ids(p) for p in prompts])  # [B, V] logits
+    state.logits.shape
+    policy.advance(state, next_tokens)          # one cached forward of one token per row
+    state.select(keep)                          # finished rows stop costing work
 
 Prompts are left-padded once; every later step feeds one token per row against the cache, with
 the 2D padding mask grown by one column, so no prefix is ever encoded twice.
@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm, load_tokenizer
-from persalign.rewards.encoding import PromptFormatter, pad_sequences
+from persalign.models.encoding import PromptFormatter, pad_sequences
 
 
 @dataclass

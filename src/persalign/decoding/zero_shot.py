@@ -1,7 +1,7 @@
 """Zero-shot decoding: the policy alone, greedy by default.
 
->>> decoder = ZeroShotDecoder(policy, settings=DecodeSettings(max_new_tokens=32, stop=("\\n",)))
->>> decoder.generate(requests)
+decoder = ZeroShotDecoder(policy, settings=DecodeSettings(max_new_tokens=32, stop=("\\n",)))
+decoder.generate(requests)
 """
 
 from __future__ import annotations

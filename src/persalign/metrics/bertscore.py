@@ -1,11 +1,11 @@
 """BERTScore-F1 through the bert-score package, with offline models and a per-process cache.
 
-    >>> bertscore_f1(["a title"], ["the title"])                          # bundled MiniLM, 6 layers
-    [0.93...]
-    >>> bertscore_f1(preds, refs, model="roberta-large")                 # bert-score's table: L17
-    >>> bertscore_f1(preds, refs, model="/models/my-encoder", num_layers=8)
-    >>> resolve_bertscore_model("bundled:all-minilm-l6-v2", None)
-    ('bundled:all-minilm-l6-v2', 6)
+    bertscore_f1(["a title"], ["the title"])                          # bundled MiniLM, 6 layers
+    # [0.93...]
+    bertscore_f1(preds, refs, model="roberta-large")                 # bert-score's table: L17
+    bertscore_f1(preds, refs, model="/models/my-encoder", num_layers=8)
+    resolve_bertscore_model("bundled:all-minilm-l6-v2", None)
+    # ('bundled:all-minilm-l6-v2', 6)
 
 ``model`` is a spec as everywhere in persalign (``bundled:<name>``, a local folder, a hub id).
 The layer whose embeddings are compared is bert-score's tuned default for models in its table

@@ -1,11 +1,11 @@
 """Correlations across methods (Tables 2 and 6, Fig. 1): Pearson, Spearman, Kendall (scipy).
 
-    >>> correlations([82.6, 76.8, 68.7], [81.1, 50.0, 59.8])       # one value per method
-    {'pearson': {'r': 0.83..., 'p': 0.37...}, 'spearman': {...}, 'kendall': {...}, 'n': 3, ...}
-    >>> rm = {"lore": {"u1": 0.8, "u2": 0.9}, "vpl": {...}, ...}    # method -> user -> value
-    >>> rouge1 = {"lore": {"u1": 0.31, "u2": 0.28}, ...}
-    >>> result = correlations_over_users(rm, rouge1, n_boot=1000, seed=0)
-    >>> result["kendall"]["r"], result["kendall"]["ci"]               # point estimate, 95% CI
+    correlations([82.6, 76.8, 68.7], [81.1, 50.0, 59.8])       # one value per method
+    # {'pearson': {'r': 0.83..., 'p': 0.37...}, 'spearman': {...}, 'kendall': {...}, 'n': 3, ...}
+    rm = {"lore": {"u1": 0.8, "u2": 0.9}, "vpl": {...}, ...}    # method -> user -> value
+    rouge1 = {"lore": {"u1": 0.31, "u2": 0.28}, ...}
+    result = correlations_over_users(rm, rouge1, n_boot=1000, seed=0)
+    result["kendall"]["r"], result["kendall"]["ci"]               # point estimate, 95% CI
 
 ``correlations_over_users`` correlates the methods' means over users, with a percentile
 bootstrap over users: resample the users with replacement, recompute every method's mean over

@@ -1,12 +1,12 @@
 """Behavioural alignment (Eq. 8): how close generations are to what the user actually wrote.
 
-    >>> rouge(["a short title"], ["A Short Title, Longer"])          # rouge-score F-measures
-    [{'rouge1': 0.857..., 'rougeL': 0.857...}]
-    >>> bertscore_f1(["a title"], ["the title"])                     # bundled MiniLM, offline
-    [0.93...]
-    >>> bertscore_f1(preds, refs, model="roberta-large")             # the usual choice (hub)
-    >>> result = behavioural_alignment(generations, bench.completions)
-    >>> result["rouge1"]["mean"], result["bertscore_model"], result["bertscore_layers"]
+    rouge(["a short title"], ["A Short Title, Longer"])          # rouge-score F-measures
+    # [{'rouge1': 0.857..., 'rougeL': 0.857...}]
+    bertscore_f1(["a title"], ["the title"])                     # bundled MiniLM, offline
+    # [0.93...]
+    bertscore_f1(preds, refs, model="roberta-large")             # the usual choice (hub)
+    result = behavioural_alignment(generations, bench.completions)
+    result["rouge1"]["mean"], result["bertscore_model"], result["bertscore_layers"]
 
 ``behavioural_alignment`` matches each generation (a dict with ``user``, ``id``, ``text``, as
 written by ``persalign generate``) to the user's completion with the same (user, id), scores

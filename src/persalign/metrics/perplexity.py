@@ -1,7 +1,7 @@
 """Perplexity of generations under the base policy: the coherence figure of appendix F.2.
 
-    >>> result = perplexity(policy, prompts, texts, users=users)
-    >>> result["mean"], result["per_user"]["user-7"], result["values"][0]
+    result = perplexity(policy, prompts, texts, users=users)
+    result["mean"], result["per_user"]["user-7"], result["values"][0]
 
 The perplexity of a text y given its prompt x is exp(-(1/|y|) sum_t log pi(y_t | x, y_<t)), with
 the prompt rendered by the policy's chat template, as the text was generated. One policy forward

@@ -1,7 +1,7 @@
 """Ranking metrics: how often a scorer puts the user's chosen response above the rejected one.
 
-    >>> result = rm_accuracy(rm, bench.query)        # Eq. 2, per user then mean over users
-    >>> result["mean"], result["per_user"]["user-7"]
+    result = rm_accuracy(rm, bench.query)        # Eq. 2, per user then mean over users
+    result["mean"], result["per_user"]["user-7"]
 
 Every response is scored with one forward pass (``sequence_rewards``); chosen and rejected
 responses of many pairs share batches.

@@ -1,9 +1,9 @@
 """One forward pass per model for every response: the sums each policy-accuracy scorer needs.
 
-    >>> parts = score_parts(policy, prompts, responses, reward_model=rm, users=users)
-    >>> parts.logp_sum, parts.tokens      # [N] sum_t log pi(y_t | x, y_<t), [N] |y| (policy tokens)
-    >>> parts.reward_sum                   # [N] sum_t r(x, y_<=t) (the reward model's own tokens)
-    >>> parts.scores("personal-rgd", lam=0.5)   # any lambda, no new forward pass
+    parts = score_parts(policy, prompts, responses, reward_model=rm, users=users)
+    parts.logp_sum, parts.tokens      # [N] sum_t log pi(y_t | x, y_<t), [N] |y| (policy tokens)
+    parts.reward_sum                   # [N] sum_t r(x, y_<=t) (the reward model's own tokens)
+    parts.scores("personal-rgd", lam=0.5)   # any lambda, no new forward pass
 
 The policy's log-probabilities come from ONE forward pass over each padded batch of prompt +
 response (left or right padding, position ids from the mask): the logits at position p - 1 are
@@ -23,8 +23,8 @@ import torch
 
 from persalign.errors import ConfigError, DataError
 from persalign.logs import track
+from persalign.models.encoding import pad_sequences
 from persalign.rewards.base import response_index
-from persalign.rewards.encoding import pad_sequences
 
 SCORERS = ("base", "global-rgd", "personal-rgd", "icl")
 RGD_SCORERS = ("global-rgd", "personal-rgd")

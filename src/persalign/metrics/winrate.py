@@ -1,8 +1,8 @@
 """Win rate (Table 5): the method's own reward model judges its RGD output against zero-shot.
 
-    >>> prompts = {(q.user, q.id): q.prompt for q in bench.query}
-    >>> result = win_rate(rm, rgd_generations, zero_shot_generations, prompts)
-    >>> result["mean"], result["ties"], result["unpaired_rgd"]
+    prompts = {(q.user, q.id): q.prompt for q in bench.query}
+    result = win_rate(rm, rgd_generations, zero_shot_generations, prompts)
+    result["mean"], result["ties"], result["unpaired_rgd"]
 
 Generations are dicts (or objects) with ``user``, ``id`` and ``text``, as written by
 ``persalign generate``. The RGD and zero-shot outputs for the same (user, id) form a pair; the

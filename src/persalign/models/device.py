@@ -1,10 +1,10 @@
 """Where models run and in which precision, chosen in one place.
 
-    >>> device = pick_device(None)   # cuda if available, else cpu; $PERSALIGN_DEVICE overrides
-    >>> pick_dtype(device, "auto")   # bfloat16 on a CUDA card that supports it, else float32
-    torch.float32
-    >>> pick_dtype("cpu", "bfloat16")
-    torch.bfloat16
+    device = pick_device(None)   # cuda if available, else cpu; $PERSALIGN_DEVICE overrides
+    pick_dtype(device, "auto")   # bfloat16 on a CUDA card that supports it, else float32
+    # torch.float32
+    pick_dtype("cpu", "bfloat16")
+    # torch.bfloat16
 
 No other module hard-codes a device or a dtype: they take ``device=None, dtype=None`` and pass
 them here. An explicit argument wins over ``$PERSALIGN_DEVICE``, which wins over the automatic

@@ -1,12 +1,12 @@
 """Sentence embedders: L2-normalized float32 vectors for retrieval, mining and BERTScore-like use.
 
-    >>> embedder = load_embedder("bundled:all-minilm-l6-v2")  # or a sentence-transformers id
-    >>> embedder.max_seq_length = 128  # truncate long abstracts: faster
-    >>> vectors = embedder.encode(["a text", "another"], batch_size=64, progress=True)
-    >>> vectors.shape, vectors.dtype
-    ((2, 384), dtype('float32'))
-    >>> float(vectors[0] @ vectors[1])                          # cosine similarity
-    0.31...
+    embedder = load_embedder("bundled:all-minilm-l6-v2")  # or a sentence-transformers id
+    embedder.max_seq_length = 128  # truncate long abstracts: faster
+    vectors = embedder.encode(["a text", "another"], batch_size=64, progress=True)
+    vectors.shape, vectors.dtype
+    # ((2, 384), dtype('float32'))
+    float(vectors[0] @ vectors[1])                          # cosine similarity
+    # 0.31...
 
 Use :func:`persalign.models.embedding_cache.cached_encode` to embed a corpus once and reuse it:
 the cache is keyed by :attr:`Embedder.cache_key`, which includes ``max_seq_length`` because

@@ -1,8 +1,8 @@
 """An on-disk cache of text embeddings, so a corpus is embedded once per embedder.
 
-    >>> embedder = load_embedder("bundled:all-minilm-l6-v2")
-    >>> vectors = cached_encode(embedder, abstracts, batch_size=64, progress=True)  # embeds all
-    >>> vectors = cached_encode(embedder, abstracts + new_ones)   # embeds only the new ones
+    embedder = load_embedder("bundled:all-minilm-l6-v2")
+    vectors = cached_encode(embedder, abstracts, batch_size=64, progress=True)  # embeds all
+    vectors = cached_encode(embedder, abstracts + new_ones)   # embeds only the new ones
 
 Layout: ``cache_dir()/embeddings/<sanitized embedder key>/shard-*.safetensors``, each shard holding
 ``embeddings`` (float32 [n, d]) and ``hashes`` (uint8 [n, 32], the sha256 of each UTF-8 text).
@@ -26,8 +26,8 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
-from persalign.data.io import atomic_write
 from persalign.errors import DataError
+from persalign.io import atomic_write
 from persalign.models.cache import cache_dir, sanitize_key
 
 log = logging.getLogger(__name__)

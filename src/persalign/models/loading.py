@@ -1,10 +1,10 @@
 """Load a causal LM and its tokenizer from a hub id, a local folder or ``bundled:<name>``.
 
-    >>> model = load_causal_lm("bundled:smollm2-135m-instruct")        # offline, converted once
-    >>> model = load_causal_lm("Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16", device="cuda")
-    >>> model = load_causal_lm("runs/my-model")                         # a save_pretrained folder
-    >>> tokenizer = load_tokenizer("bundled:smollm2-135m-instruct")
-    >>> tokenizer.padding_side = "left"                                 # the caller decides
+    model = load_causal_lm("bundled:smollm2-135m-instruct")        # offline, converted once
+    model = load_causal_lm("Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16", device="cuda")
+    model = load_causal_lm("runs/my-model")                         # a save_pretrained folder
+    tokenizer = load_tokenizer("bundled:smollm2-135m-instruct")
+    tokenizer.padding_side = "left"                                 # the caller decides
 
 Every loader goes through :func:`resolve_model_path`, so the three kinds of spec behave the same
 everywhere. Device and dtype default to :func:`~persalign.models.device.pick_device` and

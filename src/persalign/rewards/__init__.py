@@ -1,18 +1,18 @@
 """Personalized reward models: one interface, one file per method.
 
->>> import persalign.rewards as rewards
->>> rewards.METHODS.names()[:4]
-['genarm', 'global-rm', 'global-rm-v2', 'lore']
->>> rm = rewards.create("lore", backbone="bundled:smollm2-135m-instruct", latent_dim=8)
->>> rm.fit(train_prefs); rm.adapt("new-user", support); rm.save("runs/lore")
->>> rm = rewards.load("runs/lore")
+import persalign.rewards as rewards
+rewards.METHODS.names()[:4]
+# ['genarm', 'global-rm', 'global-rm-v2', 'lore']
+rm = rewards.create("lore", backbone="bundled:smollm2-135m-instruct", latent_dim=8)
+rm.fit(train_prefs); rm.adapt("new-user", support); rm.save("runs/lore")
+rm = rewards.load("runs/lore")
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from persalign.errors import ConfigError
+from persalign.errors import validated
 from persalign.rewards.base import METHODS, PrefixRewards, RewardModel, register_method
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.io import load_reward_model as load
@@ -20,17 +20,8 @@ from persalign.rewards.io import load_reward_model as load
 
 def create(name: str, **config: Any) -> RewardModel:
     """A fresh reward model of method ``name``; ``config`` keys are checked strictly."""
-    from pydantic import ValidationError
-
     cls = METHODS.get(name)
-    try:
-        cfg = cls.config_class(**config)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid config for {name}: {problems}") from None
-    return cls(cfg)
+    return cls(validated(cls.config_class, config, head=f"invalid config for {name}"))
 
 
 __all__ = [

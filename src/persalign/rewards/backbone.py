@@ -1,8 +1,8 @@
 """The reward models' backbone: a causal LM with LoRA adapters (peft), run with or without a cache.
 
-    >>> backbone = Backbone.load("bundled:smollm2-135m-instruct", LoraSettings())
-    >>> hidden, cache = backbone.hidden(input_ids, attention_mask, position_ids)   # [B, T, H]
-    >>> logits, cache = backbone.logits(input_ids, attention_mask, position_ids)   # [B, T, V]
+    backbone = Backbone.load("bundled:smollm2-135m-instruct", LoraSettings())
+    hidden, cache = backbone.hidden(input_ids, attention_mask, position_ids)   # [B, T, H]
+    logits, cache = backbone.logits(input_ids, attention_mask, position_ids)   # [B, T, V]
 
 Appendix F: LoRA rank 8, alpha 16, rsLoRA, on every linear layer of the decoder (not the LM
 head). Only the LoRA weights train; the base weights stay frozen. ``attention_mask`` may be the

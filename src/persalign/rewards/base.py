@@ -1,13 +1,13 @@
 """The interface every reward method implements, and the machinery they share.
 
-    >>> rm = persalign.rewards.create("lore", backbone="bundled:smollm2-135m-instruct")
-    >>> rm.fit(bench.train)                                   # theta and the train users' z_k
-    >>> rm.adapt("new-user", support)                         # z_k for a new user, theta frozen
-    >>> rm.prefix_rewards(prompts, responses, users)          # r(x, y_<=t) for every t
-    >>> rm.sequence_rewards(prompts, responses, users)        # one reward per response
-    >>> state = rm.start(prompt_ids, users)                   # ARGS: cached prefixes ...
-    >>> rm.step_rewards(state, candidates)                    # ... [B, k] candidate rewards
-    >>> rm.commit(state, choice)                              # ... keep the chosen candidate
+    rm = persalign.rewards.create("lore", backbone="bundled:smollm2-135m-instruct")
+    rm.fit(bench.train)                                   # theta and the train users' z_k
+    rm.adapt("new-user", support)                         # z_k for a new user, theta frozen
+    rm.prefix_rewards(prompts, responses, users)          # r(x, y_<=t) for every t
+    rm.sequence_rewards(prompts, responses, users)        # one reward per response
+    state = rm.start(prompt_ids, users)                   # ARGS: cached prefixes ...
+    rm.step_rewards(state, candidates)                    # ... [B, k] candidate rewards
+    rm.commit(state, choice)                              # ... keep the chosen candidate
 
 A method is a subclass registered with ``@register_method(name)``. Most methods put a head on the
 backbone's last hidden state at every position (``head_values``) and say how per-position values
@@ -28,15 +28,15 @@ from torch import nn
 
 from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
+from persalign.models.encoding import EncodedBatch, PromptFormatter, encode_pairs
 from persalign.registry import Registry
 from persalign.rewards.backbone import Backbone, LoraSettings
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.encoding import EncodedBatch, PromptFormatter, encode_pairs
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
 METHODS: Registry[type[RewardModel]] = Registry(
-    "reward method", autoload=("persalign.rewards.methods",)
+    "reward method", packages=("persalign.rewards.methods",)
 )
 
 

@@ -1,9 +1,9 @@
 """Reward-model configuration: one strict pydantic model per method, the paper's values as defaults.
 
-    >>> RewardConfig(backbone="bundled:smollm2-135m-instruct", batch_size=4)
-    >>> RewardConfig(batch_sise=4)
-    Traceback (most recent call last):
-    pydantic_core._pydantic_core.ValidationError: ... Extra inputs are not permitted
+    RewardConfig(backbone="bundled:smollm2-135m-instruct", batch_size=4)
+    RewardConfig(batch_sise=4)
+    # Traceback (most recent call last):
+    # pydantic_core._pydantic_core.ValidationError: ... Extra inputs are not permitted
 
 Appendix F (TL;DR): LoRA rank 8, alpha 16, rsLoRA; backbone (LoRA) learning rate 5e-5; each
 method's decoder learning rate in its own config. PRISM / Pref-LaMP configs raise latent sizes.

@@ -1,7 +1,7 @@
 """A merged, inference-only view of a LoRA backbone: what reward-guided decoding runs on.
 
-    >>> decoder = merged_decoder(backbone.decoder)     # LoRA folded in, weights transposed
-    >>> decoder(input_ids=..., attention_mask=..., position_ids=..., cache=cache, use_cache=True)
+    decoder = merged_decoder(backbone.decoder)     # LoRA folded in, weights transposed
+    decoder(input_ids=..., attention_mask=..., position_ids=..., cache=cache, use_cache=True)
 
 Each decoding step of ARGS pushes k candidate tokens through the reward model. Two things make
 that small batch slow on a CPU: every LoRA-wrapped linear runs three matrix products instead of

@@ -1,7 +1,7 @@
 """Saving and loading reward models: safetensors weights plus a JSON config, never pickle.
 
-    >>> rm.save("runs/x/model")
-    >>> rm = load_reward_model("runs/x/model")        # same rewards, same users
+    rm.save("runs/x/model")
+    rm = load_reward_model("runs/x/model")        # same rewards, same users
 
 Only what training changed is saved: the LoRA weights, the head and the user table. The frozen
 backbone is reloaded from its spec (a hub id, a folder or ``bundled:``) recorded in the config.
@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from persalign import __version__
-from persalign.data.io import atomic_write, read_json, write_json
 from persalign.errors import DataError
+from persalign.io import atomic_write, read_json, write_json
 
 FORMAT = "persalign-reward/1"
 CONFIG_FILE = "config.json"

@@ -1,8 +1,8 @@
 """Reward-guided decoding's hot path: k candidate tokens scored against one cached prefix.
 
-    >>> state = start_hidden(rm, prompt_ids, users)       # one forward over the prompts
-    >>> rewards = step_hidden(rm, state, candidates)      # [B, k], one forward of k tokens/row
-    >>> commit_hidden(rm, state, choice)                  # keep the chosen candidate's K/V
+    state = start_hidden(rm, prompt_ids, users)       # one forward over the prompts
+    rewards = step_hidden(rm, state, candidates)      # [B, k], one forward of k tokens/row
+    commit_hidden(rm, state, choice)                  # keep the chosen candidate's K/V
 
 The k candidates of a row go in as k tokens at the same position with a 4D attention mask in
 which each sees the row's (unpadded) prefix and itself only. Their keys and values are appended
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import Cache
 
-from persalign.rewards.encoding import pad_sequences
+from persalign.models.encoding import pad_sequences
 
 
 @dataclass

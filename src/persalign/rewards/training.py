@@ -1,7 +1,7 @@
 """Training loops shared by the reward methods: ``fit`` on train users, ``adapt`` a new user.
 
-    >>> history = fit(rm, bench.train, log_path="runs/x/train_log.jsonl")
-    >>> adapt_user_vector(rm, "user-7", support)      # z_k only; theta bitwise unchanged
+    history = fit(rm, bench.train, log_path="runs/x/train_log.jsonl")
+    adapt_user_vector(rm, "user-7", support)      # z_k only; theta bitwise unchanged
 
 ``fit`` is seeded (initialisation, shuffling), shows a rich progress bar and writes one JSON line
 per step (step, epoch, loss, pairwise accuracy). Methods change what a step does through
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from persalign.data.io import SkipReport
+from persalign.io import SkipReport
 from persalign.logs import progress_bar
 from persalign.rewards.base import RewardModel, aggregate, response_index
 from persalign.types import Preference

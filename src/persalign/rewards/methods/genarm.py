@@ -1,8 +1,8 @@
 """GenARM: an autoregressive reward model whose token reward is its own log-probability.
 
-    >>> rm = persalign.rewards.create("genarm", reward_beta=0.05)
-    >>> rm.fit(bench.train)          # -log sigmoid(beta (sum log p(y_w) - sum log p(y_l)))
-    >>> rm.prefix_rewards(prompts, responses, users).rewards    # beta * sum_{s<=t} log p(y_s|...)
+    rm = persalign.rewards.create("genarm", reward_beta=0.05)
+    rm.fit(bench.train)          # -log sigmoid(beta (sum log p(y_w) - sum log p(y_l)))
+    rm.prefix_rewards(prompts, responses, users).rewards    # beta * sum_{s<=t} log p(y_s|...)
 
 Xu et al., ICLR 2025, "GenARM: Reward Guided Generation with Autoregressive Reward Model for
 Test-time Alignment" (github.com/yuancheng-xu/GenARM, ``training_trl/arm_trainer.py``). The

@@ -1,7 +1,7 @@
 """Global reward models (non-personalized baselines).
 
-    >>> rm = persalign.rewards.create("global-rm")      # scalar head on the last token
-    >>> rm = persalign.rewards.create("global-rm-v2")   # sequence reward = mean token reward
+    rm = persalign.rewards.create("global-rm")      # scalar head on the last token
+    rm = persalign.rewards.create("global-rm-v2")   # sequence reward = mean token reward
 
 ``global-rm``: Bradley-Terry with a scalar head on the last token's hidden state, so the reward
 of a prefix is the head applied at its last token. ``global-rm-v2``: the same head read as a

@@ -1,9 +1,9 @@
 """The LM-likelihood reward family (GenARM, P-DPO): rewards built from token log-probabilities.
 
-    >>> class MyRM(LikelihoodRM):                  # reward = beta * log p(y_t | x, y_<t), summed
-    ...     def reward_scale(self): return 0.05
-    >>> lp = response_logprobs(rm.backbone, batch)          # [B, R] log p of every response token
-    >>> with adapters_disabled(rm.backbone): ...            # the backbone without its LoRA weights
+    class MyRM(LikelihoodRM):                  # reward = beta * log p(y_t | x, y_<t), summed
+        def reward_scale(self): return 0.05
+    lp = response_logprobs(rm.backbone, batch)          # [B, R] log p of every response token
+    with adapters_disabled(rm.backbone): ...            # the backbone without its LoRA weights
 
 Here there is no head on hidden states: the value of response token y_t is a (scaled) log-prob,
 optionally minus a reference model's (the LoRA adapters switched off), and a prefix reward is
@@ -27,9 +27,9 @@ import torch
 from peft import PeftModel
 from transformers.cache_utils import Cache
 
+from persalign.models.encoding import EncodedBatch, pad_sequences
 from persalign.rewards.backbone import Backbone
 from persalign.rewards.base import RewardModel, response_index
-from persalign.rewards.encoding import EncodedBatch, pad_sequences
 from persalign.rewards.stepping import StepState
 
 

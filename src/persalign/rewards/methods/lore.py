@@ -1,8 +1,8 @@
 """LoRE: low-rank reward modelling, K shared reward bases mixed by each user's convex weights.
 
-    >>> rm = persalign.rewards.create("lore", latent_dim=2)       # TL;DR (PRISM/Pref-LaMP: 8)
-    >>> rm = persalign.rewards.create("lore-alt")                 # alternating steps, K = 20
-    >>> rm.fit(bench.train); rm.adapt("new-user", support)
+    rm = persalign.rewards.create("lore", latent_dim=2)       # TL;DR (PRISM/Pref-LaMP: 8)
+    rm = persalign.rewards.create("lore-alt")                 # alternating steps, K = 20
+    rm.fit(bench.train); rm.adapt("new-user", support)
 
 Bose et al. 2025, "LoRe: Personalizing LLMs via Low-Rank Reward Modeling"
 (github.com/facebookresearch/LoRe, ``utils.py``); the paper's appendix E and section 6.

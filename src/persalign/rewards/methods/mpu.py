@@ -1,7 +1,7 @@
 """MPU and MPU-Avg: a separate small MLP reward head for every user on a shared LoRA backbone.
 
-    >>> rm = persalign.rewards.create("mpu")       # a new user's head starts fresh
-    >>> rm = persalign.rewards.create("mpu-avg")   # ... or from the train users' average head
+    rm = persalign.rewards.create("mpu")       # a new user's head starts fresh
+    rm = persalign.rewards.create("mpu-avg")   # ... or from the train users' average head
 
 The paper's simple personalized baselines (section 6, "a simple baseline of per-user MLPs").
 User k's parameters z_k are the flattened weights of their head, H -> ``head_width`` -> 1 with a

@@ -1,10 +1,10 @@
 """P-DPO: personalized DPO, a policy with user soft tokens whose implicit reward is personal.
 
-    >>> rm = persalign.rewards.create("p-dpo", n_soft_tokens=8, beta=0.5)
-    >>> rm.fit(bench.train)                       # LoRA + generic tokens + train users' tokens
-    >>> rm.adapt("new-user", support)             # only that user's tokens, DPO on the support
-    >>> rm.sequence_rewards(prompts, responses, ["new-user"] * len(prompts))
-    >>> rm.generate(prompts, ["new-user"] * len(prompts), max_new_tokens=64)   # greedy, cached
+    rm = persalign.rewards.create("p-dpo", n_soft_tokens=8, beta=0.5)
+    rm.fit(bench.train)                       # LoRA + generic tokens + train users' tokens
+    rm.adapt("new-user", support)             # only that user's tokens, DPO on the support
+    rm.sequence_rewards(prompts, responses, ["new-user"] * len(prompts))
+    rm.generate(prompts, ["new-user"] * len(prompts), max_new_tokens=64)   # greedy, cached
 
 Li et al., 2024, "Personalized Language Modeling from Personalized Human Feedback" (P-RLHF;
 github.com/HumainLab/Personalized_RLHF, ``prlhf/user_model.py``, ``user_language_model.py``,
@@ -35,10 +35,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from persalign.data.io import SkipReport
+from persalign.io import SkipReport
+from persalign.models.encoding import EncodedBatch
 from persalign.rewards.base import register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.encoding import EncodedBatch
 from persalign.rewards.methods.likelihood import (
     LikelihoodRM,
     feed,

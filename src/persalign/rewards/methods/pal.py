@@ -1,8 +1,8 @@
 """PAL-B: personalized rewards from a mixture of K prototype preferences (ideal-point model).
 
-    >>> rm = persalign.rewards.create("pal", latent_dim=2, num_prototypes=2)   # TL;DR
-    >>> rm = persalign.rewards.create("pal", latent_dim=8)                     # PRISM, Pref-LaMP
-    >>> rm.fit(train_prefs); rm.adapt("new-user", support)   # adapt: only the mixture logits
+    rm = persalign.rewards.create("pal", latent_dim=2, num_prototypes=2)   # TL;DR
+    rm = persalign.rewards.create("pal", latent_dim=8)                     # PRISM, Pref-LaMP
+    rm.fit(train_prefs); rm.adapt("new-user", support)   # adapt: only the mixture logits
 
 Chen et al., "PAL: Sample-Efficient Personalized Reward Modeling for Pluralistic Alignment"
 (ICLR 2025); reference implementation RamyaLab/pluralistic-alignment, ``src/pal_rm_b``

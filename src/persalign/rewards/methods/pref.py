@@ -1,8 +1,8 @@
 """PReF: personalized reward features, R(u, y) = u^T phi(y), warm-started by SVD (appendix D).
 
-    >>> rm = persalign.rewards.create("pref", latent_dim=2)       # TL;DR (PRISM/Pref-LaMP: 8)
-    >>> rm.fit(bench.train)            # SVD + regression warm start, then Bradley-Terry
-    >>> rm.adapt("new-user", support)  # u only, phi frozen
+    rm = persalign.rewards.create("pref", latent_dim=2)       # TL;DR (PRISM/Pref-LaMP: 8)
+    rm.fit(bench.train)            # SVD + regression warm start, then Bradley-Terry
+    rm.adapt("new-user", support)  # u only, phi frozen
 
 Shenfeld et al. 2025, "Language Model Personalization via Reward Factorization"
 (github.com/idanshen/PReF_code), as modified by the paper's appendix D into a pointwise reward:

@@ -1,8 +1,8 @@
 """VPL: Variational Preference Learning, a user latent z inferred from a few annotated pairs.
 
-    >>> rm = persalign.rewards.create("vpl", latent_dim=2, context_size=8)
-    >>> rm.fit(train_prefs)                  # encoder + reward decoder + LoRA; train users' mu
-    >>> rm.adapt("new-user", support)        # encodes the support set: no optimisation at all
+    rm = persalign.rewards.create("vpl", latent_dim=2, context_size=8)
+    rm.fit(train_prefs)                  # encoder + reward decoder + LoRA; train users' mu
+    rm.adapt("new-user", support)        # encodes the support set: no optimisation at all
 
 Poddar et al., "Personalizing RLHF with Variational Preference Learning" (2024); reference
 implementation WEIRDLabUW/vpl_llm, ``hidden_context/vae_utils.py`` (``PairEncoder``,
@@ -45,11 +45,11 @@ from peft import PeftModel
 from pydantic import Field
 from torch import nn
 
-from persalign.data.io import SkipReport
+from persalign.io import SkipReport
 from persalign.logs import track
+from persalign.models.encoding import EncodedBatch
 from persalign.rewards.base import RewardModel, aggregate, register_method, response_index
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.encoding import EncodedBatch
 from persalign.rewards.training import usable_pairs
 from persalign.types import Preference
 

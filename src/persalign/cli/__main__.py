@@ -1,0 +1,3 @@
+from persalign.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""``persalign data ...``: build and inspect per-user preference benchmarks.
+
+persalign data build pref-acl --source ../shared/data/acl_anthology --out out/pref-acl
+persalign data stats out/pref-acl [--json]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+data_app = typer.Typer(
+    help="Build and inspect per-user preference benchmarks.", no_args_is_help=True
+)
+stdout = Console(highlight=False)
+
+
+@data_app.command("build")
+def data_build(
+    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl")],
+    out: Annotated[Path, typer.Option(help="Output folder for the benchmark.")],
+    source: Annotated[
+        str | None, typer.Option(help="Local folder/file; default: hub or download.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
+    train_users: Annotated[int | None, typer.Option(help="Number of train users.")] = None,
+    adapt_users: Annotated[int | None, typer.Option(help="Number of adaptation users.")] = None,
+    min_items: Annotated[
+        int | None, typer.Option(help="Skip users with fewer items (default: per dataset).")
+    ] = None,
+    max_items: Annotated[int | None, typer.Option(help="Cap items per user.")] = None,
+    max_query: Annotated[
+        int | None, typer.Option(help="Cap query items per adaptation user (seeded sample).")
+    ] = None,
+    support_fraction: Annotated[float, typer.Option(help="Support share of items.")] = 0.5,
+    split: Annotated[str, typer.Option(help="Support/query split: random | time.")] = "random",
+    split_file: Annotated[
+        str | None, typer.Option(help="JSON of train/adapt user ids (PAL's seen/unseen).")
+    ] = None,
+    negatives_top_k: Annotated[int, typer.Option(help="Hard negatives: sample from top-k.")] = 10,
+    embedder: Annotated[str, typer.Option(help="Embedder for negatives.")] = (
+        "bundled:all-minilm-l6-v2"
+    ),
+    negative_pool: Annotated[
+        str, typer.Option(help="Negatives from: users (their papers) | all (whole source).")
+    ] = "users",
+    embed_max_tokens: Annotated[int, typer.Option(help="Embed abstracts up to N tokens.")] = 128,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Glob of source files to read (repeatable).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+) -> None:
+    """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl."""
+    from persalign.data import BUILDERS, BuildOptions
+
+    builder = BUILDERS.get(name)
+    options = BuildOptions(
+        source=source,
+        seed=seed,
+        train_users=train_users,
+        adapt_users=adapt_users,
+        min_items=min_items,
+        max_items=max_items,
+        max_query=max_query,
+        support_fraction=support_fraction,
+        split=split,
+        split_file=split_file,
+        negatives_top_k=negatives_top_k,
+        embedder=embedder,
+        negative_pool=negative_pool,
+        embed_max_tokens=embed_max_tokens,
+        include=tuple(include or ()),
+        batch_size=batch_size,
+    )
+    manifest = builder(options, out)
+    counts = manifest["counts"]
+    stdout.print(
+        f"wrote {out}: {counts['train_users']} train users ({counts['train_preferences']} prefs), "
+        f"{counts['adapt_users']} adaptation users ({counts['support_preferences']} support, "
+        f"{counts['query_preferences']} query), {counts['completions']} completions"
+    )
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="A benchmark folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Users, preferences per user (min/median/mean/max), prompts and completions."""
+    from persalign.data.benchmark_folder import load_benchmark
+    from persalign.data.stats import benchmark_stats
+
+    stats = benchmark_stats(load_benchmark(path))
+    if as_json:
+        stdout.print_json(json.dumps(stats))
+        return
+    show_stats(stats)
+
+
+def show_stats(stats: dict[str, Any]) -> None:
+    table = Table(title=f"benchmark {stats['name']}", title_justify="left")
+    table.add_column("")
+    for col in ("users", "prefs", "min", "median", "mean", "max"):
+        table.add_column(col, justify="right")
+    for group in ("train", "adapt"):
+        d = stats[group]["preferences_per_user"]
+        table.add_row(
+            group,
+            str(stats[group]["users"]),
+            str(stats[group]["preferences"]),
+            *(str(d[k]) for k in ("min", "median", "mean", "max")),
+        )
+    stdout.print(table)
+    stdout.print(f"prompts: {stats['prompts']}   completions: {stats['completions']}")
+    for reason, count in stats["skipped"].items():
+        stdout.print(f"skipped {count}: {reason}")

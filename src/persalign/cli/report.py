@@ -1,0 +1,41 @@
+"""``persalign report RUN_DIR [--out DIR] [--bootstrap N]``: tables, figures and report.html.
+
+    persalign report runs/demo                   # writes runs/demo/report/
+    persalign report runs/demo --out /tmp/rep    # somewhere else
+
+Reads only the run's manifest.json and cells/*/metrics.json (see persalign.report.writer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+stdout = Console(highlight=False)
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>) from persalign run.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default: RUN_DIR/report).")
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples over users for correlation CIs (0: none).")
+    ] = 1000,
+    all_cells: Annotated[
+        bool,
+        typer.Option(
+            "--all-cells", help="Also report cells that the run's current config no longer plans."
+        ),
+    ] = False,
+) -> None:
+    """Write the paper's tables (Markdown, LaTeX, CSV), figures (PNG) and report.html."""
+    from persalign.report.writer import write_report
+
+    files = write_report(run_dir, out, n_boot=bootstrap, all_cells=all_cells)
+    folder = files["report.html"].parent
+    stdout.print(f"{len(files)} files in {folder}", markup=False)
+    stdout.print(str(files["report.html"]), markup=False)

@@ -1,0 +1,162 @@
+"""The ground floor's files: JSON lines, atomic writes, hashes and counted skips.
+
+    for line_no, obj in read_jsonl("train.jsonl", required=("user", "prompt")):
+        ...
+    write_json("out/manifest.json", {"source": ...})      # temporary file, fsync, rename
+    digest = sha256_file("out/train.jsonl")
+
+Every problem in a file raises :class:`~persalign.errors.DataError` naming the file and line.
+Things that are skipped on purpose (an empty title, a user below a threshold) go through a
+:class:`SkipReport`, which counts them and ends up in the manifest and on the console.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from persalign.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_jsonl(
+    path: str | Path, required: Sequence[str] = (), *, kind: str = "record"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; DataError on any bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no such file (expected a JSON-lines file of {kind}s)", path=path)
+    with path.open("r", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"malformed JSON ({exc.msg} at column {exc.colno})", path, line_no
+                ) from None
+            if not isinstance(obj, dict):
+                raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line_no)
+            missing = [key for key in required if key not in obj]
+            if missing:
+                raise DataError(f"{kind} is missing field(s): {', '.join(missing)}", path, line_no)
+            yield line_no, obj
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a whole JSON file; DataError with the line of a syntax error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"malformed JSON ({exc.msg} at column {exc.colno})", path, exc.lineno
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text ({exc.reason})", path) from None
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dumps(obj: Any) -> str:
+    """The one JSON encoding persalign writes: stable key order, UTF-8, no spaces to vary."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Atomically write one JSON object per line; returns the number written."""
+    count = 0
+    with atomic_write(path) as handle:
+        for rec in records:
+            handle.write(dumps(rec) + "\n")
+            count += 1
+    return count
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_write(path) as handle:
+        handle.write(json.dumps(obj, ensure_ascii=False, sort_keys=True, indent=2) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SkipReport:
+    """Counts what a loader or builder skipped on purpose, with a few examples of each reason.
+
+    skips = SkipReport()
+    skips.add("empty abstract", "P16-1001")
+    skips.to_json()
+    # {'empty abstract': {'count': 1, 'examples': ['P16-1001']}}
+    """
+
+    MAX_EXAMPLES = 5
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[str]] = {}
+
+    def add(self, reason: str, example: str | None = None, count: int = 1) -> None:
+        self.counts[reason] += count
+        if example is not None:
+            ex = self.examples.setdefault(reason, [])
+            if len(ex) < self.MAX_EXAMPLES:
+                ex.append(example)
+
+    def merge(self, other: SkipReport) -> None:
+        for reason, count in other.counts.items():
+            self.counts[reason] += count
+            for ex in other.examples.get(reason, []):
+                mine = self.examples.setdefault(reason, [])
+                if len(mine) < self.MAX_EXAMPLES:
+                    mine.append(ex)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        return {
+            reason: {"count": self.counts[reason], "examples": self.examples.get(reason, [])}
+            for reason in sorted(self.counts)
+        }
+
+    def log(self, logger: logging.Logger = log, what: str = "skipped") -> None:
+        """Report every reason on the console (warnings, so they are never silent)."""
+        for reason in sorted(self.counts):
+            examples = ", ".join(self.examples.get(reason, [])[:3])
+            more = f" (e.g. {examples})" if examples else ""
+            logger.warning("%s %d: %s%s", what, self.counts[reason], reason, more)

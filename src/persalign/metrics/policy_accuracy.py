@@ -1,0 +1,243 @@
+"""Policy accuracy (paper Eq. 3): does the scoring function used at generation time rank the
+user's chosen response above the rejected one?
+
+    policy = Policy.load("bundled:smollm2-135m-instruct")
+    policy_accuracy(policy, bench.query, scorer="base")                       # Eq. 4
+    policy_accuracy(policy, bench.query, scorer="personal-rgd", reward_model=rm, lam=1.0)
+    policy_accuracy(policy, bench.query, scorer="icl", support=support_by_user, shots=4)
+    curve = policy_accuracy_curve(policy, heldout, rm, [0.0, 0.5, 1.0, 2.0])  # {lam: result}
+
+Scorers, with |y| the response length in policy tokens:
+
+- ``base`` (Eq. 4): (1/|y|) sum_t log pi(y_t | x, y_<t).
+- ``global-rgd`` / ``personal-rgd`` (Eqs. 5, 6): sum_t [log pi(y_t | x, y_<t) + lam * r(x, y_<=t)],
+  the quantity ARGS maximizes token by token. ``r(x, y_<=t)`` is the reward model's prefix reward
+  (``RewardModel.prefix_rewards``, the same value ARGS compares at step t: for cumulative methods
+  such as GenARM that is the running sum). ``global-rgd`` passes the users through too (a global
+  model ignores them); ``personal-rgd`` requires them.
+- ``icl`` (Eq. 7): ``base`` with the user's demonstrations prepended, built by
+  :func:`persalign.decoding.icl.icl_prompt_ids` exactly as the ``icl`` decoder builds its prompts.
+
+Cost (:mod:`persalign.metrics.scoring`): ONE policy forward pass over prompt + response gives
+every log pi(y_t | ...) (the logits at position p - 1 read at token p; left or right padding),
+and ONE reward-model pass gives every prefix reward. The two
+sums are kept apart (:class:`ScoreParts`), so any lambda grid is a cheap recombination. The policy
+and the reward model may have different tokenizers: the log pi sum runs over the policy's tokens
+(policy chat template, ``policy.formatter``) and the reward sum over the reward model's own
+tokens (its own ``formatter``), so the two sums need not have the same number of terms. Both
+formatters cut over-long prompts in the middle and responses at ``max_response_tokens``.
+Per-token log-probabilities are computed and summed in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from persalign.errors import ConfigError
+from persalign.metrics import METRICS
+from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
+from persalign.metrics.scoring import RGD_SCORERS, SCORERS, ScoreParts, check_scorer, score_parts
+from persalign.types import Preference
+
+log = logging.getLogger(__name__)
+__all__ = [
+    "SCORERS",
+    "ScoreParts",
+    "policy_accuracy",
+    "policy_accuracy_curve",
+    "policy_scores",
+    "score_parts",
+]
+
+
+def _check_inputs(scorer: str, reward_model, users) -> None:
+    check_scorer(scorer)
+    if scorer in RGD_SCORERS and reward_model is None:
+        raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
+    if scorer == "personal-rgd" and users is None:
+        raise ConfigError("the personal-rgd scorer needs the users of the responses")
+    personalized = getattr(reward_model, "personalized", None)
+    if scorer in RGD_SCORERS and personalized not in (None, scorer == "personal-rgd"):
+        kind = "personalized" if personalized else "global"
+        log.warning("%s scorer with a %s reward model", scorer, kind)
+
+
+def policy_scores(
+    policy,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    scorer: str,
+    reward_model=None,
+    users: Sequence[str] | None = None,
+    lam: float = 1.0,
+    demonstrations: Sequence[Sequence[Preference]] | None = None,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    max_prompt_tokens: int = 2048,
+    progress: bool = True,
+) -> torch.Tensor:
+    """[N] float64 scores s(y | x) of ``scorer`` (Eqs. 4-7).
+
+    ``demonstrations`` (``icl``): each row's demonstrations, least relevant first, rendered as
+    the ``icl`` decoder renders them (dropped from the front to fit ``max_prompt_tokens``).
+    """
+    _check_inputs(scorer, reward_model, users)
+    prompt_ids = None
+    if scorer == "icl":
+        from persalign.decoding.icl import icl_prompt_ids
+
+        if demonstrations is None:
+            raise ConfigError("the icl scorer needs each row's demonstrations")
+        prompt_ids = [
+            icl_prompt_ids(policy.formatter, demos, prompt, max_prompt_tokens)[0]
+            for demos, prompt in zip(demonstrations, prompts, strict=True)
+        ]
+    parts = score_parts(
+        policy,
+        prompts,
+        responses,
+        reward_model=reward_model if scorer in RGD_SCORERS else None,
+        users=users,
+        prompt_ids=prompt_ids,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    )
+    return parts.scores(scorer, lam)
+
+
+def icl_prompts(
+    policy,
+    prefs: Sequence[Preference],
+    support: Mapping[str, Sequence[Preference]],
+    *,
+    shots: int = 4,
+    seed: int = 0,
+    decoder: str = "icl",
+    **settings: Any,
+) -> list[list[int]]:
+    """The policy prompt ids the ``decoder`` ("icl" or "icl-rag") generates from for each
+    preference's prompt (request id = preference id): the same demonstrations as generation."""
+    from persalign.decoding import GenerationRequest, create_decoder
+
+    icl = create_decoder(decoder, policy, support=support, shots=shots, seed=seed, **settings)
+    built = icl.build_all([GenerationRequest(p.id, p.user, p.prompt) for p in prefs])
+    if icl.dropped_demonstrations or icl.truncated_queries:
+        log.warning(
+            "icl scorer: dropped %d demonstrations and cut %d prompts to fit the context",
+            icl.dropped_demonstrations,
+            icl.truncated_queries,
+        )
+    return [list(b.prompt_ids) for b in built]
+
+
+def preference_parts(
+    policy,
+    prefs: Sequence[Preference],
+    *,
+    reward_model=None,
+    prompt_ids: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    progress: bool = True,
+) -> ScoreParts:
+    """ScoreParts of the 2N responses: every chosen response, then every rejected one."""
+    prefs = list(prefs)
+    ids = None if prompt_ids is None else [*prompt_ids, *prompt_ids]
+    return score_parts(
+        policy,
+        [p.prompt for p in prefs] * 2,
+        [p.chosen for p in prefs] + [p.rejected for p in prefs],
+        reward_model=reward_model,
+        users=[p.user for p in prefs] * 2,
+        prompt_ids=ids,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    )
+
+
+def accuracy_from_parts(
+    prefs: Sequence[Preference], parts: ScoreParts, scorer: str, lam: float = 1.0
+) -> dict[str, Any]:
+    """Eq. 3 per user, then the mean over users, from precomputed :class:`ScoreParts`."""
+    scores = parts.scores(scorer, lam)  # [2N]
+    n = len(prefs)
+    result = per_user_accuracy(prefs, pairwise_hits(scores[:n], scores[n:]))
+    return {**result, "scorer": scorer, "lam": lam if scorer in RGD_SCORERS else None}
+
+
+@METRICS.register("policy-accuracy", summary="Eq. 3: s(chosen) > s(rejected) under RGD/ICL/base")
+def policy_accuracy(
+    policy,
+    prefs: Sequence[Preference],
+    *,
+    scorer: str,
+    reward_model=None,
+    lam: float = 1.0,
+    support: Mapping[str, Sequence[Preference]] | None = None,
+    shots: int = 4,
+    seed: int = 0,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    icl_decoder: str = "icl",
+    icl_settings: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Policy accuracy (Eq. 3) of ``scorer``: per user, then the mean over users.
+
+    ``icl``: demonstrations come from ``support`` (user -> preferences) exactly as the
+    ``icl_decoder`` ("icl" or "icl-rag") picks them for generation, with ``shots`` and ``seed``.
+    """
+    prefs = list(prefs)
+    _check_inputs(scorer, reward_model, [p.user for p in prefs])
+    prompt_ids = None
+    if scorer == "icl":
+        if support is None:
+            raise ConfigError("the icl scorer needs the users' support sets")
+        settings = dict(icl_settings or {})
+        prompt_ids = icl_prompts(
+            policy, prefs, support, shots=shots, seed=seed, decoder=icl_decoder, **settings
+        )
+    parts = preference_parts(
+        policy,
+        prefs,
+        reward_model=reward_model if scorer in RGD_SCORERS else None,
+        prompt_ids=prompt_ids,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    )
+    return accuracy_from_parts(prefs, parts, scorer, lam)
+
+
+def policy_accuracy_curve(
+    policy,
+    prefs: Sequence[Preference],
+    reward_model,
+    lams: Sequence[float],
+    *,
+    scorer: str = "personal-rgd",
+    batch_size: int = 8,
+    padding_side: str = "right",
+    progress: bool = True,
+) -> dict[float, dict[str, Any]]:
+    """{lam: policy accuracy of the RGD ``scorer``}: the policy and reward passes run once."""
+    if scorer not in RGD_SCORERS:
+        raise ConfigError(f"a lambda curve needs an RGD scorer ({', '.join(RGD_SCORERS)})")
+    prefs = list(prefs)
+    _check_inputs(scorer, reward_model, [p.user for p in prefs])
+    parts = preference_parts(
+        policy,
+        prefs,
+        reward_model=reward_model,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+    )
+    return {float(lam): accuracy_from_parts(prefs, parts, scorer, float(lam)) for lam in lams}

@@ -1,0 +1,194 @@
+"""Reading a run folder for the report: manifest.json and cells/*/metrics.json, nothing else.
+
+    results = load_run("runs/demo")
+    results.issues          # what was missing: unfinished cells, unreadable files, null metrics
+
+Wall-clock fields ("seconds") are never read. Anything missing (a cell without metrics.json, an
+unreadable file, a null metric) is logged and collected in ``results.issues``; it never raises.
+Only a run folder without any finished cell is an error (DataError naming the folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from persalign.errors import DataError
+from persalign.report.results import Cell, RunResults
+
+log = logging.getLogger(__name__)
+
+# metric key -> where it lives in metrics.json (a top-level key, or a key under "generation").
+METRICS: dict[str, tuple[str, ...]] = {
+    "rm_accuracy": ("rm_accuracy",),
+    "policy_accuracy": ("policy_accuracy",),
+    "base_policy_accuracy": ("base_policy_accuracy",),
+    "win_rate": ("win_rate",),
+    "rouge1": ("generation", "rouge1"),
+    "rougeL": ("generation", "rougeL"),
+    "bertscore_f1": ("generation", "bertscore_f1"),
+    "perplexity": ("perplexity",),
+    "lambda": ("lambda",),
+}
+# What a finished cell of each kind is expected to have; a null one is reported.
+EXPECTED = {
+    "method": ("rm_accuracy", "policy_accuracy", "rouge1", "rougeL", "bertscore_f1", "win_rate"),
+    "baseline": ("rouge1", "rougeL", "bertscore_f1"),
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, dict):
+        value = value.get("mean")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _per_user(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not isinstance(value.get("per_user"), dict):
+        return {}
+    out = {}
+    for user, v in value["per_user"].items():
+        number = _number(v)
+        if number is not None:
+            out[str(user)] = number
+    return out
+
+
+def _lookup(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def parse_cell(data: dict[str, Any], name: str) -> Cell:
+    """One metrics.json as a Cell; ValueError naming the field when it is not a cell."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    for key in ("benchmark", "policy", "seed", "kind", "method"):
+        if data.get(key) is None:
+            raise ValueError(f"missing field {key!r}")
+    if data["kind"] not in EXPECTED:
+        raise ValueError(f"unknown kind {data['kind']!r} (expected method or baseline)")
+    values: dict[str, float] = {}
+    per_user: dict[str, dict[str, float]] = {}
+    for metric, path in METRICS.items():
+        raw = _lookup(data, path)
+        number = _number(raw)
+        if number is not None:
+            values[metric] = number
+            per_user[metric] = _per_user(raw)
+    shots = data.get("shots")
+    params = _number(data.get("scale_params"))
+    model = _lookup(data, ("generation", "bertscore_model"))
+    personalized = data.get("personalized")
+    return Cell(
+        cell=str(data.get("cell") or name),
+        benchmark=str(data["benchmark"]),
+        policy=str(data["policy"]),
+        scale=str(data.get("scale") or data["policy"]),
+        scale_params=params,
+        seed=int(data["seed"]),
+        kind=str(data["kind"]),
+        method=str(data["method"]),
+        shots=int(shots)
+        if isinstance(shots, int | float) and not isinstance(shots, bool)
+        else None,
+        values=values,
+        per_user=per_user,
+        bertscore_model=str(model) if model else None,
+        personalized=personalized if isinstance(personalized, bool) else None,
+    )
+
+
+def _names(names: list[str], limit: int = 12) -> str:
+    """A readable list of cell names: the first ``limit`` and how many more."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
+
+
+def _report(issues: list[str], message: str) -> None:
+    log.warning("%s", message)
+    issues.append(message)
+
+
+def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
+    """Read manifest.json and every cells/*/metrics.json; DataError when no cell is finished.
+
+    Cells that the manifest's current plan no longer lists (left behind when a config dropped a
+    method or seed) are skipped and reported, unless ``all_cells`` is true.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError("no such run folder", path=run_dir)
+    issues: list[str] = []
+    manifest = None
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _report(issues, f"manifest.json unreadable or missing ({type(exc).__name__})")
+    if manifest is not None and not isinstance(manifest, dict):
+        _report(issues, "manifest.json is not a JSON object; ignored")
+        manifest = None
+    cells_dir = run_dir / "cells"
+    folders = sorted(p for p in cells_dir.iterdir() if p.is_dir()) if cells_dir.is_dir() else []
+    planned = (manifest or {}).get("cells")
+    if not all_cells and isinstance(planned, list):
+        stale = [p.name for p in folders if p.name not in set(planned)]
+        if stale:
+            _report(
+                issues,
+                f"{len(stale)} cell(s) not in the current plan (the config dropped them) skipped: "
+                f"{_names(stale)}; `persalign report --all-cells` includes them",
+            )
+            folders = [p for p in folders if p.name in set(planned)]
+    cells: list[Cell] = []
+    seen: dict[tuple[Any, ...], str] = {}
+    unfinished = []
+    for folder in folders:
+        path = folder / "metrics.json"
+        if not path.is_file():
+            unfinished.append(folder.name)
+            continue
+        try:
+            cell = parse_cell(json.loads(path.read_text(encoding="utf-8")), folder.name)
+        except (OSError, ValueError, TypeError) as exc:
+            _report(issues, f"cell {folder.name}: metrics.json skipped ({exc})")
+            continue
+        key = (cell.benchmark, cell.policy, cell.row, cell.seed)
+        if key in seen:
+            _report(issues, f"cell {folder.name} duplicates {seen[key]}; kept {seen[key]}")
+            continue
+        seen[key] = folder.name
+        cells.append(cell)
+    if unfinished:
+        _report(issues, f"{len(unfinished)} cell(s) not finished: {_names(unfinished)}")
+    if not cells:
+        raise DataError(
+            "no finished cells (no cells/*/metrics.json): has `persalign run` finished any?",
+            path=run_dir,
+        )
+    _report_nulls(cells, issues)
+    return RunResults(run_dir=run_dir, manifest=manifest, cells=cells, issues=issues)
+
+
+def _report_nulls(cells: list[Cell], issues: list[str]) -> None:
+    missing: dict[str, list[str]] = defaultdict(list)
+    for cell in cells:
+        for metric in EXPECTED[cell.kind]:
+            # ROUGE without a BERTScore model: BERTScore was switched off, not lost.
+            off = metric == "bertscore_f1" and not cell.bertscore_model and "rouge1" in cell.values
+            if metric not in cell.values and not off:
+                missing[metric].append(cell.cell)
+    for metric in sorted(missing):
+        names = missing[metric]
+        _report(issues, f"{metric} missing in {len(names)} cell(s): {_names(sorted(names))}")

@@ -1,0 +1,195 @@
+"""The paper's tables, built from a run's results (see :mod:`persalign.report.results`).
+
+    results = load_run("runs/demo")
+    for table in benchmark_tables(results, "pref-acl"):
+        print(to_markdown(table))
+
+Per benchmark:
+
+- ``ranking``: RM accuracy and policy accuracy per method (rows) and scale (columns), with
+  Pearson / Spearman / Kendall rows across the reward methods (the paper's Tables 2, 4, 7);
+- ``win_rate``: each method's RM judging its RGD output against zero-shot (Table 5);
+- ``rouge1_correlation``: each ranking metric against ROUGE-1 across methods, per scale (Table 6);
+- ``correlations``: every correlation above with its p-value, n and a bootstrap CI over users;
+- ``policy_<name>``: RM accuracy, policy accuracy, ROUGE-1, ROUGE-L, BERTScore-F1 per method and
+  baseline for one policy (Tables 9-12).
+
+Scores are percentages, "mean ± std" over seeds (population std, so one seed shows "± 0.00");
+correlations use the method means over seeds and show three decimals with the p-value. "--" is a
+value that is not available; "†" marks a mean over fewer seeds than the run has.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from persalign.report.correlation_tables import (
+    CORR_NOTE,
+    correlate,
+    correlation_detail_table,
+    method_means,
+    rouge_correlation_table,
+)
+from persalign.report.formatting import (
+    DAGGER,
+    LABELS,
+    NA,
+    STATISTICS,
+    fmt_corr,
+    fmt_stat,
+    slug,
+)
+from persalign.report.results import PolicyColumn, Row, RunResults
+from persalign.report.tabular import Table
+
+log = logging.getLogger(__name__)
+
+METHODS_GROUP = "Reward models + ARGS"
+PERSONALIZED_GROUP = "Personalized RMs + ARGS"
+GLOBAL_GROUP = "Global RMs + ARGS"
+BASELINES_GROUP = "Baselines"
+PERCENT_NOTE = (
+    "Values in %: mean ± std over seeds (population std of the per-seed values, "
+    "so a single seed shows ± 0.00); -- = not available."
+)
+DAGGER_NOTE = "†: mean over fewer seeds than the run has (a cell unfinished or a metric null)."
+
+
+def group(row: Row) -> str:
+    """The row's group, as the paper's tables split them: personalized, global, baselines."""
+    if row.kind == "baseline":
+        return BASELINES_GROUP
+    return {True: PERSONALIZED_GROUP, False: GLOBAL_GROUP}.get(row.personalized, METHODS_GROUP)
+
+
+def _with_dagger_note(table: Table) -> Table:
+    if any(DAGGER in cell for row in table.rows for cell in row):
+        table.notes.append(DAGGER_NOTE)
+    return table
+
+
+def ranking_table(results: RunResults, benchmark: str) -> Table:
+    """Tables 2/4/7: RM accuracy, policy accuracy per scale, and the correlation rows."""
+    columns = results.policies(benchmark)
+    n_method = results.expected_seeds(benchmark, "method")
+    n_base = results.expected_seeds(benchmark, "baseline")
+    rows = []
+    for row in results.rows(benchmark, "method"):
+        rm = results.stat_over_policies(benchmark, row.label, "rm_accuracy")
+        cells = [
+            fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_method)
+            for c in columns
+        ]
+        rows.append([group(row), row.label, fmt_stat(rm, n_method), *cells])
+    for row in results.rows(benchmark, "baseline"):
+        cells = [
+            fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_base)
+            for c in columns
+        ]
+        rows.append([group(row), row.label, NA, *cells])
+    corrs = [
+        correlate(*method_means(results, benchmark, c.policy, "rm_accuracy", "policy_accuracy")[1:])
+        for c in columns
+    ]
+    for statistic, label in STATISTICS.items():
+        rows.append(["RM vs policy acc.", label, NA, *[fmt_corr(r, statistic) for r in corrs]])
+    table = Table(
+        key="ranking",
+        title=f"RM accuracy and policy accuracy on {benchmark}",
+        caption=(
+            "Reward-model accuracy on the adaptation users' held-out preferences and policy "
+            "accuracy of each policy scale (cf. the paper's Tables 2, 4 and 7)."
+        ),
+        columns=["Group", "Method", "RM Acc", *[f"Policy Acc {c.label}" for c in columns]],
+        rows=rows,
+        notes=[
+            PERCENT_NOTE,
+            "RM Acc is shared by all policies; baselines have no reward model. Policy accuracy "
+            "uses the RGD scorer for reward methods, the base scorer for zero-shot (the paper's "
+            "Prior) and the ICL scorer for ICL baselines.",
+            CORR_NOTE,
+        ],
+    )
+    return _with_dagger_note(table)
+
+
+def win_rate_table(results: RunResults, benchmark: str) -> Table:
+    """Table 5: win rate of each method's RGD output over zero-shot, judged by its own RM."""
+    columns = results.policies(benchmark)
+    expected = results.expected_seeds(benchmark, "method")
+    rows = [
+        [
+            group(row),
+            row.label,
+            *[
+                fmt_stat(results.stat(benchmark, c.policy, row.label, "win_rate"), expected)
+                for c in columns
+            ],
+        ]
+        for row in results.rows(benchmark, "method")
+    ]
+    table = Table(
+        key="win_rate",
+        title=f"Win rate against zero-shot on {benchmark}",
+        caption=(
+            "Fraction of query prompts where a method's own reward model prefers its RGD "
+            "generation over the zero-shot one (cf. Table 5). Circular: prone to reward hacking."
+        ),
+        columns=["Group", "Method", *[c.label for c in columns]],
+        rows=rows,
+        notes=[PERCENT_NOTE],
+    )
+    return _with_dagger_note(table)
+
+
+def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> Table:
+    """Tables 9-12: every metric per method and baseline for one policy."""
+    metrics = ("rm_accuracy", "policy_accuracy", "rouge1", "rougeL", "bertscore_f1")
+    rows = []
+    for kind in ("method", "baseline"):
+        expected = results.expected_seeds(benchmark, kind)
+        for row in results.rows(benchmark, kind):
+            rows.append(
+                [
+                    group(row),
+                    row.label,
+                    *[
+                        fmt_stat(results.stat(benchmark, column.policy, row.label, m), expected)
+                        for m in metrics
+                    ],
+                ]
+            )
+    models = results.bertscore_models(benchmark, column.policy)
+    if len(models) > 1:
+        log.warning(
+            "%s / %s: BERTScore from several models (%s): not comparable",
+            benchmark, column.policy, ", ".join(models),
+        )  # fmt: skip
+    bert = f"BERTScore model: {', '.join(models)}" if models else "BERTScore: not computed"
+    if len(models) > 1:
+        bert += " (several models: their scores are not comparable)"
+    table = Table(
+        key=f"policy_{slug(column.policy)}",
+        title=f"{benchmark}, policy {column.policy} ({column.label})",
+        caption=(
+            "Ranking accuracy and generation quality against the users' own completions, per "
+            f"method and baseline (cf. Tables 9-12). {bert}."
+        ),
+        columns=["Group", "Method", *[LABELS[m] for m in metrics]],
+        rows=rows,
+        notes=[PERCENT_NOTE, "BERTScores from different models are not comparable."],
+    )
+    return _with_dagger_note(table)
+
+
+def benchmark_tables(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Table]:
+    """All tables of one benchmark, in the order the report shows them."""
+    tables = [
+        ranking_table(results, benchmark),
+        win_rate_table(results, benchmark),
+        rouge_correlation_table(results, benchmark),
+        correlation_detail_table(results, benchmark, n_boot),
+    ]
+    tables += [policy_table(results, benchmark, c) for c in results.policies(benchmark)]
+    return [replace(t, label=f"tab:{slug(benchmark)}:{t.key}") for t in tables]

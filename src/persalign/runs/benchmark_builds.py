@@ -1,0 +1,75 @@
+"""The benchmarks of a run: a built folder as given, or built once into the run folder.
+
+    prepared = prepare_benchmark("pref-acl", config.benchmarks["pref-acl"], Path("runs/demo"))
+    prepared.path, prepared.hash      # runs/demo/benchmarks/pref-acl, sha256 of its files
+
+A build goes to a temporary folder beside its destination and is renamed when complete, so a
+killed build is never mistaken for a finished one. A finished build whose recorded options equal
+the config's is reused; different options rebuild it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from persalign.io import read_json, sha256_file, write_json
+from persalign.data.benchmark_folder import BENCHMARK_FILES
+from persalign.errors import DataError
+from persalign.runs.config import BenchmarkConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedBenchmark:
+    """A benchmark folder ready to load, and the hash of its content."""
+
+    label: str
+    path: Path
+    hash: str
+
+
+def benchmark_hash(folder: Path) -> str:
+    """sha256 over the benchmark's data files (not its manifest, which records paths)."""
+    digest = hashlib.sha256()
+    for name in sorted(BENCHMARK_FILES.values()):
+        file = folder / name
+        digest.update(f"{name}:{sha256_file(file) if file.is_file() else '-'}\n".encode())
+    return digest.hexdigest()
+
+
+def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> PreparedBenchmark:
+    """The benchmark's folder, building it under ``run_dir/benchmarks/<label>`` if needed."""
+    from persalign.data import BUILDERS, BuildOptions
+
+    if config.path is not None:
+        folder = Path(config.path)
+        if not (folder / BENCHMARK_FILES["train"]).is_file():
+            raise DataError("not a benchmark folder (no train.jsonl)", folder)
+        return PreparedBenchmark(label, folder, benchmark_hash(folder))
+    dataset = config.dataset or label
+    builder = BUILDERS.get(dataset)
+    folder = run_dir / "benchmarks" / label
+    wanted = {"dataset": dataset, **config.build_options()}
+    marker = folder / "run_build.json"
+    if marker.is_file() and read_json(marker) == wanted:
+        log.info("reusing the built benchmark %s in %s", label, folder)
+        return PreparedBenchmark(label, folder, benchmark_hash(folder))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{label}.tmp-{os.getpid()}"
+    for stale in folder.parent.glob(f".{label}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    log.info("building benchmark %s (%s) into %s", label, dataset, folder)
+    options = config.build_options()
+    options["include"] = tuple(options["include"])
+    builder(BuildOptions(**options), tmp)
+    write_json(tmp / "run_build.json", wanted)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return PreparedBenchmark(label, folder, benchmark_hash(folder))

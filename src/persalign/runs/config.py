@@ -1,0 +1,241 @@
+"""Experiment configs: one YAML file, strict pydantic models, ``--set a.b=value`` overrides.
+
+    config = load_config("configs/demo.yaml", overrides=["seeds=[0]", "decoding.k=5"])
+    config.name, list(config.methods), config.seeds
+    # ('demo', ['global-rm', 'global-rm-v2', 'lore', 'mpu', 'pref'], [0])
+    config_hash(config)                          # sha256 of the resolved config
+    dump_config(config)                          # the resolved dict (written to manifest.json)
+
+Every key is checked: an unknown key or a wrong type is a :class:`ConfigError` naming the key
+(``demo.yaml: decoding.max_new_tokns: unknown key``). Reward-method options are checked against
+the method's own config class, so a typo in ``methods.lore.latnt_dim`` fails before anything
+runs. Relative paths (``benchmarks.*.path``, ``source``, ``split_file``) are relative to the
+config file's folder; ``$VARS`` and ``~`` are expanded. docs/runs.md is the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from persalign.errors import ConfigError, describe_validation_error, validated
+from persalign.runs.sections import (
+    BaselinesConfig,
+    BenchmarkConfig,
+    DecodingConfig,
+    LambdaConfig,
+    MetricsConfig,
+    PolicyConfig,
+    RewardSection,
+    Strict,
+)
+from persalign.overrides import parse_overrides
+
+__all__ = [
+    "BaselinesConfig",
+    "BenchmarkConfig",
+    "DecodingConfig",
+    "LambdaConfig",
+    "MetricsConfig",
+    "PolicyConfig",
+    "RewardSection",
+    "RunConfig",
+    "check_methods",
+    "config_hash",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]
+
+GRID_OWNED_KEYS = ("seed",)  # set by the grid, never per method
+
+
+class RunConfig(Strict):
+    """One experiment: the grid benchmark x method x policy x seed, plus baselines."""
+
+    name: str = Field(description="Run name: results go to <out>/<name>/.", pattern=r"^[\w.-]+$")
+    seeds: list[int] = Field([0], min_length=1, description="Seeds (one grid row each).")
+    benchmarks: dict[str, BenchmarkConfig] = Field(
+        min_length=1, description="Benchmarks by label (the key names cells and tables)."
+    )
+    reward: RewardSection = Field(RewardSection(), description="Reward-model settings.")
+    methods: dict[str, dict[str, Any] | None] = Field(
+        {},
+        description="Reward methods by label: {method: registered name (default: the label), "
+        "decoder: args|p-dpo, any field of the method's config}.",
+    )
+    policies: dict[str, PolicyConfig] = Field(min_length=1, description="Policies by name.")
+    baselines: BaselinesConfig = Field(BaselinesConfig(), description="Baselines.")
+    decoding: DecodingConfig = Field(DecodingConfig(), description="Generation settings.")
+    lam: LambdaConfig = Field(LambdaConfig(), alias="lambda", description="Lambda selection.")
+    metrics: MetricsConfig = Field(MetricsConfig(), description="Metric settings.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads per job (null: torch's default, one per core); 1 avoids "
+        "oversubscribed cores. Ray tasks default to 1 (one CPU each).",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+    @field_validator("benchmarks", "methods", "policies")
+    @classmethod
+    def _labels(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for label in value:
+            if not label or "__" in label or not all(c.isalnum() or c in "-_" for c in label):
+                raise ValueError(
+                    f"label {label!r}: use letters, digits, '-' and '_' (no '__'; no '.', which "
+                    "--set reads as a nesting level)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        for label in self.methods:
+            if label == "zero-shot" or label.startswith("icl"):
+                raise ValueError(f"methods.{label}: 'zero-shot' and 'icl*' name the baselines")
+        if len(self.lam.grid) > 1 and self.lam.heldout_per_user == 0:
+            raise ValueError("lambda.heldout_per_user is 0: nothing to select lambda on")
+        return self
+
+    def method_options(self, label: str) -> tuple[str, str, dict[str, Any]]:
+        """(registered method, decoder, reward-config dict) of method ``label``."""
+        entry = dict(self.methods[label] or {})
+        name = entry.pop("method", label)
+        decoder = entry.pop("decoder", "args")
+        return name, decoder, {"backbone": self.reward.backbone, **self.reward.settings, **entry}
+
+
+def check_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Validate every method against its own config class; returns label -> full reward config."""
+    from persalign.rewards import METHODS, RewardConfig
+
+    _validate(RewardConfig, config.reward.settings, "reward.settings")
+    out = {}
+    for label, entry in config.methods.items():
+        where = f"methods.{label}"
+        if entry is not None and not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping of options, got {entry!r}")
+        for key in GRID_OWNED_KEYS:
+            if key in (entry or {}) or key in config.reward.settings:
+                raise ConfigError(f"{where}.{key}: set by the grid (use 'seeds'), not per method")
+        name, decoder, options = config.method_options(label)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.method: expected a method name, got {name!r}")
+        try:
+            cls = METHODS.get(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if decoder not in ("args", "p-dpo"):
+            raise ConfigError(f"{where}.decoder: 'args' or 'p-dpo', got {decoder!r}")
+        if decoder == "p-dpo" and name != "p-dpo":
+            raise ConfigError(f"{where}.decoder: 'p-dpo' needs method p-dpo, not {name!r}")
+        out[label] = _validate(cls.config_class, {**options, "seed": 0}, where)
+    return out
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> dict[str, Any]:
+    return validated(model, data, where).model_dump()
+
+
+def merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep merge of ``update`` into a copy of ``base`` (a mapping replaces nothing but keys)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{where}.{key}" if where else key
+        current = out.get(key)
+        if isinstance(value, dict) and (current is None or isinstance(current, dict)):
+            out[key] = merge(current or {}, value, path)
+        elif isinstance(value, dict):
+            raise ConfigError(f"--set {path}.*: {path} is {type(current).__name__}, not a mapping")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_config(
+    raw: dict[str, Any],
+    *,
+    overrides: list[str] | None = None,
+    base_dir: str | Path = ".",
+    source: str = "config",
+    default_name: str = "run",
+) -> RunConfig:
+    """Validate a raw config mapping (after ``--set`` overrides); paths resolved from base_dir."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    raw = merge(raw, parse_overrides(overrides or []))
+    raw.setdefault("name", default_name)
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+    try:
+        check_methods(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return resolve_paths(config, Path(base_dir))
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a YAML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(
+        raw,
+        overrides=overrides,
+        base_dir=path.resolve().parent,
+        source=str(path),
+        default_name=path.stem,
+    )
+
+
+def _resolve(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    expanded = os.path.expanduser(os.path.expandvars(value))
+    if "$" in expanded:
+        raise ConfigError(f"unset environment variable in path {value!r}")
+    return str((base / expanded).resolve())
+
+
+def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
+    """Benchmark paths relative to ``base`` made absolute."""
+    benchmarks = {
+        label: bench.model_copy(
+            update={
+                key: _resolve(getattr(bench, key), base)
+                for key in ("path", "source", "split_file")
+                if getattr(bench, key) is not None
+            }
+        )
+        for label, bench in config.benchmarks.items()
+    }
+    return config.model_copy(update={"benchmarks": benchmarks})
+
+
+def dump_config(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON data (YAML key names, defaults filled in)."""
+    return config.model_dump(mode="json", by_alias=True)
+
+
+def config_hash(config: RunConfig) -> str:
+    from persalign.io import dumps
+
+    return hashlib.sha256(dumps(dump_config(config)).encode()).hexdigest()

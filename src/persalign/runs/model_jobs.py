@@ -1,0 +1,94 @@
+"""A model job: train one reward model per (benchmark, method, backbone, seed), shared by every
+policy's cells.
+
+    run_model_job("runs/demo", job.to_json())
+    # {'id': 'pref-acl__lore__bundled-smollm2-135m-instruct__s0', 'hash': '...', 'reused': False}
+
+Fit on the train users' preferences (minus the items held out for choosing lambda), adapt every
+adaptation user from their support set (sorted by user), save, and measure RM accuracy (Eq. 2)
+on the adaptation users' query preferences. Everything is written to a temporary folder that is
+renamed into ``models/<id>/`` when complete: a half-trained model is never reused. The folder's
+``run_model.json`` (written last) records the job's spec hash; a folder with another hash is
+retrained.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from persalign.io import write_json
+from persalign.runs.plan import Job
+from persalign.runs.workspace import MODEL_MARKER, benchmark, job_log, marker_matches
+
+log = logging.getLogger(__name__)
+
+
+def model_finished(folder: Path, spec_hash: str) -> bool:
+    return marker_matches(folder / MODEL_MARKER, "hash", spec_hash)
+
+
+def heldout_split(bench, spec: dict[str, Any]) -> tuple[list, list]:
+    """(preferences to fit on, held-out train-user preferences) of a model spec."""
+    from persalign.metrics.lambda_selection import split_train_heldout
+
+    per_user, users = spec["heldout"]["per_user"], spec["heldout"]["users"]
+    if per_user < 1:
+        return list(bench.train), []
+    return split_train_heldout(bench, per_user=per_user, max_users=users, seed=spec["seed"])
+
+
+def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
+    """Train, adapt, save and score one reward model (skipped when finished, unless force)."""
+    import torch
+
+    from persalign.metrics.ranking import rm_accuracy
+    from persalign.rewards import create
+
+    job = Job.from_json(job_json)
+    folder = job.folder(run_dir)
+    if not force and model_finished(folder, job.spec_hash):
+        return {"id": job.id, "hash": job.spec_hash, "reused": True}
+    spec = job.spec
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{job.id}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = folder.parent / f".{job.id}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    started = time.perf_counter()
+    with job_log(tmp / "log.txt"):
+        log.info("training %s", job.id)
+        bench = benchmark(job.bench_path)
+        train, heldout = heldout_split(bench, spec)
+        torch.manual_seed(spec["seed"])
+        rm = create(spec["reward_method"], **spec["reward_config"])
+        history = rm.fit(train, log_path=tmp / "train_log.jsonl")
+        for user in bench.adapt_users():
+            rm.adapt(user.user, user.support)
+        rm.save(str(tmp))
+        accuracy = rm_accuracy(rm, bench.query)
+        write_json(tmp / "rm_accuracy.json", accuracy)
+        seconds = time.perf_counter() - started
+        log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
+    write_json(
+        tmp / MODEL_MARKER,
+        {
+            "id": job.id,
+            "hash": job.spec_hash,
+            "spec": spec,
+            "train_pairs": len(train),
+            "heldout_pairs": len(heldout),
+            "steps": len(history),
+            "final_loss": history[-1]["loss"] if history else None,
+            "seconds": round(seconds, 2),
+        },
+    )
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    del rm
+    return {"id": job.id, "hash": job.spec_hash, "reused": False}

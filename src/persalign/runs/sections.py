@@ -1,0 +1,170 @@
+"""The sections of an experiment config (strict pydantic models; see config.py and docs/runs.md).
+
+    PolicyConfig(spec="Qwen/Qwen2.5-7B-Instruct", params_m=7000).label()
+    # '7B'
+    DecodingConfig(max_new_tokns=3)
+    # Traceback (most recent call last):
+    # pydantic_core._pydantic_core.ValidationError: ... Extra inputs are not permitted
+
+Every field has a description; an unknown key is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values are frozen once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BenchmarkConfig(Strict):
+    """A benchmark: a built folder (``path``), or build options for ``persalign.data`` builders."""
+
+    dataset: str | None = Field(
+        None, description="Builder (persalign ls datasets); default: this entry's key."
+    )
+    path: str | None = Field(
+        None, description="A built benchmark folder; when set, no build option may be given."
+    )
+    source: str | None = Field(
+        None, description="Source folder/file; null: the hub, or $PERSALIGN_ACL_DIR for pref-acl."
+    )
+    seed: int = Field(0, description="Seed of the build (user split, support/query, negatives).")
+    train_users: int | None = Field(None, ge=1, description="Train users; null: paper shape.")
+    adapt_users: int | None = Field(None, ge=1, description="Adaptation users; null: paper shape.")
+    min_items: int | None = Field(None, ge=1, description="Skip users with fewer items.")
+    max_items: int | None = Field(None, ge=1, description="Keep at most this many items per user.")
+    max_query: int | None = Field(
+        None, ge=1, description="Keep at most this many query items per adaptation user."
+    )
+    support_fraction: float = Field(0.5, gt=0, lt=1, description="Support share of adapt items.")
+    split: Literal["random", "time"] = Field("random", description="Support/query split.")
+    split_file: str | None = Field(
+        None, description="JSON of train/adaptation user ids (PAL's TL;DR split)."
+    )
+    negatives_top_k: int = Field(10, ge=1, description="Pref-LaMP/ACL: negatives sampled from k.")
+    embedder: str = Field(
+        "bundled:all-minilm-l6-v2", description="Embedder for hard-negative mining."
+    )
+    negative_pool: Literal["users", "all"] = Field(
+        "users", description="Where negatives come from."
+    )
+    embed_max_tokens: int = Field(128, ge=8, description="Abstract tokens embedded for mining.")
+    include: list[str] = Field([], description="Source file globs (ACL: '2024.acl.xml').")
+    batch_size: int = Field(64, ge=1, description="Embedding batch size of the build.")
+
+    @model_validator(mode="after")
+    def _path_or_build(self) -> BenchmarkConfig:
+        if self.path is not None:
+            extra = sorted(self.model_fields_set - {"path", "dataset"})
+            if extra:
+                raise ValueError(f"'path' names a built benchmark; drop the build options {extra}")
+        return self
+
+    def build_options(self) -> dict[str, Any]:
+        """The persalign.data BuildOptions fields (every field but dataset and path)."""
+        return self.model_dump(exclude={"dataset", "path"})
+
+
+class RewardSection(Strict):
+    """Reward models: the backbone, resources, and RewardConfig fields shared by every method."""
+
+    backbone: str = Field(
+        "bundled:smollm2-135m-instruct", description="Backbone: hub id, folder or bundled:<name>."
+    )
+    gpus: float = Field(0, ge=0, description="GPUs per training task (ray backend).")
+    settings: dict[str, Any] = Field(
+        {}, description="RewardConfig fields for every method (e.g. max_steps, batch_size)."
+    )
+
+
+class PolicyConfig(Strict):
+    """A base policy (one scale)."""
+
+    spec: str = Field(description="Model: hub id, local folder or bundled:<name>.")
+    params_m: float = Field(gt=0, description="Parameters in millions (orders the scales).")
+    scale: str | None = Field(None, description="Scale label in tables; default from params_m.")
+    gpus: float = Field(0, ge=0, description="GPUs per cell of this policy (ray backend).")
+    device: str | None = Field(None, description="cpu, cuda, cuda:N; null: CUDA if present.")
+    dtype: str | None = Field(None, description="float32/bfloat16/float16; null: automatic.")
+    max_prompt_tokens: int = Field(
+        2048, ge=16, description="Longer prompts lose their middle (policy and its scorers)."
+    )
+    trust_remote_code: bool = Field(False, description="Allow hub code in the model's repo.")
+
+    def label(self) -> str:
+        if self.scale:
+            return self.scale
+        value = self.params_m
+        return f"{value / 1000:g}B" if value >= 1000 else f"{value:g}M"
+
+
+class BaselinesConfig(Strict):
+    """Baselines run for every (benchmark, policy, seed)."""
+
+    zero_shot: bool = Field(True, description="Zero-shot cell (the win-rate reference).")
+    icl: list[int] = Field([], description="Shot counts of ICL (random support demos).")
+    icl_rag: list[int] = Field([], description="Shot counts of ICL-RAG (retrieved demos).")
+    retrieval: Literal["embedding", "bm25"] = Field("embedding", description="ICL-RAG retrieval.")
+    embedder: str = Field("bundled:all-minilm-l6-v2", description="ICL-RAG embedder.")
+    max_prompt_tokens: int = Field(
+        2048, ge=16, description="ICL context budget; demonstrations are dropped to fit."
+    )
+
+    @field_validator("icl", "icl_rag")
+    @classmethod
+    def _shots(cls, value: list[int]) -> list[int]:
+        if any(s < 1 for s in value) or len(set(value)) != len(value):
+            raise ValueError("shot counts must be distinct positive integers")
+        return value
+
+
+class DecodingConfig(Strict):
+    """Generation for the adaptation users' query prompts."""
+
+    generate: bool = Field(
+        True, description="Generate (behavioural metrics, win rate, perplexity); off: ranking only."
+    )
+    max_new_tokens: int = Field(64, ge=1, description="Hard cap on generated tokens.")
+    stop: list[str] = Field([], description="Stop strings (a newline for titles).")
+    k: int = Field(10, ge=1, description="ARGS: the policy's top-k candidates per step.")
+    batch_size: int = Field(8, ge=1, description="Prompts decoded together.")
+    mode: Literal["greedy", "sample"] = Field("greedy", description="greedy or sample (seeded).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+
+
+class LambdaConfig(Strict):
+    """Choosing ARGS's lambda per reward model and policy (appendix F.2)."""
+
+    grid: list[float] = Field(
+        [0.0, 0.5, 1.0, 2.0, 4.0], min_length=1, description="Candidate lambda values."
+    )
+    objective: Literal["policy-accuracy", "harmonic"] = Field(
+        "policy-accuracy",
+        description="policy-accuracy (TL;DR, PRISM) or harmonic mean of ROUGE-1, 1/ppl and "
+        "policy accuracy (Pref-LaMP).",
+    )
+    heldout_per_user: int = Field(
+        1, ge=0, description="Train users' items held out of training for the selection."
+    )
+    heldout_users: int | None = Field(
+        None, ge=1, description="Use at most this many train users' held-out items (seeded)."
+    )
+
+
+class MetricsConfig(Strict):
+    """Metric settings."""
+
+    bertscore_model: str | None = Field(
+        "bundled:all-minilm-l6-v2",
+        description="BERTScore model (roberta-large on connected machines); null: no BERTScore.",
+    )
+    bertscore_num_layers: int | None = Field(None, ge=1, description="BERTScore layer; null: auto.")
+    batch_size: int = Field(8, ge=1, description="Sequences per scoring pass.")
+    perplexity: bool = Field(True, description="Perplexity of generations under the policy.")
+    win_rate: bool = Field(True, description="Win rate of RGD outputs against zero-shot.")
