@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -96,3 +96,12 @@ def discover(package: str) -> list[str]:
         for info in pkgutil.iter_modules(path)
         if not info.name.startswith("_")
     )
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import each module (a plugin registers its methods, decoders or metrics on import)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"plugin {module!r} cannot be imported: {exc}") from None

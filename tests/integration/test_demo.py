@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from persalign.data import load_benchmark
+from persalign.report.writer import report_html
 from persalign.runs.config import parse_config
 from persalign.runs.runner import run_experiment
 
@@ -22,7 +23,7 @@ def test_the_demo_config_runs_end_to_end(shared_data: Path, tmp_path: Path):
     raw["methods"] = {"global-rm": None, "lore": raw["methods"]["lore"]}
     raw["benchmarks"]["pref-acl"]["source"] = str(shared_data / "acl_anthology")
     config = parse_config(raw, base_dir=DEMO.parent)
-    summary = run_experiment(config, tmp_path)
+    summary = run_experiment(config, tmp_path, reporter=report_html)
     cells = sorted(p.name for p in (summary.run_dir / "cells").iterdir())
     assert cells == sorted(
         f"pref-acl__smollm2-135m__{c}__s0"

@@ -74,11 +74,29 @@ def test_forced_length_and_sampling_is_seeded(setup):
     assert [g.tokens for g in first] == [g.tokens for g in again]
 
 
-def test_vocabulary_mismatch_is_never_silent(setup, tmp_path):
-    policy, rm = setup
+def policy_with_other_vocabulary(policy: Policy) -> Policy:
     other = Policy.load(policy.spec, device="cpu")
     other.formatter.tokenizer.add_tokens(["<brand-new-token>"])
+    return other
+
+
+def test_vocabulary_mismatch_is_never_silent(setup, tmp_path):
+    policy, rm = setup
+    other = policy_with_other_vocabulary(policy)
     with pytest.raises(ConfigError, match="different vocabularies"):
         ArgsDecoder(other, rm, ArgsSettings())
     slow = ArgsDecoder(other, rm, ArgsSettings(allow_retokenize=True, max_new_tokens=3, k=3))
     assert len(slow.generate(make_requests()[:1], progress=False)[0].tokens) <= 3
+
+
+def test_retokenizing_path_samples_when_asked(setup):
+    """The slow path used to take the argmax whatever the mode."""
+    policy, rm = setup
+    other = policy_with_other_vocabulary(policy)
+    common = {"lam": 2.0, "k": 5, "max_new_tokens": 5, "allow_retokenize": True}
+    greedy = ArgsDecoder(other, rm, ArgsSettings(**common)).generate(make_requests(), False)
+    sample = ArgsSettings(**common, mode="sample", temperature=5.0, seed=1)
+    first = ArgsDecoder(other, rm, sample).generate(make_requests(), progress=False)
+    again = ArgsDecoder(other, rm, sample).generate(make_requests(), progress=False)
+    assert [g.tokens for g in first] == [g.tokens for g in again]
+    assert [g.tokens for g in first] != [g.tokens for g in greedy]

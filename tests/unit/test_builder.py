@@ -35,7 +35,7 @@ class HashEmbedder:
 
 @pytest.fixture
 def fake_embedder(monkeypatch: pytest.MonkeyPatch) -> HashEmbedder:
-    import persalign.models as module
+    import persalign.data.builder as module
 
     emb = HashEmbedder()
     monkeypatch.setattr(module, "load_embedder", lambda spec, **kw: emb)

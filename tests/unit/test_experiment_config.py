@@ -194,7 +194,7 @@ def test_the_plan_shares_one_model_per_method_and_seed_across_policies(tmp_path)
     order = [j.id for j in jobs]
     for job in jobs:  # dependencies come first
         assert all(order.index(n) < order.index(job.id) for n in job.needs)
-    assert cells["toy__large__lore__s0"].spec["policy"]["scale"] == "7B"
+    assert cells["toy__large__lore__s0"].spec.policy.scale == "7B"
 
 
 def test_spec_hashes_change_only_with_what_a_job_depends_on(tmp_path):
@@ -230,3 +230,51 @@ def test_threads_reach_every_job_but_not_their_specs(tmp_path):
     assert all(j.threads is None for j in default) and all(j.threads == 1 for j in one)
     assert [j.spec_hash for j in one] == [j.spec_hash for j in default]
     assert all(j.to_json()["threads"] == 1 for j in one)
+
+
+def test_job_specs_are_typed_frozen_and_round_trip_through_json(tmp_path):
+    from pydantic import ValidationError
+
+    from persalign.runs.plan import Job
+    from persalign.runs.specs import CellJobSpec, ModelJobSpec, parse_spec
+
+    jobs = plan_of(parse_config(raw_config(), base_dir=tmp_path))
+    kinds = {type(j.spec) for j in jobs}
+    assert kinds == {ModelJobSpec, CellJobSpec}
+    for job in jobs:
+        again = Job.from_json(job.to_json())
+        assert again == job and again.spec_hash == job.spec_hash
+        assert type(again.spec) is type(job.spec)
+    cell = next(j for j in jobs if j.id == "toy__small__lore__s0")
+    assert cell.spec.decoder == "args" and cell.spec.decoder_settings["k"] == 10
+    assert "lam" not in cell.spec.decoder_settings  # chosen per cell, never part of the spec
+    icl = next(j for j in jobs if j.id == "toy__small__icl-2__s0")
+    assert icl.spec.decoder_settings["shots"] == 2 and "k" not in icl.spec.decoder_settings
+    with pytest.raises(ValidationError):
+        cell.spec.seed = 3  # frozen
+    with pytest.raises(ValidationError, match="extra"):
+        parse_spec({**cell.spec.to_json(), "typo": 1})
+
+
+def test_extra_baseline_decoders_become_rows_and_are_checked(tmp_path):
+    raw = raw_config(
+        baselines={"decoders": {"short": {"decoder": "zero-shot", "max_new_tokens": 3}}}
+    )
+    jobs = {j.id: j for j in plan_of(parse_config(raw, base_dir=tmp_path))}
+    short = jobs["toy__small__short__s1"].spec
+    assert (short.kind, short.method, short.decoder) == ("baseline", "short", "zero-shot")
+    assert short.decoder_settings["max_new_tokens"] == 3 and short.decoder_settings["seed"] == 1
+    bad = {
+        "args": ({"x": {"decoder": "args"}}, "needs a reward model"),
+        "unknown key": ({"y": {"decoder": "zero-shot", "kk": 1}}, "baselines.decoders.y.kk"),
+        "unknown decoder": ({"z": {"decoder": "zeroshot"}}, "did you mean 'zero-shot'"),
+        "clash": ({"lore": {"decoder": "zero-shot"}}, "names a baseline or a method"),
+    }
+    for decoders, message in bad.values():
+        with pytest.raises(ConfigError, match=message):
+            parse_config(raw_config(baselines={"decoders": decoders}), base_dir=tmp_path)
+
+
+def test_plugins_are_imported_before_checking_and_a_missing_one_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="plugin 'no_such_plugin_xyz' cannot be imported"):
+        parse_config(raw_config(plugins=["no_such_plugin_xyz"]), base_dir=tmp_path)

@@ -212,14 +212,14 @@ def test_curve_runs_each_model_once_and_matches_single_lambda(monkeypatch, polic
 
 
 def test_icl_scorer_uses_the_generation_prompts(monkeypatch, policy):
-    from persalign.decoding import create_decoder, icl
+    from persalign.decoding import base, create_decoder
 
     _, new = two_group_task(per_user=2, n_train=1, n_new=2, support=3, query=2)
     support = {u: s for u, (s, _) in new.items()}
     query = [p for _, q in new.values() for p in q]
     seen: list[tuple[int, ...]] = []
-    monkeypatch.setattr(
-        icl, "decode", lambda policy, batch, *a: seen.extend(r.prompt_ids for r in batch) or []
+    monkeypatch.setattr(  # every decoder's batches go through decoding.base.decode
+        base, "decode", lambda stepper, batch, *a: seen.extend(r.prompt_ids for r in batch) or []
     )
     decoder = create_decoder("icl", policy, support=support, shots=2, seed=3)
     decoder.generate([GenerationRequest(q.id, q.user, q.prompt) for q in query], progress=False)
@@ -244,7 +244,8 @@ def test_errors_are_clear(policy, global_rm):
         policy_scores(policy, ["p"], ["r"], scorer="personal-rgd", reward_model=global_rm)
     with pytest.raises(DataError, match="empty"):
         policy_scores(policy, ["p"], [""], scorer="base", progress=False)
-    assert METRICS.get("policy-accuracy") is policy_accuracy
+    plugin = METRICS.get("policy_accuracy")  # the cell metric wrapping this function
+    assert plugin.__module__ == policy_accuracy.__module__ and plugin.key == "policy_accuracy"
 
 
 # ---------------------------------------------------------------- persalign evaluate policy

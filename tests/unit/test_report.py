@@ -178,7 +178,7 @@ def pct(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
 
 
-TABLES = ("ranking", "win_rate", "rouge1_correlation", "correlations")
+TABLES = ("ranking", "win_rate", "rouge1_correlation", "correlations", "metrics")
 
 
 def test_every_file_is_written(report):
@@ -312,6 +312,30 @@ def test_policy_tables_every_metric_and_bertscore_model(report):
     )
 
 
+def test_metrics_table_has_every_report_column(report):
+    """One row per policy and row, one column per registered metric's column (and lambda)."""
+    header, *rows = read_csv(report[f"{BENCH}/metrics.csv"])
+    assert header == [
+        "Policy", "Method", "RM Acc (%) ↑", "Policy Acc (%) ↑", "Base Policy Acc (%) ↑",
+        "Win Rate (%) ↑", "ROUGE-1 (%) ↑", "ROUGE-L (%) ↑", "BERTScore-F1 (%) ↑", "Perplexity ↓",
+        "λ",
+    ]  # fmt: skip
+    labels = ["global-rm", "lore", "mpu", "vpl", "zero-shot", "icl-2", "icl-4"]
+    labels += ["icl-rag-2", "icl-rag-4"]
+    assert [(r[0], r[1]) for r in rows] == [(p, m) for p in ("135M", "360M") for m in labels]
+    table = {(r[0], r[1]): r[2:] for r in rows}
+    assert table[("360M", "mpu")] == [
+        pct([0.60, 0.62]), pct([0.71, 0.75]), "50.00 ± 0.00", "62.00 ± 0.00†", pct([0.38, 0.39]),
+        pct([0.33, 0.34]), pct([0.68, 0.69]), "12.50 ± 0.00", "1.00 ± 0.00",
+    ]  # fmt: skip
+    assert table[("135M", "icl-rag-2")][:4] == ["--", "--", "50.00 ± 0.00", "--"]
+    assert table[("135M", "zero-shot")][-2:] == ["12.50 ± 0.00", "--"]  # no lambda for baselines
+    tex = report[f"{BENCH}/metrics.tex"].read_text(encoding="utf-8")
+    assert r"Perplexity $\downarrow$ & $\lambda$ \\" in tex
+    md = report[f"{BENCH}/metrics.md"].read_text("utf-8")
+    assert "(%): in %, other columns as they are" in md
+
+
 def test_results_csv_has_raw_aggregates(report):
     header, *rows = read_csv(report["results.csv"])
     index = {(r[0], r[1], r[7], r[8]): r for r in rows}
@@ -324,6 +348,11 @@ def test_results_csv_has_raw_aggregates(report):
     }  # fmt: skip
     assert index[(BENCH, "smol-135m", "icl-4", "rouge1")][6] == "4"
     assert not any(r[8] == "seconds" for r in rows)
+    metrics = [r[8] for r in rows if r[:2] == [BENCH, "smol-135m"] and r[7] == "lore"]
+    assert metrics == [
+        "rm_accuracy", "policy_accuracy", "base_policy_accuracy", "win_rate", "rouge1", "rougeL",
+        "bertscore_f1", "perplexity", "lambda",
+    ]  # fmt: skip
 
 
 def test_html_is_self_contained_with_every_table_and_figure(report):

@@ -16,6 +16,7 @@ import yaml
 
 from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
+from persalign.report.writer import report_html
 from persalign.runs.config import config_hash, parse_config
 from persalign.runs.runner import RunFailed, run_experiment
 from persalign.types import Completion
@@ -114,7 +115,7 @@ def results(run_dir: Path) -> dict[str, object]:
 def local_run(tmp_path_factory, bench, tiny_lm):
     config = parse_config(raw_config(bench, tiny_lm))
     out = tmp_path_factory.mktemp("runs")
-    return config, run_experiment(config, out)
+    return config, run_experiment(config, out, reporter=report_html)
 
 
 def test_the_local_grid_writes_every_cell_and_model(local_run):
@@ -176,10 +177,10 @@ def test_a_rerun_reuses_everything_and_force_redoes_it(local_run):
     config, summary = local_run
     before = results(summary.run_dir)
     stamps = {p: p.stat().st_mtime_ns for p in summary.run_dir.glob("*/*/metrics.json")}
-    again = run_experiment(config, summary.run_dir.parent, report=False)
+    again = run_experiment(config, summary.run_dir.parent)
     assert again.outcome.done == [] and len(again.outcome.reused) == 14
     assert stamps == {p: p.stat().st_mtime_ns for p in summary.run_dir.glob("*/*/metrics.json")}
-    forced = run_experiment(config, summary.run_dir.parent, force=True)
+    forced = run_experiment(config, summary.run_dir.parent, force=True, reporter=report_html)
     assert len(forced.outcome.done) == 14
     assert results(summary.run_dir) == before
 
@@ -190,13 +191,13 @@ def test_a_changed_setting_redoes_only_what_depends_on_it(local_run, tmp_path):
     run_dir = tmp_path / config.name
     markers = {p: p.read_bytes() for p in run_dir.glob("models/*/run_model.json")}
     update = {"decoding": config.decoding.model_copy(update={"max_new_tokens": 2})}
-    redo = run_experiment(config.model_copy(update=update), tmp_path, report=False)
+    redo = run_experiment(config.model_copy(update=update), tmp_path)
     assert set(redo.outcome.done) == cell_ids()  # every cell generates: all redone
     assert {p: p.read_bytes() for p in run_dir.glob("models/*/run_model.json")} == markers
     gens = (run_dir / "cells/toy__tiny__lore__s0/generations.jsonl").read_text()
     assert all(len(json.loads(line)["tokens"]) <= 2 for line in gens.splitlines())
     same = {"decoding": config.decoding.model_copy(update={"max_new_tokens": 2})}
-    again = run_experiment(config.model_copy(update=same), tmp_path, report=False)
+    again = run_experiment(config.model_copy(update=same), tmp_path)
     assert again.outcome.done == []
 
 
@@ -206,7 +207,7 @@ def test_a_failing_model_blocks_only_its_cells(bench, tiny_lm, tmp_path):
     raw["seeds"] = [0]
     raw["baselines"] = {"icl": [], "icl_rag": []}
     with pytest.raises(RunFailed, match="1 job"):
-        run_experiment(parse_config(raw), tmp_path / "runs", report=False)
+        run_experiment(parse_config(raw), tmp_path / "runs")
     cells = tmp_path / "runs" / "broken" / "cells"
     assert (cells / "toy__tiny__global-rm__s0" / "metrics.json").is_file()
     assert not (cells / "toy__tiny__lore__s0" / "metrics.json").exists()
@@ -290,23 +291,23 @@ def ray_session():
 
 def test_the_grid_runs_on_ray(ray_session, bench, tiny_lm, tmp_path):
     config = parse_config(raw_config(bench, tiny_lm, name="on-ray"))
-    summary = run_experiment(config, tmp_path, backend="ray", report=False)
+    summary = run_experiment(config, tmp_path, backend="ray")
     assert not summary.outcome.failed and len(summary.outcome.done) == 14
     for cell in cell_ids():
         metrics = load(tmp_path / "on-ray" / "cells" / cell / "metrics.json")
         assert metrics["policy_accuracy"]["mean"] is not None
         if metrics["kind"] == "method":
             assert metrics["rm_accuracy"]["pairs"] == 6 and metrics["win_rate"]["n"] == 6
-    again = run_experiment(config, tmp_path, backend="ray", report=False)
+    again = run_experiment(config, tmp_path, backend="ray")
     assert again.outcome.done == [] and len(again.outcome.reused) == 14
 
 
 def test_a_job_runs_with_its_threads_and_restores_them(monkeypatch):
     import torch
 
-    from persalign.runs import backends, cells
+    from persalign.runs import backends
 
-    monkeypatch.setattr(cells, "run_cell_job", lambda *a: {"threads": torch.get_num_threads()})
+    monkeypatch.setattr(backends, "run_cell_job", lambda *a: {"threads": torch.get_num_threads()})
     before = torch.get_num_threads()
     assert backends.run_job("runs", {"kind": "cell", "threads": 1})["threads"] == 1
     assert torch.get_num_threads() == before

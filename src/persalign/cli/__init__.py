@@ -1,25 +1,28 @@
-"""The ``persalign`` command line.
+"""The ``persalign`` command line: every command is attached here, in one place.
 
-    persalign ls [datasets|...]                   what is registered
-    persalign data build pref-acl --source DIR --out DIR [--seed S] [--min-items N] ...
-    persalign data stats DIR [--json]
-    persalign demo [--out DIR]                    the embedded default (configs/demo.yaml)
-    persalign run CONFIG [--set a.b=v] [--force] [--backend local|ray] [--address auto]
+    persalign ls [datasets|methods|decoders|metrics]        cli/ls.py
+    persalign data build|stats ...                           cli/data.py
+    persalign train ...                                      cli/train.py
+    persalign evaluate rm|policy|generation|winrate ...      cli/evaluate.py
+    persalign generate ...                                   cli/generate.py
+    persalign select-lambda ...                              cli/select_lambda.py
+    persalign run CONFIG [--set a.b=v] / persalign demo      cli/run.py
+    persalign report RUN_DIR                                 cli/report.py
 
-Errors the user can fix (bad files, unknown names, bad options) print one line and exit 2.
+One module per command group holds plain functions; nothing registers a command by being
+imported. Errors the user can fix (bad files, unknown names, bad options) print one line and
+exit 2; Ctrl-C prints ``interrupted`` and exits 130. No module outside ``cli/`` imports typer.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from persalign.errors import ConfigError, PersalignError
+from persalign.cli import data, evaluate, generate, ls, report, run, select_lambda, train
+from persalign.errors import PersalignError
 from persalign.logs import setup_logging, stderr
 
 app = typer.Typer(
@@ -28,15 +31,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-stdout = Console(highlight=False)
-
-# kind -> (module, attribute) of its registry; imported only when listed.
-REGISTRIES = {
-    "datasets": ("persalign.data", "BUILDERS"),
-    "methods": ("persalign.rewards", "METHODS"),
-    "decoders": ("persalign.decoding", "DECODERS"),
-    "metrics": ("persalign.metrics", "METRICS"),
-}
+data_app = typer.Typer(
+    help="Build and inspect per-user preference benchmarks.", no_args_is_help=True
+)
+evaluate_app = typer.Typer(help="Evaluate reward models and policies.", no_args_is_help=True)
 
 
 @app.callback()
@@ -47,63 +45,21 @@ def _global(
     setup_logging(0 if quiet else 1 + verbose)
 
 
-@app.command("ls")
-def list_registered(
-    kind: Annotated[
-        str | None, typer.Argument(help="datasets | methods | decoders | metrics")
-    ] = None,
-) -> None:
-    """List what is registered (datasets, reward methods) with a one-line summary."""
-    import importlib
-
-    kinds = [kind] if kind else list(REGISTRIES)
-    for name in kinds:
-        if name not in REGISTRIES:
-            raise ConfigError(f"unknown kind {name!r}; choose from {', '.join(REGISTRIES)}")
-        module, attr = REGISTRIES[name]
-        registry = getattr(importlib.import_module(module), attr)
-        table = Table(title=name, show_header=False, box=None, title_justify="left")
-        for entry in registry.entries():
-            table.add_row(entry.name, entry.summary)
-        stdout.print(table)
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="The demo's run folder.")] = Path("runs/demo"),
-    config: Annotated[
-        Path | None, typer.Option(help="Config file (default: configs/demo.yaml).")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Redo finished models and cells.")] = False,
-) -> None:
-    """The embedded default: configs/demo.yaml through the runner; prints report.html's path."""
-    from persalign.runs.demo import run_demo
-
-    summary = run_demo(out, config, force=force)
-    target = summary.report or summary.run_dir
-    stdout.print(str(target), markup=False)
-
-
-def _add_command_groups() -> None:
-    from persalign.cli import evaluate_generation  # noqa: F401 (evaluate generation, winrate)
-    from persalign.cli.data import data_app
-    from persalign.cli.evaluate_policy import evaluate_policy, select_lambda_command
-    from persalign.cli.generate import generate
-    from persalign.cli.report import report
-    from persalign.cli.run import run
-    from persalign.cli.train import evaluate_app, train
-
-    app.add_typer(data_app, name="data")
-    app.add_typer(evaluate_app, name="evaluate")
-    app.command("train")(train)
-    app.command("generate")(generate)
-    app.command("run")(run)
-    app.command("report")(report)
-    evaluate_app.command("policy")(evaluate_policy)
-    app.command("select-lambda")(select_lambda_command)
-
-
-_add_command_groups()
+app.command("ls")(ls.list_registered)
+app.add_typer(data_app, name="data")
+data_app.command("build")(data.data_build)
+data_app.command("stats")(data.data_stats)
+app.command("train")(train.train)
+app.add_typer(evaluate_app, name="evaluate")
+evaluate_app.command("rm")(evaluate.evaluate_rm)
+evaluate_app.command("policy")(evaluate.evaluate_policy)
+evaluate_app.command("generation")(evaluate.evaluate_generation)
+evaluate_app.command("winrate")(evaluate.evaluate_winrate)
+app.command("generate")(generate.generate)
+app.command("select-lambda")(select_lambda.select_lambda_command)
+app.command("run")(run.run)
+app.command("demo")(run.demo)
+app.command("report")(report.report)
 
 
 def main(argv: list[str] | None = None) -> None:

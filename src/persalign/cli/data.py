@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-data_app = typer.Typer(
-    help="Build and inspect per-user preference benchmarks.", no_args_is_help=True
-)
-stdout = Console(highlight=False)
+from persalign.cli.output import stdout
+from persalign.data import BUILDERS, BuildOptions
+from persalign.data.benchmark_folder import load_benchmark
+from persalign.data.stats import benchmark_stats
 
 
-@data_app.command("build")
 def data_build(
     name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl")],
     out: Annotated[Path, typer.Option(help="Output folder for the benchmark.")],
@@ -56,7 +54,6 @@ def data_build(
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
 ) -> None:
     """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl."""
-    from persalign.data import BUILDERS, BuildOptions
 
     builder = BUILDERS.get(name)
     options = BuildOptions(
@@ -86,14 +83,11 @@ def data_build(
     )
 
 
-@data_app.command("stats")
 def data_stats(
     path: Annotated[Path, typer.Argument(help="A benchmark folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Users, preferences per user (min/median/mean/max), prompts and completions."""
-    from persalign.data.benchmark_folder import load_benchmark
-    from persalign.data.stats import benchmark_stats
 
     stats = benchmark_stats(load_benchmark(path))
     if as_json:

@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from persalign.cli.output import stdout
+from persalign.data.benchmark_folder import load_benchmark
+from persalign.decoding import DECODERS, GenerationRequest, Policy, create_decoder
+from persalign.errors import ConfigError
+from persalign.io import dumps
+from persalign.rewards import load
 
 log = logging.getLogger(__name__)
-stdout = Console(highlight=False)
 
 
 def finished_keys(path: Path) -> set[tuple[str, str]]:
@@ -44,7 +49,7 @@ def finished_keys(path: Path) -> set[tuple[str, str]]:
 
 def generate(
     benchmark: Annotated[Path, typer.Option(help="A benchmark folder.")],
-    decoder: Annotated[str, typer.Option(help="args | zero-shot | icl | icl-rag")],
+    decoder: Annotated[str, typer.Option(help="args | zero-shot | icl | icl-rag | p-dpo | ...")],
     out: Annotated[Path, typer.Option(help="Output JSON-lines file (appended, resumable).")],
     policy: Annotated[
         str, typer.Option(help="Policy: hub id, folder or bundled:<name>.")
@@ -60,11 +65,6 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed (sampling, ICL draws).")] = 0,
 ) -> None:
     """Generate for the adaptation users' query prompts with one decoder."""
-    from persalign.data.benchmark_folder import load_benchmark
-    from persalign.decoding import GenerationRequest, Policy, create_decoder
-    from persalign.errors import ConfigError
-    from persalign.io import dumps
-    from persalign.rewards import load
 
     bench = load_benchmark(benchmark)
     adapt = {u.user: u for u in bench.adapt_users()}
@@ -75,10 +75,9 @@ def generate(
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed}
     if stop:
         settings["stop"] = tuple(s.encode().decode("unicode_escape") for s in stop)
-    if decoder == "args":
-        settings.update(lam=lam, k=k)
-    if decoder in ("icl", "icl-rag"):
-        settings["shots"] = shots
+    decoder_class = DECODERS.get(decoder)
+    offered = {"lam": lam, "k": k, "shots": shots}  # each decoder takes those it declares
+    settings.update({key: value for key, value in offered.items() if decoder_class.takes(key)})
     rm = load(reward) if reward is not None else None
     model = Policy.load(policy)
     dec = create_decoder(

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-stdout = Console(highlight=False)
+from persalign.cli.output import stdout
+from persalign.report.writer import write_report
 
 
 def report(
@@ -33,7 +33,6 @@ def report(
     ] = False,
 ) -> None:
     """Write the paper's tables (Markdown, LaTeX, CSV), figures (PNG) and report.html."""
-    from persalign.report.writer import write_report
 
     files = write_report(run_dir, out, n_boot=bootstrap, all_cells=all_cells)
     folder = files["report.html"].parent

@@ -1,8 +1,7 @@
-"""``persalign train`` and ``persalign evaluate rm``.
+"""``persalign train``: fit a reward model on the train users, adapt it to the others.
 
     persalign train --benchmark out/tldr --method lore --backbone bundled:smollm2-135m-instruct \\
         --out runs/lore [--seed 0] [--max-steps 200] [--set latent_dim=8 --set head_lr=0.5]
-    persalign evaluate rm --model runs/lore --benchmark out/tldr [--json]
 
 ``train`` fits on the benchmark's train users, adapts every adaptation user from their support
 set, and saves the model (with its adapted users), the training log (JSON lines) and a summary
@@ -11,19 +10,22 @@ set, and saves the model (with its adapted users), the training log (JSON lines)
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from persalign.cli.output import stdout
+from persalign.data.benchmark_folder import load_benchmark
+from persalign.io import write_json
+from persalign.logs import track
+from persalign.overrides import parse_overrides
+from persalign.rewards import create
+from persalign.sysinfo import peak_rss_mib
 
 log = logging.getLogger(__name__)
-stdout = Console(highlight=False)
-evaluate_app = typer.Typer(help="Evaluate reward models and policies.", no_args_is_help=True)
 
 
 def train(
@@ -40,12 +42,6 @@ def train(
     ] = None,
 ) -> None:
     """Train a reward model on the train users and adapt it to every adaptation user."""
-    from persalign.data.benchmark_folder import load_benchmark
-    from persalign.io import write_json
-    from persalign.logs import track
-    from persalign.overrides import parse_overrides
-    from persalign.rewards import create
-    from persalign.sysinfo import peak_rss_mib
 
     bench = load_benchmark(benchmark)
     config = {"backbone": backbone, "seed": seed, **parse_overrides(overrides or [])}
@@ -78,40 +74,4 @@ def train(
     stdout.print(
         f"trained {method} for {summary['steps']} steps ({summary['pairs_per_second']} pairs/s), "
         f"adapted {len(adapt_users)} users; saved to {out}"
-    )
-
-
-@evaluate_app.command("rm")
-def evaluate_rm(
-    model: Annotated[Path, typer.Option(help="A trained reward-model folder.")],
-    benchmark: Annotated[Path, typer.Option(help="The benchmark folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """RM accuracy (Eq. 2) on the adaptation users' query preferences, per user and overall."""
-    from persalign.data.benchmark_folder import load_benchmark
-    from persalign.io import write_json
-    from persalign.metrics.ranking import rm_accuracy
-    from persalign.rewards import load
-
-    bench = load_benchmark(benchmark)
-    rm = load(model)
-    result = {"metric": "rm_accuracy", "model": str(model), **rm_accuracy(rm, bench.query)}
-    write_json(model / "rm_accuracy.json", result)
-    if as_json:
-        stdout.print_json(json.dumps(result))
-        return
-    print_accuracy(f"RM accuracy of {model}", result)
-
-
-def print_accuracy(title: str, result: dict) -> None:
-    """A per-user accuracy result (metrics.ranking.per_user_accuracy) as a table and a summary."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("user")
-    table.add_column("accuracy", justify="right")
-    for user, acc in result["per_user"].items():
-        table.add_row(user, f"{acc:.3f}")
-    stdout.print(table)
-    stdout.print(
-        f"mean over {result['users']} users: {result['mean']:.4f} "
-        f"(pooled over {result['pairs']} pairs: {result['pooled']:.4f})"
     )

@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from persalign.data.acl import load_acl
 from persalign.data.corpus import Corpus, Paper
-from persalign.data.lamp5 import LAMP5_INSTRUCTION
+from persalign.data.lamp5 import LAMP5_INSTRUCTION, load_lamp5
 from persalign.data.registry import BUILDERS, BuildOptions, with_defaults
 from persalign.data.splits import seeded_rng, split_users, write_preference_benchmark
 from persalign.errors import ConfigError
 from persalign.io import SkipReport
+from persalign.models import cached_encode, load_embedder
 from persalign.types import Completion, Preference
 
 log = logging.getLogger(__name__)
@@ -180,7 +182,6 @@ def build_pref_benchmark(
     name: str, corpus: Corpus, options: BuildOptions, out: str | Path
 ) -> dict[str, Any]:
     """Run the recipe on ``corpus`` and write the benchmark folder; returns the manifest."""
-    from persalign.models import cached_encode, load_embedder
 
     options = with_defaults(options, min_items=10)
     if options.negatives_top_k < 1:
@@ -249,7 +250,6 @@ def build_pref_benchmark(
 @BUILDERS.register("pref-acl", summary="Pref-LaMP recipe on ACL Anthology authors (title gen.)")
 def build_pref_acl(options: BuildOptions, out: str | Path) -> dict[str, Any]:
     """Pref-ACL: ACL Anthology abstracts and titles, per author, with mined hard negatives."""
-    from persalign.data.acl import load_acl
 
     options = with_defaults(options, min_items=10)
     corpus = load_acl(options.source, include=options.include)
@@ -259,7 +259,6 @@ def build_pref_acl(options: BuildOptions, out: str | Path) -> dict[str, Any]:
 @BUILDERS.register("pref-lamp", summary="Pref-LaMP: LaMP-5 titles with mined hard negatives")
 def build_pref_lamp(options: BuildOptions, out: str | Path) -> dict[str, Any]:
     """Pref-LaMP: LaMP-5 profiles (abstract -> the user's own title), mined hard negatives."""
-    from persalign.data.lamp5 import load_lamp5
 
     options = with_defaults(options, min_items=10)
     corpus = load_lamp5(options.source)

@@ -36,6 +36,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from persalign.errors import DownloadError
 from persalign.io import sha256_file
 from persalign.logs import stderr
+from persalign.models.cache import build_once, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +236,6 @@ def _anthology_member(parts: tuple[str, ...]) -> str | None:
 
 def download_acl(url: str | None = None, *, progress: bool = True) -> Path:
     """The Anthology's data folder in the cache, downloaded and extracted once per URL."""
-    from persalign.models.cache import build_once, cache_dir  # lazy: models/ imports torch
 
     url = url or os.environ.get(ACL_URL_ENV) or DEFAULT_ACL_URL
 

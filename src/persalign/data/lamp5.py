@@ -38,6 +38,7 @@ from persalign.data.download import fetch_once
 from persalign.errors import ConfigError, DataError
 from persalign.io import read_json
 from persalign.logs import progress_bar
+from persalign.models.cache import cache_dir, sanitize_key
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,6 @@ def download_lamp5(
     split: str = "dev", *, variant: str = "user", base_url: str | None = None, progress: bool = True
 ) -> Path:
     """The folder in the cache holding ``{split}_questions.json`` (and outputs, except test)."""
-    from persalign.models.cache import cache_dir, sanitize_key  # lazy: models/ imports torch
 
     base = (base_url or os.environ.get(LAMP5_URL_ENV) or DEFAULT_LAMP5_URL).rstrip("/")
     folder = cache_dir() / "lamp5" / sanitize_key(base) / variant / split

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -253,7 +254,6 @@ def _time_order(pref: Preference) -> tuple[Any, str]:
 
 
 def _options_json(options: BuildOptions) -> dict[str, Any]:
-    from dataclasses import asdict
 
     out = asdict(options)
     out["include"] = list(options.include)

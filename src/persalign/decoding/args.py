@@ -23,15 +23,15 @@ import torch
 from pydantic import Field
 
 from persalign.decoding.base import (
-    DECODERS,
+    Decoder,
     DecodeSettings,
-    Generation,
     GenerationRequest,
-    decode,
+    TokenChooser,
+    pick,
+    register_decoder,
 )
 from persalign.decoding.policy import Policy
 from persalign.errors import ConfigError
-from persalign.logs import track
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,16 @@ class ArgsChooser:
         prompt_ids = [self.rm.formatter.prompt_ids(r.prompt) for r in requests]
         self.state = self.rm.start(prompt_ids, [r.user for r in requests])
 
-    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+    def candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy's top-k: log-probs and token ids, both [B, k]."""
         logp = torch.log_softmax(logits, dim=-1)  # [B, V]
-        top_logp, top_ids = logp.topk(self.settings.k, dim=-1)  # [B, k]
+        return logp.topk(self.settings.k, dim=-1)
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        top_logp, top_ids = self.candidates(logits)  # [B, k]
         rewards = self.rm.step_rewards(self.state, top_ids.to(self.rm.backbone.device))  # [B, k]
-        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)
-        if self.settings.mode == "greedy":
-            choice = scores.argmax(dim=-1)  # [B]
-        else:
-            probs = torch.softmax(scores / self.settings.temperature, dim=-1).cpu()
-            choice = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
-            choice = choice.to(scores.device)
+        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)  # [B, k]
+        choice = pick(scores, self.settings, self.generator)  # [B]
         self.rm.commit(self.state, choice.to(self.rm.backbone.device))
         return top_ids.gather(1, choice[:, None])[:, 0]
 
@@ -90,8 +89,7 @@ class RetokenizingChooser(ArgsChooser):
         self.tokens: list[list[int]] = [[] for _ in requests]
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        logp = torch.log_softmax(logits, dim=-1)
-        top_logp, top_ids = logp.topk(self.settings.k, dim=-1)  # [B, k]
+        top_logp, top_ids = self.candidates(logits)  # [B, k]
         decode = self.policy.tokenizer.decode
         prompts, texts, users = [], [], []
         for row, request in enumerate(self.requests):
@@ -100,9 +98,9 @@ class RetokenizingChooser(ArgsChooser):
                 texts.append(decode(self.tokens[row] + [token], skip_special_tokens=True) or " ")
                 users.append(request.user)
         rewards = self.rm.sequence_rewards(prompts, texts, users).reshape(top_ids.shape)
-        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)
-        choice = scores.argmax(dim=-1)
-        chosen = top_ids.gather(1, choice[:, None])[:, 0]
+        scores = top_logp + self.settings.lam * rewards.to(top_logp.device)  # [B, k]
+        choice = pick(scores, self.settings, self.generator)  # [B]
+        chosen = top_ids.gather(1, choice[:, None])[:, 0]  # [B]
         for row, token in enumerate(chosen.tolist()):
             self.tokens[row].append(token)
         return chosen
@@ -113,9 +111,13 @@ class RetokenizingChooser(ArgsChooser):
         self.tokens = [self.tokens[i] for i in keep]
 
 
-@DECODERS.register("args", summary="Reward-guided decoding (ARGS, Eq. 1): top-k + lambda * r")
-class ArgsDecoder:
+@register_decoder("args", summary="Reward-guided decoding (ARGS, Eq. 1): top-k + lambda * r")
+class ArgsDecoder(Decoder):
     """ARGS with any reward model of persalign.rewards (personalized per row)."""
+
+    settings_class = ArgsSettings
+    needs_reward_model = True
+    settings: ArgsSettings
 
     def __init__(
         self,
@@ -124,11 +126,7 @@ class ArgsDecoder:
         settings: ArgsSettings | None = None,
         support=None,
     ):
-        if reward_model is None:
-            raise ConfigError("the args decoder needs a reward model (--reward MODEL_DIR)")
-        self.policy = policy
-        self.rm = reward_model
-        self.settings = settings or ArgsSettings()
+        super().__init__(policy, reward_model, settings, support)
         shared = same_vocabulary(policy.tokenizer, reward_model.formatter.tokenizer)
         if not shared and not self.settings.allow_retokenize:
             raise ConfigError(
@@ -139,11 +137,5 @@ class ArgsDecoder:
             log.warning("policy and reward model vocabularies differ: re-encoding candidates")
         self.chooser_class = ArgsChooser if shared else RetokenizingChooser
 
-    def generate(self, requests: Sequence[GenerationRequest], progress: bool = True):
-        out: list[Generation] = []
-        size = self.settings.batch_size
-        batches = [requests[i : i + size] for i in range(0, len(requests), size)]
-        for batch in track(batches, "ARGS decoding", show=progress):
-            chooser = self.chooser_class(self.rm, self.settings, self.policy)
-            out += decode(self.policy, batch, chooser, self.settings)
-        return out
+    def chooser(self) -> TokenChooser:
+        return self.chooser_class(self.reward_model, self.settings, self.policy)

@@ -1,39 +1,28 @@
 """In-context learning: the user's own support examples as demonstrations (paper Eq. 7).
 
-    decoder = IclDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
-    rag = IclRagDecoder(policy, support=support_by_user, settings=IclSettings(shots=4))
+    decoder = create_decoder("icl", policy, support=support_by_user, shots=4, seed=0)
+    decoder.generate(requests)
+    built = decoder.build_all(requests)      # the exact prompts it decodes from
 
 ``icl`` draws ``shots`` demonstrations (prompt, the user's chosen response) from the user's
-support set at random (seeded by the seed, user and prompt id). ``icl-rag`` takes the ``shots``
-support items whose prompts are most similar to the query prompt (embedder cosine, or BM25),
-most similar last, nearest the query. Chat models see the demonstrations as earlier turns of the
+support set at random (seeded by the seed, user and prompt id); ``icl-rag`` (icl_rag.py)
+picks the most similar ones instead. Chat models see the demonstrations as earlier turns of the
 conversation. A prompt that does not fit ``max_prompt_tokens`` loses demonstrations first (the
 least relevant first), never the query; every dropped demonstration is counted and reported.
+Decoding itself is the shared Decoder loop with the base policy: ``prepare`` renders the
+demonstrations into each request's ``prompt_ids``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from pydantic import Field
 
 from persalign.data.splits import seeded_rng
-from persalign.decoding.base import (
-    DECODERS,
-    DecodeSettings,
-    Generation,
-    GenerationRequest,
-    PolicyChooser,
-    decode,
-)
+from persalign.decoding.base import Decoder, DecodeSettings, GenerationRequest, register_decoder
 from persalign.decoding.policy import Policy
-from persalign.errors import ConfigError
-from persalign.logs import track
 from persalign.models.encoding import PromptFormatter
 from persalign.types import Preference
 
@@ -49,26 +38,6 @@ class IclSettings(DecodeSettings):
     )
     embedder: str = Field("bundled:all-minilm-l6-v2", description="icl-rag embedder.")
     max_prompt_tokens: int = Field(2048, ge=16, description="Context budget for the prompt.")
-
-
-def bm25_scores(query: str, documents: Sequence[str], k1: float = 1.5, b: float = 0.75):
-    """Okapi BM25 of ``query`` against each document (lower-cased word tokens)."""
-    tokenize = lambda text: re.findall(r"\w+", text.lower())  # noqa: E731
-    docs = [tokenize(d) for d in documents]
-    mean_len = sum(map(len, docs)) / max(1, len(docs))
-    df = Counter(term for doc in docs for term in set(doc))
-    scores = []
-    for doc in docs:
-        tf = Counter(doc)
-        score = 0.0
-        for term in tokenize(query):
-            if term not in tf:
-                continue
-            idf = math.log(1 + (len(docs) - df[term] + 0.5) / (df[term] + 0.5))
-            norm = tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(doc) / mean_len))
-            score += idf * norm
-        scores.append(score)
-    return np.array(scores)
 
 
 def icl_prompt_ids(
@@ -100,10 +69,14 @@ def icl_prompt_ids(
         dropped += 1
 
 
-class IclDecoder:
+@register_decoder("icl", summary="In-context learning with random support demonstrations")
+class IclDecoder(Decoder):
     """The base policy conditioned on random demonstrations from the user's support set."""
 
-    name = "icl"
+    settings_class = IclSettings
+    needs_support = True
+    settings: IclSettings
+    support: Mapping[str, Sequence[Preference]]
 
     def __init__(
         self,
@@ -112,11 +85,7 @@ class IclDecoder:
         settings: IclSettings | None = None,
         support: Mapping[str, Sequence[Preference]] | None = None,
     ):
-        if support is None:
-            raise ConfigError(f"the {self.name} decoder needs the users' support sets")
-        self.policy = policy
-        self.settings = settings or IclSettings()
-        self.support = support
+        super().__init__(policy, reward_model, settings, support)
         self.dropped_demonstrations = 0
         self.truncated_queries = 0
 
@@ -138,24 +107,19 @@ class IclDecoder:
         self.truncated_queries += truncated
         return GenerationRequest(request.id, request.user, request.prompt, tuple(ids))
 
-    def prepare(self, requests: Sequence[GenerationRequest]) -> None:
+    def index(self, requests: Sequence[GenerationRequest]) -> None:
         """Work done once for a set of requests before ``build`` (icl-rag: embeddings)."""
 
     def build_all(self, requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
         """Every request with its demonstrations: the exact prompts generation decodes from
         (policy accuracy's ICL scorer reuses them)."""
-        self.prepare(requests)
+        self.index(requests)
         return [self.build(r) for r in requests]
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: bool = True
-    ) -> list[Generation]:
-        built = self.build_all(requests)
-        out: list[Generation] = []
-        size = self.settings.batch_size
-        batches = [built[i : i + size] for i in range(0, len(built), size)]
-        for batch in track(batches, f"{self.name} decoding", show=progress):
-            out += decode(self.policy, batch, PolicyChooser(self.settings), self.settings)
+    def prepare(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
+        return self.build_all(requests)
+
+    def finish(self) -> None:
         if self.dropped_demonstrations or self.truncated_queries:
             log.warning(
                 "%s: dropped %d demonstrations and cut %d queries to fit %d prompt tokens",
@@ -164,45 +128,3 @@ class IclDecoder:
                 self.truncated_queries,
                 self.settings.max_prompt_tokens,
             )
-        return out
-
-
-class IclRagDecoder(IclDecoder):
-    """ICL with the most similar support items as demonstrations (most similar last)."""
-
-    name = "icl-rag"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._vectors: dict[str, np.ndarray] = {}
-
-    def prepare(self, requests: Sequence[GenerationRequest]) -> None:
-        if self.settings.retrieval == "embedding":  # embed every text once, up front
-            from persalign.models import cached_encode, load_embedder
-
-            texts = sorted(
-                {r.prompt for r in requests}
-                | {p.prompt for r in requests for p in self.support.get(r.user, ())}
-            )
-            vectors = cached_encode(load_embedder(self.settings.embedder), texts)
-            self._vectors = dict(zip(texts, vectors, strict=True))
-
-    def similarities(self, query: str, prompts: list[str]) -> np.ndarray:
-        if self.settings.retrieval == "bm25":
-            return bm25_scores(query, prompts)
-        return np.array([float(self._vectors[p] @ self._vectors[query]) for p in prompts])
-
-    def demonstrations(self, request: GenerationRequest) -> list[Preference]:
-        pool = [p for p in self.support.get(request.user, ()) if p.prompt != request.prompt]
-        if not pool or self.settings.shots == 0:
-            return []
-        sims = self.similarities(request.prompt, [p.prompt for p in pool])
-        order = sorted(range(len(pool)), key=lambda i: (-sims[i], pool[i].id))
-        best = order[: self.settings.shots]
-        return [pool[i] for i in reversed(best)]  # least similar first, most similar last
-
-
-DECODERS.register("icl", summary="In-context learning with random support demonstrations")(
-    IclDecoder
-)
-DECODERS.register("icl-rag", summary="ICL with the most similar support items (RAG)")(IclRagDecoder)

@@ -1,56 +1,81 @@
 """``p-dpo`` decoding: the personalized policy of a P-DPO model writes the response itself.
 
-    decoder = PersonalizedPolicyDecoder(policy, reward_model=pdpo_model)
-    decoder.generate(requests)     # greedy, each row with its own user's soft tokens
+    decoder = create_decoder("p-dpo", None, reward_model=pdpo_model, max_new_tokens=64)
+    decoder.generate(requests)     # each row with its own user's soft tokens
 
 P-DPO learns a policy, not only a reward: its LoRA backbone with the user's soft tokens in front
-of the prompt (``PDPO.generate_ids``, cached and batched). The ``policy`` argument is unused; stop
-strings are applied to the decoded text.
+of the prompt. ``PersonalizedPolicy`` wraps it as a stepper (the interface of ``Policy`` that
+the shared ``decode`` loop uses), so p-dpo decodes like every other decoder: greedy or seeded
+sampling with a temperature, the shared stop-string and eos rules, finished rows leave the
+batch. Greedy output is the same tokens as ``PDPO.generate_ids``. The ``policy`` argument is
+unused (the base policy does not write here).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from persalign.decoding.base import DECODERS, DecodeSettings, Generation, GenerationRequest
-from persalign.errors import ConfigError
-from persalign.logs import track
+import torch
+
+from persalign.decoding.base import Decoder, register_decoder
+from persalign.models.encoding import PromptFormatter
+from persalign.rewards.methods.likelihood import TokenStream, feed, open_stream
+from persalign.rewards.methods.p_dpo import PDPO
 
 
-@DECODERS.register("p-dpo", summary="Generate with a P-DPO model's personalized policy")
-class PersonalizedPolicyDecoder:
-    """Greedy generation from a P-DPO reward model's personalized policy."""
+@dataclass
+class SoftTokenState:
+    """The live rows of a personalized policy: one cached token stream."""
 
-    def __init__(self, policy=None, reward_model=None, settings=None, support=None):
-        if reward_model is None or not hasattr(reward_model, "generate_ids"):
-            raise ConfigError("the p-dpo decoder needs a trained p-dpo model (--reward MODEL_DIR)")
-        self.rm = reward_model
-        self.settings = settings or DecodeSettings()
+    stream: TokenStream
 
-    def generate(
-        self, requests: Sequence[GenerationRequest], progress: bool = True
-    ) -> list[Generation]:
-        out: list[Generation] = []
-        size = self.settings.batch_size
-        decode = self.rm.formatter.tokenizer.decode
-        batches = [requests[i : i + size] for i in range(0, len(requests), size)]
-        for batch in track(batches, "p-dpo decoding", show=progress):
-            started = time.perf_counter()
-            prompt_ids = [self.rm.formatter.prompt_ids(r.prompt) for r in batch]
-            rows = self.rm.generate_ids(
-                prompt_ids, [r.user for r in batch], self.settings.max_new_tokens
-            )
-            seconds = (time.perf_counter() - started) / len(batch)
-            for request, tokens in zip(batch, rows, strict=True):
-                text, reason = decode(tokens, skip_special_tokens=True), "eos"
-                if len(tokens) >= self.settings.max_new_tokens:
-                    reason = "length"
-                for stop in self.settings.stop:
-                    at = text.find(stop)
-                    if at > 0:
-                        text, reason = text[:at], "stop"
-                out.append(
-                    Generation(request.id, request.user, text.strip(), tokens, reason, seconds)
-                )
-        return out
+    @property
+    def logits(self) -> torch.Tensor:
+        """[B, V] next-token log-probs (same argmax and softmax as the logits)."""
+        return self.stream.logp
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.stream.select(rows)
+
+
+class PersonalizedPolicy:
+    """A P-DPO model as a stepper: its LoRA backbone with each row's user soft tokens."""
+
+    def __init__(self, model: PDPO):
+        self.model = model
+
+    @property
+    def formatter(self) -> PromptFormatter:
+        return self.model.formatter
+
+    @property
+    def tokenizer(self):
+        return self.model.formatter.tokenizer
+
+    def eos_ids(self) -> set[int]:
+        return self.model.eos_ids()
+
+    @torch.no_grad()
+    def start(self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) -> SoftTokenState:
+        """Encode e_0 + o_u, then the left-padded prompt, once per row."""
+        soft = self.model.soft_tokens(self.model.user_vectors(users))  # [B, n, H]
+        pad_id = self.tokenizer.pad_token_id
+        return SoftTokenState(open_stream(self.model.backbone, prompt_ids, pad_id, soft))
+
+    def advance(self, state: SoftTokenState, tokens: torch.Tensor) -> None:
+        """Append one token per row, ``tokens`` [B]: one cached forward."""
+        feed(self.model.backbone, state.stream, tokens.to(self.model.backbone.device))
+
+
+@register_decoder("p-dpo", summary="Generate with a P-DPO model's personalized policy")
+class PersonalizedPolicyDecoder(Decoder):
+    """Generation from a P-DPO reward model's personalized policy (greedy by default)."""
+
+    needs_policy = False
+    needs_reward_model = True
+    reward_methods = ("p-dpo",)
+    reward_model_kind = "a trained p-dpo model"
+
+    def stepper(self) -> PersonalizedPolicy:
+        return PersonalizedPolicy(self.reward_model)

@@ -1,7 +1,7 @@
 """Incremental decoding of a causal LM over a batch of rows, with one KV cache.
 
     policy = Policy.load("bundled:smollm2-135m-instruct")
-    state = policy.start([policy.formatter.prompt_ids(p) for p in prompts])  # [B, V] logits
+    state = policy.start([policy.formatter.prompt_ids(p) for p in prompts], users)  # [B, V]
     state.logits.shape
     policy.advance(state, next_tokens)          # one cached forward of one token per row
     state.select(keep)                          # finished rows stop costing work
@@ -86,8 +86,14 @@ class Policy:
         return ids
 
     @torch.no_grad()
-    def start(self, prompt_ids: Sequence[Sequence[int]]) -> PolicyState:
-        """Encode the left-padded prompts once; returns the state with next-token logits."""
+    def start(
+        self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str] | None = None
+    ) -> PolicyState:
+        """Encode the left-padded prompts once; returns the state with next-token logits.
+
+        ``users`` is ignored: the base policy is the same for every user (a personalized
+        stepper, such as P-DPO's, reads it).
+        """
         pad_id = self.tokenizer.pad_token_id
         batch = pad_sequences(
             [list(p) for p in prompt_ids], [[] for _ in prompt_ids], pad_id, "left"

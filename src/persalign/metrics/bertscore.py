@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transformers import AutoConfig
+
 from persalign.errors import ConfigError
-from persalign.metrics import METRICS
 from persalign.models.device import pick_device
 from persalign.models.loading import resolve_model_path
 
@@ -39,7 +40,7 @@ _LOCK = threading.Lock()
 
 def _table_layers(name: str) -> int | None:
     """bert-score's tuned layer for a model in its table (by hub id), else None."""
-    from bert_score.utils import model2layers
+    from bert_score.utils import model2layers  # lazy: bert-score is needed only for BERTScore
 
     return model2layers.get(name)
 
@@ -57,8 +58,6 @@ def bertscore_model_path(spec: str) -> str:
 
 
 def _config_layers(path: str, spec: str) -> int:
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as exc:
@@ -105,7 +104,7 @@ def load_bertscore(
     with _LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
-            from bert_score import BERTScorer
+            from bert_score import BERTScorer  # lazy: bert-score is needed only for BERTScore
 
             log.info("loading BERTScore model %s (%s), layer %d, on %s", spec, path, layers, target)
             try:
@@ -118,7 +117,6 @@ def load_bertscore(
     return scorer
 
 
-@METRICS.register("bertscore-f1", summary="BERTScore-F1 per pair (bert-score; raw, no rescaling)")
 def bertscore_f1(
     predictions: Sequence[str],
     references: Sequence[str],

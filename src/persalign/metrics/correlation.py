@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from persalign.metrics import METRICS
-
 log = logging.getLogger(__name__)
 
 STATISTICS = ("pearson", "spearman", "kendall")
@@ -55,10 +53,6 @@ def _problem(x: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
-@METRICS.register(
-    "correlation",
-    summary="Pearson, Spearman, Kendall across methods (scipy), bootstrap CI over users",
-)
 def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
     """``{"pearson"|"spearman"|"kendall": {"r", "p"}, "n", "dropped", "notes"}``.
 

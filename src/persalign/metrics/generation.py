@@ -15,6 +15,9 @@ and then over users. Generations without a reference are counted (``missing``), 
 dropped into the average. Empty generations score 0 on every similarity and are counted
 (``empty``). BERTScore is raw (no baseline rescaling, which needs the hub); the BERTScore
 machinery lives in :mod:`persalign.metrics.bertscore`.
+
+The ``generation`` cell metric is ``behavioural_alignment`` with the run's BERTScore model, or,
+when ``metrics.bertscore_model`` is null, ROUGE only (``bertscore_f1`` and its model null).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from persalign.errors import ConfigError
-from persalign.metrics import METRICS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.bertscore import (
     DEFAULT_BERTSCORE_MODEL,
     bertscore_f1,
@@ -46,17 +49,17 @@ __all__ = [
     "bertscore_f1",
     "per_user_mean",
     "rouge",
+    "rouge_only",
 ]
 
 
 @functools.cache
 def _rouge_scorer() -> Any:
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # lazy: rouge-score imports nltk (seconds)
 
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
 
 
-@METRICS.register("rouge", summary="ROUGE-1 and ROUGE-L F-measure per pair (rouge-score, stemmed)")
 def rouge(predictions: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
     """``[{"rouge1": f, "rougeL": f}]`` per (prediction, reference) pair, F-measure, stemmed.
 
@@ -120,10 +123,6 @@ def _references(
     return refs
 
 
-@METRICS.register(
-    "behavioural-alignment",
-    summary="Eq. 8: ROUGE-1/L and BERTScore-F1 vs the user's own completion, per user then mean",
-)
 def behavioural_alignment(
     generations: Sequence[Mapping[str, Any]],
     completions: Iterable[Completion] | Mapping[Any, Any],
@@ -196,3 +195,48 @@ def behavioural_alignment(
         unmatched_references=len(set(refs) - seen),
     )
     return result
+
+
+def rouge_only(
+    generations: Sequence[Mapping[str, Any]], completions: Iterable[Completion]
+) -> dict[str, Any]:
+    """The ``generation`` block without BERTScore: ROUGE-1/L of the generations that have a
+    completion, per user then mean (bertscore_f1 and bertscore_model null)."""
+    refs = {(c.user, c.id): c.reference for c in completions}
+    scored = [g for g in generations if (g["user"], g["id"]) in refs]
+    pairs = rouge([g["text"] for g in scored], [refs[g["user"], g["id"]] for g in scored])
+    users = [g["user"] for g in scored]
+    out: dict[str, Any] = {
+        name: per_user_mean(users, [p[name] for p in pairs]) for name in ROUGE_TYPES
+    }
+    out.update(bertscore_f1=None, bertscore_model=None, n=len(scored))
+    return out
+
+
+def _similarity(key: str, label: str) -> Column:
+    return Column(key, ("generation", key), label, True, "fraction", ("method", "baseline"))
+
+
+@register_metric(
+    "generation",
+    summary="Eq. 8: ROUGE-1/L and BERTScore-F1 vs the user's own completion, per user then mean",
+)
+class BehaviouralAlignment(CellMetric):
+    """Behavioural alignment of the cell's generations (benchmarks with completions)."""
+
+    needs = frozenset({"generations", "references"})
+    order = 50
+    columns = (
+        _similarity("rouge1", "ROUGE-1"),
+        _similarity("rougeL", "ROUGE-L"),
+        _similarity("bertscore_f1", "BERTScore-F1"),
+    )
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        gens, completions = ctx.generations or [], ctx.benchmark.completions
+        model = ctx.settings.get("bertscore_model")
+        if not model:
+            return rouge_only(gens, completions)
+        return behavioural_alignment(
+            gens, completions, model, num_layers=ctx.settings.get("bertscore_num_layers")
+        )

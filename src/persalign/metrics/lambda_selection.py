@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from persalign.data.splits import seeded_rng
+from persalign.decoding import GenerationRequest, create_decoder
 from persalign.errors import ConfigError
+from persalign.io import write_json
+from persalign.metrics.generation import per_user_mean, rouge
+from persalign.metrics.perplexity import perplexity
+from persalign.metrics.policy_accuracy import policy_accuracy_curve
 from persalign.types import Benchmark, Completion, Preference
 
 log = logging.getLogger(__name__)
@@ -105,8 +110,6 @@ def select_lambda(
     ``decode_settings``: ARGS settings of the ``harmonic`` generations (k, max_new_tokens, ...),
     lambda excluded.
     """
-    from persalign.metrics.policy_accuracy import policy_accuracy_curve
-
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
     lams = [float(lam) for lam in lams]
@@ -173,10 +176,6 @@ def generation_figures(
     settings: Mapping[str, Any],
 ) -> dict[str, float]:
     """ROUGE-1 and inverse perplexity of ARGS generations at ``lam`` (per user, then mean)."""
-    from persalign.decoding import GenerationRequest, create_decoder
-    from persalign.metrics.generation import per_user_mean, rouge
-    from persalign.metrics.perplexity import perplexity
-
     decoder = create_decoder("args", policy, reward_model=reward_model, lam=lam, **settings)
     requests = [GenerationRequest(p.id, p.user, p.prompt) for p in prefs]
     texts = [g.text for g in decoder.generate(requests, progress=False)]
@@ -196,6 +195,4 @@ def generation_figures(
 
 def save_selection(result: Mapping[str, Any], path: str | Path) -> None:
     """Write a :func:`select_lambda` result as JSON (atomically)."""
-    from persalign.io import write_json
-
     write_json(path, dict(result))

@@ -8,6 +8,9 @@ the prompt rendered by the policy's chat template, as the text was generated. On
 pass per batch gives every log pi (:mod:`persalign.metrics.scoring`). Empty texts cannot be
 scored: their value is None and they are counted in ``skipped``. ``mean`` is per user, then over
 users (over texts when no users are given); ``pooled`` is the token-level perplexity of all texts.
+
+The ``perplexity`` cell metric (when ``metrics.perplexity`` is on) scores the cell's generations
+with their query prompts; the per-text ``values`` are left out of metrics.json.
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from typing import Any
 
 import torch
 
-from persalign.metrics import METRICS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.scoring import policy_logprob_sums
 
 
-@METRICS.register("perplexity", summary="Perplexity of generations under the base policy")
 def perplexity(
     policy,
     prompts: Sequence[str],
@@ -69,3 +71,29 @@ def perplexity(
         "n": len(keep),
         "skipped": len(texts) - len(keep),
     }
+
+
+@register_metric(
+    "perplexity", summary="Perplexity of the generations under the base policy (coherence)"
+)
+class Perplexity(CellMetric):
+    """Perplexity of the cell's generations given their prompts (metrics.perplexity)."""
+
+    needs = frozenset({"generations", "policy"})
+    order = 60
+    columns = (Column("perplexity", ("perplexity",), "Perplexity", False, "number"),)
+
+    def enabled(self, settings: dict[str, Any]) -> bool:
+        return bool(settings.get("perplexity"))
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        gens, prompts = ctx.generations or [], ctx.prompts()
+        result = perplexity(
+            ctx.policy,
+            [prompts[g["user"], g["id"]] for g in gens],
+            [g["text"] for g in gens],
+            users=[g["user"] for g in gens],
+            batch_size=ctx.batch_size,
+            progress=False,
+        )
+        return {k: v for k, v in result.items() if k != "values"}

@@ -37,8 +37,10 @@ from typing import Any
 
 import torch
 
+from persalign.decoding import DECODERS, GenerationRequest, create_decoder
+from persalign.decoding.icl import icl_prompt_ids
 from persalign.errors import ConfigError
-from persalign.metrics import METRICS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
 from persalign.metrics.scoring import RGD_SCORERS, SCORERS, ScoreParts, check_scorer, score_parts
 from persalign.types import Preference
@@ -89,8 +91,6 @@ def policy_scores(
     _check_inputs(scorer, reward_model, users)
     prompt_ids = None
     if scorer == "icl":
-        from persalign.decoding.icl import icl_prompt_ids
-
         if demonstrations is None:
             raise ConfigError("the icl scorer needs each row's demonstrations")
         prompt_ids = [
@@ -123,7 +123,6 @@ def icl_prompts(
 ) -> list[list[int]]:
     """The policy prompt ids the ``decoder`` ("icl" or "icl-rag") generates from for each
     preference's prompt (request id = preference id): the same demonstrations as generation."""
-    from persalign.decoding import GenerationRequest, create_decoder
 
     icl = create_decoder(decoder, policy, support=support, shots=shots, seed=seed, **settings)
     built = icl.build_all([GenerationRequest(p.id, p.user, p.prompt) for p in prefs])
@@ -172,7 +171,6 @@ def accuracy_from_parts(
     return {**result, "scorer": scorer, "lam": lam if scorer in RGD_SCORERS else None}
 
 
-@METRICS.register("policy-accuracy", summary="Eq. 3: s(chosen) > s(rejected) under RGD/ICL/base")
 def policy_accuracy(
     policy,
     prefs: Sequence[Preference],
@@ -241,3 +239,71 @@ def policy_accuracy_curve(
         progress=progress,
     )
     return {float(lam): accuracy_from_parts(prefs, parts, scorer, float(lam)) for lam in lams}
+
+
+def _fraction(key: str, label: str, expected: tuple[str, ...]) -> Column:
+    return Column(key, (key,), label, True, "fraction", expected)
+
+
+@register_metric(
+    "policy_accuracy",
+    summary="Eq. 3 with the cell's own scorer: RGD (methods), base (zero-shot) or ICL",
+)
+class PolicyAccuracy(CellMetric):
+    """Policy accuracy of the scorer the cell generates with, at the chosen lambda."""
+
+    needs = frozenset({"policy"})
+    order = 20
+    columns = (_fraction("policy_accuracy", "Policy Acc", ("method",)),)
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        query, batch = ctx.benchmark.query, ctx.batch_size
+        if ctx.kind == "method":
+            if ctx.reward_model is None or ctx.lam is None:
+                raise ConfigError(f"policy accuracy of {ctx.method}: no reward model or lambda")
+            scorer = "personal-rgd" if ctx.reward_model.personalized else "global-rgd"
+            return policy_accuracy(
+                ctx.policy,
+                query,
+                scorer=scorer,
+                reward_model=ctx.reward_model,
+                lam=ctx.lam,
+                batch_size=batch,
+            )
+        if not DECODERS.get(ctx.decoder).needs_support:  # the policy alone: Eq. 4
+            return policy_accuracy(ctx.policy, query, scorer="base", batch_size=batch)
+        return policy_accuracy(  # demonstrations from the support set: Eq. 7
+            ctx.policy,
+            query,
+            scorer="icl",
+            support=ctx.support(),
+            shots=ctx.shots,
+            seed=ctx.seed,
+            batch_size=batch,
+            icl_decoder=ctx.decoder,
+            icl_settings=ctx.icl,
+        )
+
+
+@register_metric(
+    "base_policy_accuracy",
+    summary="Eq. 4: the base policy's own accuracy (the zero-shot cell's), the methods' reference",
+)
+class BasePolicyAccuracy(CellMetric):
+    """The base scorer's policy accuracy: the zero-shot cell's, copied into method cells."""
+
+    needs = frozenset({"policy"})
+    order = 30
+    columns = (_fraction("base_policy_accuracy", "Base Policy Acc", ()),)
+
+    def applies(self, ctx: CellContext) -> bool:
+        return super().applies(ctx) and (ctx.kind == "method" or ctx.method == "zero-shot")
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        if ctx.kind == "baseline" and "policy_accuracy" in ctx.results:
+            return ctx.results["policy_accuracy"]
+        if ctx.kind == "method" and ctx.zero_shot is not None:
+            return ctx.zero_shot.metrics["policy_accuracy"]
+        return policy_accuracy(
+            ctx.policy, ctx.benchmark.query, scorer="base", batch_size=ctx.batch_size
+        )

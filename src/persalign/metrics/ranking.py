@@ -3,6 +3,9 @@
     result = rm_accuracy(rm, bench.query)        # Eq. 2, per user then mean over users
     result["mean"], result["per_user"]["user-7"]
 
+The ``rm_accuracy`` cell metric is the model job's ``rm_accuracy.json`` (``ctx.model_results``),
+or, without it, ``rm_accuracy(ctx.reward_model, bench.query)``.
+
 Every response is scored with one forward pass (``sequence_rewards``); chosen and rejected
 responses of many pairs share batches.
 """
@@ -15,7 +18,7 @@ from typing import Any
 
 import torch
 
-from persalign.metrics import METRICS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.types import Preference
 
 
@@ -39,7 +42,6 @@ def per_user_accuracy(prefs: Sequence[Preference], hits: Sequence[bool]) -> dict
     }
 
 
-@METRICS.register("rm-accuracy", summary="Eq. 2: r(chosen) > r(rejected), per user then mean")
 def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
     """Eq. 2: the fraction of pairs where r(chosen) > r(rejected), per user, then averaged."""
     prefs = list(prefs)
@@ -50,3 +52,20 @@ def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
         [p.prompt for p in prefs], [p.rejected for p in prefs], [p.user for p in prefs]
     )
     return per_user_accuracy(prefs, pairwise_hits(chosen, rejected))
+
+
+@register_metric(
+    "rm_accuracy", summary="Eq. 2: r(chosen) > r(rejected) on the query pairs, per user then mean"
+)
+class RMAccuracy(CellMetric):
+    """RM accuracy of the method's reward model (shared by every policy of a seed)."""
+
+    needs = frozenset({"reward_model"})
+    kinds = frozenset({"method"})
+    order = 10
+    columns = (Column("rm_accuracy", ("rm_accuracy",), "RM Acc", True, "fraction", ("method",)),)
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        if "rm_accuracy" in ctx.model_results:
+            return ctx.model_results["rm_accuracy"]
+        return rm_accuracy(ctx.reward_model, ctx.benchmark.query)

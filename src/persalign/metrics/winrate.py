@@ -15,6 +15,9 @@ A generation without a partner (``unpaired_rgd``, ``unpaired_zero_shot``), or wi
 (``no_prompt``), or a pair with an empty text, which a reward model cannot score (``empty``),
 is counted and reported, never silently dropped. ``prompts_by_id`` maps ``(user, id)`` (or just
 ``id``, when ids are unique across users) to the prompt the outputs answer.
+
+The ``win_rate`` cell metric (method cells with a zero-shot cell, when ``metrics.win_rate`` is on)
+is ``win_rate(ctx.reward_model, ctx.generations, ctx.zero_shot.generations, ctx.prompts())``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from persalign.errors import ConfigError
-from persalign.metrics import METRICS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +84,6 @@ def win_summary(users: Sequence[str], outcomes: Sequence[str]) -> dict[str, Any]
     }
 
 
-@METRICS.register(
-    "win-rate",
-    summary="Table 5: the method's own RM prefers its RGD output to zero-shot, per user then mean",
-)
 def win_rate(
     reward_model: Any,
     rgd_generations: Sequence[Any],
@@ -130,3 +129,27 @@ def win_rate(
             else:
                 outcomes.append("win" if r_rgd > r_zero else "loss")
     return {**win_summary([k[0] for k in keys], outcomes), **counts}
+
+
+@register_metric(
+    "win_rate",
+    summary="Table 5: the method's own RM prefers its output to zero-shot's, per user then mean",
+)
+class WinRate(CellMetric):
+    """Win rate of the method's generations over the zero-shot cell's (metrics.win_rate)."""
+
+    needs = frozenset({"generations", "reward_model", "zero_shot"})
+    kinds = frozenset({"method"})
+    order = 40
+    columns = (Column("win_rate", ("win_rate",), "Win Rate", True, "fraction", ("method",)),)
+
+    def enabled(self, settings: dict[str, Any]) -> bool:
+        return bool(settings.get("win_rate"))
+
+    def applies(self, ctx: CellContext) -> bool:
+        zero_shot = ctx.zero_shot
+        return super().applies(ctx) and zero_shot is not None and zero_shot.generations is not None
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        zero_shot = ctx.zero_shot.generations if ctx.zero_shot is not None else None
+        return win_rate(ctx.reward_model, ctx.generations or [], zero_shot or [], ctx.prompts())

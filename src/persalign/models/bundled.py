@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from persalign.errors import ConfigError
 from persalign.io import sha256_file
 from persalign.models.cache import build_once, cache_dir
@@ -136,8 +139,6 @@ def bundled_model_path(name: str, kind: ModelKind | None = None) -> Path:
 
 def convert_gguf_folder(gguf: Path, folder: Path) -> None:
     """Dequantize a GGUF causal LM and save it with its tokenizer as a safetensors folder."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a dense safetensors model (once; takes about a minute)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from persalign.errors import ConfigError
 from persalign.models.bundled import bundled_name
@@ -89,8 +90,6 @@ class Embedder:
         chunk = max(batch_size * PROGRESS_CHUNK_BATCHES, 1) if progress else len(texts)
         starts = range(0, len(texts), chunk)
         if progress:
-            from rich.progress import track
-
             starts = track(starts, description=f"embedding {len(texts)} texts")
         for start in starts:
             part = texts[start : start + chunk]
@@ -118,7 +117,7 @@ def load_embedder(
 
     A plain transformers encoder folder also works (sentence-transformers adds mean pooling).
     """
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # heavy: only when embedding
 
     text = str(spec).strip()
     path = resolve_model_path(text, kind="embedder")

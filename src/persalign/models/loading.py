@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from persalign.errors import ConfigError
 from persalign.models.bundled import ModelKind, bundled_model_path, bundled_name
@@ -87,7 +88,6 @@ def load_tokenizer(spec: str | Path, *, trust_remote_code: bool = False) -> PreT
     The padding side is left as the model ships it: callers set ``tokenizer.padding_side``
     ("left" for batched generation, "right" for scoring whole sequences).
     """
-    from transformers import AutoTokenizer
 
     path = resolve_model_path(spec)
     tokenizer = _from_pretrained(AutoTokenizer, path, spec, trust_remote_code=trust_remote_code)
@@ -102,7 +102,6 @@ def load_causal_lm(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """A causal LM on ``device`` in ``dtype`` (chosen automatically when None), in eval mode."""
-    from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(spec, kind="causal-lm")
     target_device = pick_device(device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from persalign.metrics.correlation import correlations, correlations_over_users
 from persalign.report.formatting import (
     LABELS,
     NA,
@@ -49,8 +50,6 @@ def correlate(xs: list[float], ys: list[float]) -> dict[str, Any] | None:
     """persalign.metrics.correlation.correlations, or None for fewer than MIN_METHODS points."""
     if len(xs) < MIN_METHODS:
         return None
-    from persalign.metrics.correlation import correlations
-
     return correlations(xs, ys)
 
 
@@ -103,8 +102,6 @@ def correlation_detail_table(results: RunResults, benchmark: str, n_boot: int = 
             result = correlate(xs, ys)
             boot = None
             if result is not None and n_boot > 0:
-                from persalign.metrics.correlation import correlations_over_users
-
                 a = {m: results.per_user(benchmark, column.policy, m, x) for m in names}
                 b = {m: results.per_user(benchmark, column.policy, m, y) for m in names}
                 boot = correlations_over_users(a, b, n_boot=n_boot, seed=0)

@@ -4,6 +4,8 @@
     # '77.25 ± 1.25'
     fmt_corr({"pearson": {"r": 0.41, "p": 0.123}}, "pearson")
     # '0.410 (p=0.123)'
+    fmt_column(Stat(12.5, 0.25, 2), perplexity_column), column_header(perplexity_column)
+    # ('12.50 ± 0.25', 'Perplexity ↓')
 
 Every number in a table goes through these, so the same results always give the same text.
 """
@@ -14,6 +16,7 @@ import math
 import re
 from typing import Any
 
+from persalign.metrics.base import Column
 from persalign.report.results import Stat
 
 NA = "--"
@@ -45,6 +48,19 @@ def fmt_stat(stat: Stat | None, expected: int = 0, scale: float = 100.0) -> str:
         return NA
     text = f"{fixed(stat.mean * scale, 2)} ± {fixed(stat.std * scale, 2)}"
     return text + DAGGER if stat.n < expected else text
+
+
+def fmt_column(stat: Stat | None, column: Column, expected: int = 0) -> str:
+    """A report column's value by its unit: a fraction in %, any other number as it is."""
+    return fmt_stat(stat, expected, 100.0 if column.unit == "fraction" else 1.0)
+
+
+def column_header(column: Column) -> str:
+    """ "RM Acc (%) ↑": the label, "(%)" for fractions, ↑ / ↓ where higher / lower is better."""
+    unit = " (%)" if column.unit == "fraction" else ""
+    better = column.higher_is_better
+    arrow = "" if better is None else " ↑" if better else " ↓"
+    return f"{column.label}{unit}{arrow}"
 
 
 def finite(value: Any) -> float | None:

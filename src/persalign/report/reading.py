@@ -2,6 +2,10 @@
 
     results = load_run("runs/demo")
     results.issues          # what was missing: unfinished cells, unreadable files, null metrics
+    results.columns         # what was read from each metrics.json (schema.report_columns())
+
+Every number read is a report column of ``persalign.metrics.schema``: each registered cell
+metric's columns and the fixed ones (lambda), so a new metric plugin is read with no change here.
 
 Wall-clock fields ("seconds") are never read. Anything missing (a cell without metrics.json, an
 unreadable file, a null metric) is logged and collected in ``results.issues``; it never raises.
@@ -14,31 +18,22 @@ import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from persalign.errors import DataError
+from persalign.errors import ConfigError, DataError
+from persalign.metrics.base import KINDS, Column
+from persalign.metrics.schema import METRICS_FILE, report_columns
+from persalign.registry import load_plugins
 from persalign.report.results import Cell, RunResults
 
 log = logging.getLogger(__name__)
 
-# metric key -> where it lives in metrics.json (a top-level key, or a key under "generation").
-METRICS: dict[str, tuple[str, ...]] = {
-    "rm_accuracy": ("rm_accuracy",),
-    "policy_accuracy": ("policy_accuracy",),
-    "base_policy_accuracy": ("base_policy_accuracy",),
-    "win_rate": ("win_rate",),
-    "rouge1": ("generation", "rouge1"),
-    "rougeL": ("generation", "rougeL"),
-    "bertscore_f1": ("generation", "bertscore_f1"),
-    "perplexity": ("perplexity",),
-    "lambda": ("lambda",),
-}
-# What a finished cell of each kind is expected to have; a null one is reported.
-EXPECTED = {
-    "method": ("rm_accuracy", "policy_accuracy", "rouge1", "rougeL", "bertscore_f1", "win_rate"),
-    "baseline": ("rouge1", "rougeL", "bertscore_f1"),
-}
+
+def expected(columns: Sequence[Column]) -> dict[str, tuple[str, ...]]:
+    """kind -> the column keys a finished cell of that kind should have (a null is reported)."""
+    return {kind: tuple(c.key for c in columns if kind in c.expected_for) for kind in KINDS}
 
 
 def _number(value: Any) -> float | None:
@@ -70,23 +65,24 @@ def _lookup(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def parse_cell(data: dict[str, Any], name: str) -> Cell:
-    """One metrics.json as a Cell; ValueError naming the field when it is not a cell."""
+def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None = None) -> Cell:
+    """One metrics.json as a Cell (the numbers of ``columns``, default: every report column);
+    ValueError naming the field when it is not a cell."""
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     for key in ("benchmark", "policy", "seed", "kind", "method"):
         if data.get(key) is None:
             raise ValueError(f"missing field {key!r}")
-    if data["kind"] not in EXPECTED:
+    if data["kind"] not in KINDS:
         raise ValueError(f"unknown kind {data['kind']!r} (expected method or baseline)")
     values: dict[str, float] = {}
     per_user: dict[str, dict[str, float]] = {}
-    for metric, path in METRICS.items():
-        raw = _lookup(data, path)
+    for column in report_columns() if columns is None else columns:
+        raw = _lookup(data, column.path)
         number = _number(raw)
         if number is not None:
-            values[metric] = number
-            per_user[metric] = _per_user(raw)
+            values[column.key] = number
+            per_user[column.key] = _per_user(raw)
     shots = data.get("shots")
     params = _number(data.get("scale_params"))
     model = _lookup(data, ("generation", "bertscore_model"))
@@ -139,6 +135,11 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
     if manifest is not None and not isinstance(manifest, dict):
         _report(issues, "manifest.json is not a JSON object; ignored")
         manifest = None
+    plugins = ((manifest or {}).get("config") or {}).get("plugins") or []
+    try:
+        load_plugins(plugins)  # the run's metric plugins add their report columns
+    except ConfigError as exc:
+        _report(issues, f"{exc}: its columns are not reported")
     cells_dir = run_dir / "cells"
     folders = sorted(p for p in cells_dir.iterdir() if p.is_dir()) if cells_dir.is_dir() else []
     planned = (manifest or {}).get("cells")
@@ -151,16 +152,17 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
                 f"{_names(stale)}; `persalign report --all-cells` includes them",
             )
             folders = [p for p in folders if p.name in set(planned)]
+    columns = report_columns()
     cells: list[Cell] = []
     seen: dict[tuple[Any, ...], str] = {}
     unfinished = []
     for folder in folders:
-        path = folder / "metrics.json"
+        path = folder / METRICS_FILE
         if not path.is_file():
             unfinished.append(folder.name)
             continue
         try:
-            cell = parse_cell(json.loads(path.read_text(encoding="utf-8")), folder.name)
+            cell = parse_cell(json.loads(path.read_text(encoding="utf-8")), folder.name, columns)
         except (OSError, ValueError, TypeError) as exc:
             _report(issues, f"cell {folder.name}: metrics.json skipped ({exc})")
             continue
@@ -177,14 +179,18 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
             "no finished cells (no cells/*/metrics.json): has `persalign run` finished any?",
             path=run_dir,
         )
-    _report_nulls(cells, issues)
-    return RunResults(run_dir=run_dir, manifest=manifest, cells=cells, issues=issues)
+    _report_nulls(cells, expected(columns), issues)
+    return RunResults(
+        run_dir=run_dir, manifest=manifest, cells=cells, issues=issues, columns=columns
+    )
 
 
-def _report_nulls(cells: list[Cell], issues: list[str]) -> None:
+def _report_nulls(
+    cells: list[Cell], expected_keys: dict[str, tuple[str, ...]], issues: list[str]
+) -> None:
     missing: dict[str, list[str]] = defaultdict(list)
     for cell in cells:
-        for metric in EXPECTED[cell.kind]:
+        for metric in expected_keys[cell.kind]:
             # ROUGE without a BERTScore model: BERTScore was switched off, not lost.
             off = metric == "bertscore_f1" and not cell.bertscore_model and "rouge1" in cell.values
             if metric not in cell.values and not off:

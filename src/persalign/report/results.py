@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persalign.metrics.base import Column
+
 log = logging.getLogger(__name__)
 
 BASELINE_ORDER = {"zero-shot": 0, "icl": 1, "icl-rag": 2}
@@ -102,6 +104,7 @@ class RunResults:
     manifest: dict[str, Any] | None
     cells: list[Cell]
     issues: list[str] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)  # what each cell's values were read for
 
     def __post_init__(self) -> None:
         self._index: dict[tuple[str, str, str], list[Cell]] = defaultdict(list)

@@ -12,7 +12,9 @@ Per benchmark:
 - ``rouge1_correlation``: each ranking metric against ROUGE-1 across methods, per scale (Table 6);
 - ``correlations``: every correlation above with its p-value, n and a bootstrap CI over users;
 - ``policy_<name>``: RM accuracy, policy accuracy, ROUGE-1, ROUGE-L, BERTScore-F1 per method and
-  baseline for one policy (Tables 9-12).
+  baseline for one policy (Tables 9-12);
+- ``metrics``: every report column (each registered cell metric's, then lambda) per policy,
+  method and baseline, so a metric added as a plugin shows up with no change here.
 
 Scores are percentages, "mean ± std" over seeds (population std, so one seed shows "± 0.00");
 correlations use the method means over seeds and show three decimals with the p-value. "--" is a
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from persalign.metrics.schema import report_columns
 from persalign.report.correlation_tables import (
     CORR_NOTE,
     correlate,
@@ -36,6 +39,8 @@ from persalign.report.formatting import (
     LABELS,
     NA,
     STATISTICS,
+    column_header,
+    fmt_column,
     fmt_corr,
     fmt_stat,
     slug,
@@ -183,6 +188,36 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
     return _with_dagger_note(table)
 
 
+def metrics_table(results: RunResults, benchmark: str) -> Table:
+    """Every report column per policy (row group), method and baseline."""
+    columns = results.columns or report_columns()
+    rows = []
+    for policy in results.policies(benchmark):
+        for row in results.rows(benchmark):
+            expected = results.expected_seeds(benchmark, row.kind)
+            values = [
+                fmt_column(results.stat(benchmark, policy.policy, row.label, c.key), c, expected)
+                for c in columns
+            ]
+            rows.append([policy.label, row.label, *values])
+    table = Table(
+        key="metrics",
+        title=f"Every metric on {benchmark}",
+        caption=(
+            "Each cell metric's columns (persalign ls metrics) and the chosen lambda, per policy, "
+            "reward method and baseline."
+        ),
+        columns=["Policy", "Method", *[column_header(c) for c in columns]],
+        rows=rows,
+        notes=[
+            "Mean ± std over seeds (population std of the per-seed values, so a single seed "
+            "shows ± 0.00); (%): in %, other columns as they are; ↑ / ↓: higher / lower is "
+            "better; -- = not available.",
+        ],
+    )
+    return _with_dagger_note(table)
+
+
 def benchmark_tables(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Table]:
     """All tables of one benchmark, in the order the report shows them."""
     tables = [
@@ -192,4 +227,5 @@ def benchmark_tables(results: RunResults, benchmark: str, n_boot: int = 1000) ->
         correlation_detail_table(results, benchmark, n_boot),
     ]
     tables += [policy_table(results, benchmark, c) for c in results.policies(benchmark)]
+    tables.append(metrics_table(results, benchmark))
     return [replace(t, label=f"tab:{slug(benchmark)}:{t.key}") for t in tables]

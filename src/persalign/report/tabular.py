@@ -73,6 +73,8 @@ _LATEX_SPECIAL = {
     "τ": r"$\tau$",
     "λ": r"$\lambda$",
     "†": r"$^\dagger$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
     "−": "-",
     "<": r"$<$",
     ">": r"$>$",

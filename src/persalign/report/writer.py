@@ -8,9 +8,11 @@ Reads only ``runs/<name>/manifest.json`` and ``runs/<name>/cells/*/metrics.json`
 
     report/report.html                          everything below on one self-contained page
     report/results.csv                          every aggregate: one row per benchmark x policy x
-                                                row x metric (mean, std, seeds), raw fractions
+                                                row x report column (mean, std, seeds), raw
+                                                fractions; columns: schema.report_columns()
     report/<benchmark>/<table>.{md,tex,csv}     ranking, win_rate, rouge1_correlation,
-                                                correlations, policy_<name> (see tables.py)
+                                                correlations, policy_<name>, metrics
+                                                (see tables.py)
     report/<benchmark>/<figure>.png             fig1_rm_vs_policy, fig2_generation_vs_scale,
                                                 fig3_icl_shots (see figures.py)
 
@@ -31,7 +33,7 @@ from persalign.io import atomic_write
 from persalign.report.figures import FigurePNG, benchmark_figures
 from persalign.report.formatting import slug
 from persalign.report.html import render_page
-from persalign.report.reading import METRICS, load_run
+from persalign.report.reading import load_run
 from persalign.report.results import RunResults
 from persalign.report.tables import benchmark_tables
 from persalign.report.tabular import Table, to_csv, to_latex, to_markdown
@@ -53,7 +55,7 @@ def results_csv(results: RunResults) -> str:
         for column in results.policies(benchmark):
             models = ";".join(results.bertscore_models(benchmark, column.policy))
             for row in results.rows(benchmark):
-                for metric in METRICS:
+                for metric in (c.key for c in results.columns):
                     stat = results.stat(benchmark, column.policy, row.label, metric)
                     if stat is None:
                         continue
@@ -127,3 +129,8 @@ def write_report(
     emit("report.html", render_page(results, all_tables, all_figures))
     log.info("report: %d files in %s", len(written), out)
     return written
+
+
+def report_html(run_dir: str | Path) -> Path:
+    """Write the whole report of ``run_dir`` into ``run_dir/report``; the path of report.html."""
+    return write_report(run_dir)["report.html"]

@@ -29,15 +29,16 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
 from persalign.models.encoding import EncodedBatch, PromptFormatter, encode_pairs
-from persalign.registry import Registry
+from persalign.rewards.aggregation import aggregate, response_index
 from persalign.rewards.backbone import Backbone, LoraSettings
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.io import save_reward_model
+from persalign.rewards.registry import METHODS
+from persalign.rewards.stepping import commit_hidden, start_hidden, step_hidden
+from persalign.rewards.training import adapt_user_vector, default_training_step, fit
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
-METHODS: Registry[type[RewardModel]] = Registry(
-    "reward method", packages=("persalign.rewards.methods",)
-)
 
 
 def register_method(name: str, summary: str = ""):
@@ -60,31 +61,6 @@ class PrefixRewards:
     def last(self) -> torch.Tensor:
         """[N] the reward of each whole response."""
         return self.rewards[torch.arange(len(self.lengths)), self.lengths - 1]
-
-
-def response_index(batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence positions of each row's response tokens, [B, R], and their validity, [B, R]."""
-    lengths = batch.response_lengths  # [B]
-    width = int(lengths.max())
-    steps = torch.arange(width, device=lengths.device)  # [R]
-    start = batch.last_index - lengths + 1  # [B] first response token
-    valid = steps[None, :] < lengths[:, None]  # [B, R]
-    index = (start[:, None] + steps[None, :]).clamp(max=batch.input_ids.shape[1] - 1)
-    return index, valid
-
-
-def aggregate(values: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
-    """Per-response-token values [B, R] -> prefix rewards [B, R] (0 where not valid)."""
-    values = values * valid
-    if how == "last":
-        out = values
-    elif how == "sum":
-        out = values.cumsum(dim=1)
-    elif how == "mean":
-        out = values.cumsum(dim=1) / valid.cumsum(dim=1).clamp(min=1)
-    else:
-        raise ValueError(f"unknown aggregation {how!r}")
-    return out * valid
 
 
 class RewardModel(nn.Module):
@@ -175,7 +151,6 @@ class RewardModel(nn.Module):
         self, pairs: Sequence[Preference], optimizers: list[torch.optim.Optimizer], step: int
     ) -> dict[str, float]:
         """One step on a batch of pairs; returns at least ``loss`` and ``accuracy``."""
-        from persalign.rewards.training import default_training_step
 
         return default_training_step(self, pairs, optimizers)
 
@@ -265,13 +240,11 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------------ training, adaptation
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Learn theta and the train users' z_k (Bradley-Terry unless the method says otherwise)."""
-        from persalign.rewards.training import fit
 
         return fit(self, prefs, **kw)
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn a new user's z_k from ``support`` with theta frozen (global methods: no-op)."""
-        from persalign.rewards.training import adapt_user_vector
 
         if self.personalized:
             adapt_user_vector(self, user, support)
@@ -295,25 +268,21 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------------ decoding hooks
     def start(self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]):
         """Encode the prompts once; the state that ``step_rewards`` / ``commit`` advance."""
-        from persalign.rewards.stepping import start_hidden
 
         return start_hidden(self, prompt_ids, users)
 
     def step_rewards(self, state, candidates: torch.Tensor) -> torch.Tensor:
         """[B, k] rewards of the prefixes extended by each of k candidate tokens [B, k]."""
-        from persalign.rewards.stepping import step_hidden
 
         return step_hidden(self, state, candidates)
 
     def commit(self, state, choice: torch.Tensor) -> None:
         """Append candidate ``choice`` [B] (an index into the last candidates) to each prefix."""
-        from persalign.rewards.stepping import commit_hidden
 
         commit_hidden(self, state, choice)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str) -> None:
         """safetensors weights (LoRA, head, users) + a JSON config; never pickle."""
-        from persalign.rewards.io import save_reward_model
 
         save_reward_model(self, path)

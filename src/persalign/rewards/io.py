@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save
 from persalign import __version__
 from persalign.errors import DataError
 from persalign.io import atomic_write, read_json, write_json
+from persalign.rewards.registry import METHODS
 
 FORMAT = "persalign-reward/1"
 CONFIG_FILE = "config.json"
@@ -57,8 +58,6 @@ def _serialize(tensors: dict[str, torch.Tensor]) -> bytes:
 
 def load_reward_model(path: str | Path, **overrides):
     """Rebuild the method from its config, then load its trained weights."""
-    from persalign.rewards.base import METHODS
-
     folder = Path(path)
     meta = read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

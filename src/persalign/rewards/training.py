@@ -17,14 +17,17 @@ import math
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
-from persalign.rewards.base import RewardModel, aggregate, response_index
+from persalign.rewards.aggregation import aggregate, response_index
+
+if TYPE_CHECKING:  # annotations only: RewardModel calls into this module
+    from persalign.rewards.base import RewardModel
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)

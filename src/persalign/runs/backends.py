@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from persalign.errors import ConfigError
+from persalign.registry import load_plugins
+from persalign.runs.cells import cell_finished, run_cell_job
+from persalign.runs.model_jobs import model_finished, run_model_job
 from persalign.runs.plan import Job
 
 log = logging.getLogger(__name__)
@@ -37,17 +42,14 @@ class Outcome:
 
 def run_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
     """Run one job given as plain data (what a Ray task receives)."""
-    import torch
 
+    load_plugins(job_json.get("plugins", ()))  # a Ray worker has not imported them yet
     previous = torch.get_num_threads()
     if job_json.get("threads"):
         torch.set_num_threads(job_json["threads"])
     try:
         if job_json["kind"] == "model":
-            from persalign.runs.model_jobs import run_model_job
-
             return run_model_job(run_dir, job_json, force)
-        from persalign.runs.cells import run_cell_job
 
         return run_cell_job(run_dir, job_json, force)
     finally:
@@ -56,10 +58,7 @@ def run_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) 
 
 def job_finished(run_dir: Path, job: Job) -> bool:
     if job.kind == "model":
-        from persalign.runs.model_jobs import model_finished
-
         return model_finished(job.folder(run_dir), job.spec_hash)
-    from persalign.runs.cells import cell_finished
 
     return cell_finished(job.folder(run_dir), job.spec_hash)
 
@@ -117,7 +116,7 @@ class RayBackend:
         self.init_kwargs = init_kwargs
 
     def execute(self, jobs: list[Job], run_dir: Path, force: bool = False) -> Outcome:
-        import ray
+        import ray  # heavy and optional: only for --backend ray
 
         if not ray.is_initialized():
             ray.init(

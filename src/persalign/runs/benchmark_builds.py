@@ -17,9 +17,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from persalign.io import read_json, sha256_file, write_json
+from persalign.data import BUILDERS, BuildOptions
 from persalign.data.benchmark_folder import BENCHMARK_FILES
 from persalign.errors import DataError
+from persalign.io import read_json, sha256_file, write_json
 from persalign.runs.config import BenchmarkConfig
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ def benchmark_hash(folder: Path) -> str:
 
 def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> PreparedBenchmark:
     """The benchmark's folder, building it under ``run_dir/benchmarks/<label>`` if needed."""
-    from persalign.data import BUILDERS, BuildOptions
 
     if config.path is not None:
         folder = Path(config.path)

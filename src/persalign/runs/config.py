@@ -24,7 +24,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from persalign.decoding import DECODERS
 from persalign.errors import ConfigError, describe_validation_error, validated
+from persalign.io import dumps
+from persalign.overrides import parse_overrides
+from persalign.registry import load_plugins
+from persalign.rewards import METHODS, RewardConfig
 from persalign.runs.sections import (
     BaselinesConfig,
     BenchmarkConfig,
@@ -35,7 +40,6 @@ from persalign.runs.sections import (
     RewardSection,
     Strict,
 )
-from persalign.overrides import parse_overrides
 
 __all__ = [
     "BaselinesConfig",
@@ -68,7 +72,13 @@ class RunConfig(Strict):
     methods: dict[str, dict[str, Any] | None] = Field(
         {},
         description="Reward methods by label: {method: registered name (default: the label), "
-        "decoder: args|p-dpo, any field of the method's config}.",
+        "decoder: a registered decoder that uses a reward model (default args), any field of "
+        "the method's config}.",
+    )
+    plugins: list[str] = Field(
+        [],
+        description="Modules to import before planning and in every job (each registers "
+        "methods, decoders or metrics), e.g. my_lab.metrics.",
     )
     policies: dict[str, PolicyConfig] = Field(min_length=1, description="Policies by name.")
     baselines: BaselinesConfig = Field(BaselinesConfig(), description="Baselines.")
@@ -105,6 +115,11 @@ class RunConfig(Strict):
         for label in self.methods:
             if label == "zero-shot" or label.startswith("icl"):
                 raise ValueError(f"methods.{label}: 'zero-shot' and 'icl*' name the baselines")
+        for row in self.baselines.decoders:
+            where = f"baselines.decoders.{row}"
+            if row == "zero-shot" or row.startswith("icl") or row in self.methods:
+                raise ValueError(f"{where}: the label names a baseline or a method already")
+            self._labels({row: None})
         if len(self.lam.grid) > 1 and self.lam.heldout_per_user == 0:
             raise ValueError("lambda.heldout_per_user is 0: nothing to select lambda on")
         return self
@@ -118,9 +133,22 @@ class RunConfig(Strict):
 
 
 def check_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Validate every method against its own config class; returns label -> full reward config."""
-    from persalign.rewards import METHODS, RewardConfig
+    """Validate every method against its own config class; returns label -> full reward config.
 
+    Validated once per distinct (reward, methods) content: ``parse_config`` checks early (before
+    anything is built) and ``make_plan`` reads the same result.
+    """
+    key = dumps(config.model_dump(mode="json", include={"reward", "methods"}))
+    if key not in _CHECKED:
+        _CHECKED.clear()  # one config at a time
+        _CHECKED[key] = _checked_methods(config)
+    return copy.deepcopy(_CHECKED[key])
+
+
+_CHECKED: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def _checked_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
     _validate(RewardConfig, config.reward.settings, "reward.settings")
     out = {}
     for label, entry in config.methods.items():
@@ -137,12 +165,59 @@ def check_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
             cls = METHODS.get(name)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        if decoder not in ("args", "p-dpo"):
-            raise ConfigError(f"{where}.decoder: 'args' or 'p-dpo', got {decoder!r}")
-        if decoder == "p-dpo" and name != "p-dpo":
-            raise ConfigError(f"{where}.decoder: 'p-dpo' needs method p-dpo, not {name!r}")
+        try:
+            decoder_class = DECODERS.get(decoder)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.decoder: {exc}") from None
+        if not decoder_class.needs_reward_model:
+            raise ConfigError(f"{where}.decoder: {decoder!r} does not use a reward model")
+        allowed = decoder_class.reward_methods
+        if allowed and name not in allowed:
+            raise ConfigError(
+                f"{where}.decoder: {decoder!r} needs method {' or '.join(allowed)}, not {name!r}"
+            )
         out[label] = _validate(cls.config_class, {**options, "seed": 0}, where)
     return out
+
+
+def decoder_settings(config: RunConfig, decoder: str, seed: int, **extra: Any) -> dict[str, Any]:
+    """The settings of ``decoder`` for a cell: every key of the config's ``decoding`` section
+    (and ``extra``) that the decoder's settings class declares, validated; lambda excepted."""
+    cls = DECODERS.get(decoder)
+    offered = {**config.decoding.model_dump(mode="json", exclude={"generate"}), **extra}
+    settings = {k: v for k, v in offered.items() if cls.takes(k) and k != "lam"}
+    settings["seed"] = seed
+    where = f"decoder {decoder}"
+    return validated(cls.settings_class, settings, head=where).model_dump(
+        mode="json", include=set(settings)
+    )
+
+
+def baseline_decoder(config: RunConfig, row: str) -> tuple[str, dict[str, Any]]:
+    """(registered decoder, settings given in the config) of ``baselines.decoders.<row>``."""
+    where = f"baselines.decoders.{row}"
+    entry = config.baselines.decoders[row]
+    if entry is not None and not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a mapping of options, got {entry!r}")
+    options = dict(entry or {})
+    name = options.pop("decoder", row)
+    try:
+        cls = DECODERS.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.decoder: {exc}") from None
+    if cls.needs_reward_model:
+        raise ConfigError(f"{where}.decoder: {name!r} needs a reward model: list it under methods")
+    return name, options
+
+
+def check_baselines(config: RunConfig) -> None:
+    """Every extra baseline decoder exists, needs no reward model, and takes its settings."""
+    for row in config.baselines.decoders:
+        name, options = baseline_decoder(config, row)
+        unknown = sorted(k for k in options if not DECODERS.get(name).takes(k))
+        if unknown:
+            raise ConfigError(f"baselines.decoders.{row}.{unknown[0]}: unknown key")
+        decoder_settings(config, name, 0, **options)
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -181,8 +256,10 @@ def parse_config(
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+    load_plugins(config.plugins)
     try:
         check_methods(config)
+        check_baselines(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return resolve_paths(config, Path(base_dir))
@@ -236,6 +313,5 @@ def dump_config(config: RunConfig) -> dict[str, Any]:
 
 
 def config_hash(config: RunConfig) -> str:
-    from persalign.io import dumps
 
     return hashlib.sha256(dumps(dump_config(config)).encode()).hexdigest()

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from persalign.io import read_json, write_json
 from persalign.runs.config import RunConfig, config_hash, dump_config
 
@@ -69,7 +71,6 @@ def versions() -> dict[str, str | None]:
 
 
 def hardware() -> dict[str, Any]:
-    import torch
 
     info: dict[str, Any] = {
         "platform": platform.platform(),

@@ -21,9 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from persalign.io import write_json
+from persalign.metrics.lambda_selection import split_train_heldout
+from persalign.metrics.ranking import rm_accuracy
+from persalign.rewards import create
 from persalign.runs.plan import Job
+from persalign.runs.specs import ModelJobSpec
 from persalign.runs.workspace import MODEL_MARKER, benchmark, job_log, marker_matches
+from persalign.types import Benchmark
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +39,17 @@ def model_finished(folder: Path, spec_hash: str) -> bool:
     return marker_matches(folder / MODEL_MARKER, "hash", spec_hash)
 
 
-def heldout_split(bench, spec: dict[str, Any]) -> tuple[list, list]:
+def heldout_split(bench: Benchmark, spec: ModelJobSpec) -> tuple[list, list]:
     """(preferences to fit on, held-out train-user preferences) of a model spec."""
-    from persalign.metrics.lambda_selection import split_train_heldout
 
-    per_user, users = spec["heldout"]["per_user"], spec["heldout"]["users"]
+    per_user, users = spec.heldout.per_user, spec.heldout.users
     if per_user < 1:
         return list(bench.train), []
-    return split_train_heldout(bench, per_user=per_user, max_users=users, seed=spec["seed"])
+    return split_train_heldout(bench, per_user=per_user, max_users=users, seed=spec.seed)
 
 
 def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
     """Train, adapt, save and score one reward model (skipped when finished, unless force)."""
-    import torch
-
-    from persalign.metrics.ranking import rm_accuracy
-    from persalign.rewards import create
 
     job = Job.from_json(job_json)
     folder = job.folder(run_dir)
@@ -64,8 +66,8 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         log.info("training %s", job.id)
         bench = benchmark(job.bench_path)
         train, heldout = heldout_split(bench, spec)
-        torch.manual_seed(spec["seed"])
-        rm = create(spec["reward_method"], **spec["reward_config"])
+        torch.manual_seed(spec.seed)
+        rm = create(spec.reward_method, **spec.reward_config)
         history = rm.fit(train, log_path=tmp / "train_log.jsonl")
         for user in bench.adapt_users():
             rm.adapt(user.user, user.support)
@@ -79,7 +81,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         {
             "id": job.id,
             "hash": job.spec_hash,
-            "spec": spec,
+            "spec": spec.to_json(),
             "train_pairs": len(train),
             "heldout_pairs": len(heldout),
             "steps": len(history),

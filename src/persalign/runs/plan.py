@@ -3,7 +3,8 @@
 
     jobs = make_plan(config, {"pref-acl": prepared})
     [j.id for j in jobs][:3]
-    # ['pref-acl__global-rm__bundled-smollm2-135m-instruct__s0', 'pref-acl__smol__zero-shot__s0', ...]
+    # ['pref-acl__global-rm__bundled-smollm2-135m-instruct__s0',
+    #  'pref-acl__smol__zero-shot__s0', ...]
     jobs[2].needs       # a method cell needs its model and its zero-shot cell
 
 A job is plain data (``to_json``), so a Ray task gets exactly what the local backend gets. Its
@@ -20,11 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persalign.io import dumps
 from persalign.runs.benchmark_builds import PreparedBenchmark
-from persalign.runs.config import RunConfig, check_methods
-
-BASELINE_METHODS = ("zero-shot", "icl", "icl-rag")
+from persalign.runs.config import RunConfig, baseline_decoder, check_methods, decoder_settings
+from persalign.runs.specs import (
+    CellJobSpec,
+    HeldoutSpec,
+    JobRef,
+    JobSpec,
+    ModelJobSpec,
+    PolicySpec,
+    parse_spec,
+    spec_hash,
+)
 
 
 @dataclass(frozen=True)
@@ -33,16 +41,16 @@ class Job:
 
     id: str
     kind: str  # "model" | "cell"
-    spec: dict[str, Any]
+    spec: JobSpec
     bench_path: str
     needs: tuple[str, ...] = ()
     gpus: float = 0.0
     threads: int | None = None  # torch CPU threads of the job process (not in the spec)
+    plugins: tuple[str, ...] = ()  # modules to import first (config ``plugins``; not in the spec)
     spec_hash: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        digest = hashlib.sha256(dumps(self.spec).encode()).hexdigest()
-        object.__setattr__(self, "spec_hash", digest)
+        object.__setattr__(self, "spec_hash", spec_hash(self.spec))
 
     def folder(self, run_dir: str | Path) -> Path:
         return Path(run_dir) / ("models" if self.kind == "model" else "cells") / self.id
@@ -51,11 +59,12 @@ class Job:
         return {
             "id": self.id,
             "kind": self.kind,
-            "spec": self.spec,
+            "spec": self.spec.to_json(),
             "bench_path": self.bench_path,
             "needs": list(self.needs),
             "gpus": self.gpus,
             "threads": self.threads,
+            "plugins": list(self.plugins),
         }
 
     @classmethod
@@ -63,11 +72,12 @@ class Job:
         return cls(
             obj["id"],
             obj["kind"],
-            obj["spec"],
+            parse_spec(obj["spec"]),
             obj["bench_path"],
             tuple(obj["needs"]),
             obj["gpus"],
             obj.get("threads"),
+            tuple(obj.get("plugins", ())),
         )
 
 
@@ -88,91 +98,113 @@ def make_plan(config: RunConfig, benches: dict[str, PreparedBenchmark]) -> list[
     reward_configs = check_methods(config)
     jobs: list[Job] = []
     for label, bench in benches.items():
-        bench_ref = {"benchmark": label, "benchmark_hash": bench.hash}
         for seed in config.seeds:
             models: dict[str, Job] = {}
             for method in config.methods:
                 name, _, _ = config.method_options(method)
-                reward_config = {**reward_configs[method], "seed": seed}
-                spec = {
-                    **bench_ref,
-                    "kind": "model",
-                    "method": method,
-                    "reward_method": name,
-                    "reward_config": reward_config,
-                    "seed": seed,
-                    "heldout": _heldout(config),
-                }
-                job_id = f"{label}__{method}__{slug(reward_config['backbone'])}__s{seed}"
+                spec = ModelJobSpec(
+                    benchmark=label,
+                    benchmark_hash=bench.hash,
+                    method=method,
+                    reward_method=name,
+                    reward_config={**reward_configs[method], "seed": seed},
+                    seed=seed,
+                    heldout=HeldoutSpec(
+                        per_user=config.lam.heldout_per_user, users=config.lam.heldout_users
+                    ),
+                )
+                backbone = slug(spec.reward_config["backbone"])
+                job_id = f"{label}__{method}__{backbone}__s{seed}"
                 models[method] = Job(
                     job_id, "model", spec, str(bench.path), gpus=config.reward.gpus
                 )
                 jobs.append(models[method])
             for policy_name in config.policies:
-                jobs += _policy_cells(config, label, bench, bench_ref, seed, policy_name, models)
-    if config.threads is not None:
-        jobs = [dataclasses.replace(job, threads=config.threads) for job in jobs]
-    return jobs
-
-
-def _heldout(config: RunConfig) -> dict[str, Any]:
-    return {"per_user": config.lam.heldout_per_user, "users": config.lam.heldout_users}
+                jobs += _policy_cells(config, label, bench, seed, policy_name, models)
+    extra = {"threads": config.threads, "plugins": tuple(config.plugins)}
+    return [dataclasses.replace(job, **extra) for job in jobs]
 
 
 def _policy_cells(
     config: RunConfig,
     label: str,
     bench: PreparedBenchmark,
-    bench_ref: dict[str, Any],
     seed: int,
     policy_name: str,
     models: dict[str, Job],
 ) -> list[Job]:
     policy = config.policies[policy_name]
-    decoding = config.decoding.model_dump(mode="json")
-    common = {
-        **bench_ref,
-        "kind": "baseline",
-        "policy": {"name": policy_name, **policy.model_dump(mode="json"), "scale": policy.label()},
+    common: dict[str, Any] = {
+        "benchmark": label,
+        "benchmark_hash": bench.hash,
+        "policy": PolicySpec(
+            **policy.model_dump(exclude={"scale"}), name=policy_name, scale=policy.label()
+        ),
         "seed": seed,
-        "decoding": {k: v for k, v in decoding.items() if k != "k"},
-        "metrics": config.metrics.model_dump(mode="json"),
+        "generate": config.decoding.generate,
+        "metrics": config.metrics,
     }
     prefix = f"{label}__{policy_name}"
+    path = str(bench.path)
+
+    def cell(cell_id: str, needs: tuple[str, ...] = (), **fields: Any) -> Job:
+        return Job(cell_id, "cell", CellJobSpec(**common, **fields), path, needs, policy.gpus)
+
     cells: list[Job] = []
     zero_shot: Job | None = None
     if config.baselines.zero_shot:
-        spec = {**common, "method": "zero-shot", "shots": None}
-        zero_shot = Job(
-            f"{prefix}__zero-shot__s{seed}", "cell", spec, str(bench.path), (), policy.gpus
+        settings = decoder_settings(config, "zero-shot", seed)
+        zero_shot = cell(
+            f"{prefix}__zero-shot__s{seed}",
+            kind="baseline",
+            method="zero-shot",
+            decoder="zero-shot",
+            decoder_settings=settings,
         )
         cells.append(zero_shot)
     icl = config.baselines.model_dump(
         mode="json", include={"retrieval", "embedder", "max_prompt_tokens"}
     )
+    for row in config.baselines.decoders:
+        name, options = baseline_decoder(config, row)
+        cells.append(
+            cell(
+                f"{prefix}__{row}__s{seed}",
+                kind="baseline",
+                method=row,
+                decoder=name,
+                decoder_settings=decoder_settings(config, name, seed, **options),
+            )
+        )
     for method in ("icl", "icl-rag"):
         for shots in getattr(config.baselines, method.replace("-", "_")):
-            spec = {**common, "method": method, "shots": shots, "icl": icl}
-            if method == "icl":
-                spec["icl"] = {"max_prompt_tokens": icl["max_prompt_tokens"]}
-            cell_id = f"{prefix}__{method}-{shots}__s{seed}"
-            cells.append(Job(cell_id, "cell", spec, str(bench.path), (), policy.gpus))
+            settings = decoder_settings(config, method, seed, shots=shots, **icl)
+            cells.append(
+                cell(
+                    f"{prefix}__{method}-{shots}__s{seed}",
+                    kind="baseline",
+                    method=method,
+                    shots=shots,
+                    decoder=method,
+                    decoder_settings=settings,
+                )
+            )
+    zero_ref = JobRef(id=zero_shot.id, hash=zero_shot.spec_hash) if zero_shot else None
     for method, model in models.items():
         name, decoder, _ = config.method_options(method)
-        spec = {
-            **common,
-            "kind": "method",
-            "decoding": decoding,
-            "method": method,
-            "reward_method": name,
-            "decoder": decoder,
-            "shots": None,
-            "model": {"id": model.id, "hash": model.spec_hash},
-            "zero_shot": {"id": zero_shot.id, "hash": zero_shot.spec_hash} if zero_shot else None,
-            "lambda": config.lam.model_dump(mode="json"),
-        }
         needs = (model.id,) + ((zero_shot.id,) if zero_shot else ())
         cells.append(
-            Job(f"{prefix}__{method}__s{seed}", "cell", spec, str(bench.path), needs, policy.gpus)
+            cell(
+                f"{prefix}__{method}__s{seed}",
+                needs,
+                kind="method",
+                method=method,
+                reward_method=name,
+                decoder=decoder,
+                decoder_settings=decoder_settings(config, decoder, seed),
+                model=JobRef(id=model.id, hash=model.spec_hash),
+                zero_shot=zero_ref,
+                lam=config.lam,
+            )
         )
     return cells

@@ -3,6 +3,7 @@
     config = load_config("configs/demo.yaml")
     summary = run_experiment(config, out="runs")                 # local backend
     summary = run_experiment(config, backend="ray", address="auto")
+    summary = run_experiment(config, reporter=report_html)         # persalign.report.writer
     summary.run_dir, summary.report                               # runs/demo, .../report.html
 
 Layout of ``<out>/<name>/`` (docs/runs.md): ``manifest.json``, ``benchmarks/<label>/`` (when built
@@ -10,12 +11,14 @@ here), ``models/<benchmark>__<method>__<backbone>__s<seed>/`` and ``cells/<cell 
 (``metrics.json``, written last, ``generations.jsonl``, ``log.txt``). Rerunning skips what is
 finished with the same inputs; ``force`` redoes every model and cell. Every step is seeded, so a
 run killed at any moment and started again ends with the same results as an uninterrupted run.
-At the end the report is written (``persalign.report.writer``) when that module exists.
+At the end ``reporter(run_dir)`` writes the report, when given (the report room sits above this
+one, so the caller passes it in: ``persalign run`` passes ``persalign.report.writer.report_html``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,7 @@ def run_experiment(
     force: bool = False,
     backend: str = "local",
     address: str | None = None,
-    report: bool = True,
+    reporter: Callable[[Path], Path | None] | None = None,
     ray_init: dict[str, Any] | None = None,
 ) -> RunSummary:
     """Run (or resume) ``config`` into ``<out>/<config.name>``; RunFailed if any job failed."""
@@ -80,9 +83,9 @@ def run_experiment(
         len(outcome.blocked),
     )
     report_path = None
-    if report:
+    if reporter is not None:
         try:
-            report_path = write_run_report(run_dir)
+            report_path = reporter(run_dir)
         except PersalignError as exc:  # e.g. no finished cell at all
             if not outcome.failed:
                 raise
@@ -95,15 +98,3 @@ def run_experiment(
             f"see their log.txt in {run_dir}: {lines}"
         )
     return summary
-
-
-def write_run_report(run_dir: Path) -> Path | None:
-    """The report's HTML page, if the report module is installed; None otherwise."""
-    try:
-        from persalign.report.writer import write_report
-    except ImportError:
-        log.info("no report module: skipping the report")
-        return None
-    written = write_report(run_dir)
-    html = [Path(p) for rel, p in written.items() if str(rel).endswith("report.html")]
-    return html[0] if html else None

@@ -116,6 +116,12 @@ class BaselinesConfig(Strict):
         2048, ge=16, description="ICL context budget; demonstrations are dropped to fit."
     )
 
+    decoders: dict[str, dict[str, Any] | None] = Field(
+        {},
+        description="More baseline rows by label: {decoder: a registered decoder that needs no "
+        "reward model (default: the label), any field of its settings}.",
+    )
+
     @field_validator("icl", "icl_rag")
     @classmethod
     def _shots(cls, value: list[int]) -> list[int]:

@@ -20,7 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from persalign.data.benchmark_folder import load_benchmark
+from persalign.decoding import Policy
 from persalign.io import dumps, read_json
+from persalign.logs import track
+from persalign.rewards import load
+from persalign.runs.sections import PolicyConfig
 
 log = logging.getLogger(__name__)
 GENERATIONS = "generations.jsonl"
@@ -47,7 +52,6 @@ def marker_matches(path: Path, key: str, spec_hash: str) -> bool:
 
 def benchmark(path: str | Path):
     """The benchmark in ``path`` (loaded once per process)."""
-    from persalign.data.benchmark_folder import load_benchmark
 
     key = str(Path(path).resolve())
     if key not in _benchmarks:
@@ -55,27 +59,24 @@ def benchmark(path: str | Path):
     return _benchmarks[key]
 
 
-def policy_for(spec: dict[str, Any]):
+def policy_for(spec: PolicyConfig) -> Policy:
     """The policy of a cell spec's ``policy`` entry; the previous one is released."""
-    from persalign.decoding import Policy
-
     fields = ("spec", "device", "dtype", "max_prompt_tokens", "trust_remote_code")
-    key = dumps({k: spec[k] for k in fields})
+    key = dumps(spec.model_dump(mode="json", include=set(fields)))
     if key not in _policy:
         _policy.clear()
         _policy[key] = Policy.load(
-            spec["spec"],
-            device=spec["device"],
-            dtype=spec["dtype"],
-            max_prompt_tokens=spec["max_prompt_tokens"],
-            trust_remote_code=spec["trust_remote_code"],
+            spec.spec,
+            device=spec.device,
+            dtype=spec.dtype,
+            max_prompt_tokens=spec.max_prompt_tokens,
+            trust_remote_code=spec.trust_remote_code,
         )
     return _policy[key]
 
 
 def reward_model(folder: Path, spec_hash: str):
     """The trained reward model in ``folder`` (checked against the model job's hash)."""
-    from persalign.rewards import load
 
     if not marker_matches(folder / MODEL_MARKER, "hash", spec_hash):
         raise RuntimeError(f"{folder} holds another model than this cell expects")
@@ -84,12 +85,6 @@ def reward_model(folder: Path, spec_hash: str):
         _reward.clear()
         _reward[key] = load(folder)
     return _reward[key]
-
-
-def clear_caches() -> None:
-    _benchmarks.clear()
-    _policy.clear()
-    _reward.clear()
 
 
 @contextmanager
@@ -140,7 +135,6 @@ def generate_resumable(
     """Generations for ``requests`` in fixed batches, appended to a partial file after each
     batch; a rerun continues after the last whole batch, so every batch holds the same
     requests as in an uninterrupted run. The finished file is renamed into place."""
-    from persalign.logs import track
 
     final = folder / GENERATIONS
     if final.is_file():

@@ -188,7 +188,11 @@ class PDPO(LikelihoodRM):
     def generate_ids(
         self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str], max_new_tokens: int = 64
     ) -> list[list[int]]:
-        """Greedy decoding from the personalized policy; token ids without the final eos."""
+        """Greedy decoding from the personalized policy; token ids without the final eos.
+
+        The ``p-dpo`` decoder (persalign.decoding) writes with the same policy through the
+        shared decoding loop (sampling, stop strings); this is its plain greedy reference.
+        """
         stream = open_stream(
             self.backbone,
             prompt_ids,
@@ -229,6 +233,10 @@ class PDPO(LikelihoodRM):
             texts += self.formatter.tokenizer.batch_decode(rows, skip_special_tokens=True)
         self.train(was_training)
         return texts
+
+    def eos_ids(self) -> set[int]:
+        """Token ids that end a response (the ``p-dpo`` decoder's stop tokens)."""
+        return {i for i in self._stop_ids() if i >= 0}
 
     def _stop_ids(self) -> set[int]:
         """The tokenizer's eos and the model's generation-config eos ids."""

@@ -1,0 +1,216 @@
+"""Cell metrics as plugins: one class per top-level key of a cell's metrics.json.
+
+    from persalign.metrics import CellContext, CellMetric, Column, register_metric
+
+    @register_metric("length", summary="Mean generation length in characters, per user then mean")
+    class Length(CellMetric):
+        needs = frozenset({"generations"})
+        columns = (Column("length", ("length",), "Length", None, "number"),)
+
+        def compute(self, ctx: CellContext) -> dict:
+            return {"mean": sum(len(g["text"]) for g in ctx.generations) / len(ctx.generations)}
+
+    ctx = CellContext(kind="method", method="lore", decoder="args", seed=0, settings=settings,
+                      benchmark=bench, policy=policy, reward_model=rm, lam=1.0,
+                      generations=gens, zero_shot=ZeroShot(zs_metrics, zs_gens))
+    compute_cell_metrics(ctx)      # {"rm_accuracy": {...}, "policy_accuracy": {...}, ...}
+
+A new file in ``persalign/metrics/`` with such a class is all a new metric needs: the registry
+imports every module of the package on first lookup, the runner writes its value under its key,
+``persalign ls metrics`` lists it and the report shows its columns (``schema.report_columns``).
+
+A metric is computed for a cell when the cell's kind is one of its ``kinds``, everything it
+``needs`` is there (see ``CellContext.has``) and ``enabled(settings)`` says yes; otherwise its
+key is left out (the runner writes null). Metrics run in a fixed order (``order``, then key), so a
+later one can read an earlier one's value in ``ctx.results``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from persalign.registry import Registry
+from persalign.types import Benchmark, Preference
+
+if TYPE_CHECKING:  # annotations only: importing them at run time would load torch
+    from persalign.decoding import Policy
+    from persalign.rewards import RewardModel
+
+log = logging.getLogger(__name__)
+
+KINDS = ("method", "baseline")
+# what a metric may need, and what each means in a CellContext
+NEEDS = {
+    "generations": "the cell's generations (decoding.generate is on)",
+    "references": "the users' own completions (benchmark.completions, Pref-LaMP/ACL)",
+    "reward_model": "the method's reward model (method cells)",
+    "policy": "the base policy",
+    "zero_shot": "the zero-shot cell of the same benchmark, policy and seed",
+}
+# how a column's values are shown in the report
+UNITS = {"fraction": "a fraction, shown in % (x 100)", "number": "shown as it is"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One report column: the number at ``path`` in metrics.json (a dict's "mean" is read).
+
+    ``higher_is_better``: None where neither is (lambda); ``expected_for``: the cell kinds where
+    a null value is reported as missing.
+    """
+
+    key: str
+    path: tuple[str, ...]
+    label: str
+    higher_is_better: bool | None
+    unit: str = "fraction"
+    expected_for: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"column {self.key!r}: unit {self.unit!r} not in {sorted(UNITS)}")
+        if not self.path or not set(self.expected_for) <= set(KINDS):
+            raise ValueError(f"column {self.key!r}: empty path or unknown kind in expected_for")
+
+
+@dataclass(frozen=True)
+class ZeroShot:
+    """The finished zero-shot cell a method cell is compared with."""
+
+    metrics: dict[str, Any]
+    generations: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class CellContext:
+    """Everything a cell's metrics may use; the runner fills it (see compute_cell_metrics).
+
+    ``settings``: the run config's ``metrics`` section as a plain dict (bertscore_model,
+    bertscore_num_layers, batch_size, perplexity, win_rate). ``decoder``: the method cell's
+    decoder ("args"), or the baseline itself ("zero-shot", "icl", "icl-rag"). ``shots`` and
+    ``icl`` (the spec's ``icl`` settings): ICL and ICL-RAG cells only. ``model_results``: files
+    the model job wrote (``{"rm_accuracy": {...}}``). ``results``: what earlier metrics of this
+    cell computed (filled in as they run).
+    """
+
+    kind: str
+    method: str
+    decoder: str
+    seed: int
+    settings: dict[str, Any]
+    benchmark: Benchmark
+    policy: Policy | None = None
+    reward_model: RewardModel | None = None
+    lam: float | None = None
+    shots: int | None = None
+    icl: dict[str, Any] | None = None
+    generations: list[dict[str, Any]] | None = None
+    zero_shot: ZeroShot | None = None
+    model_results: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"cell kind {self.kind!r} is not one of {', '.join(KINDS)}")
+
+    def has(self, need: str) -> bool:
+        """Whether the cell has what ``need`` (a key of NEEDS) names."""
+        present = {
+            "generations": self.generations is not None,
+            "references": bool(self.benchmark.completions),
+            "reward_model": self.reward_model is not None,
+            "policy": self.policy is not None,
+            "zero_shot": self.zero_shot is not None,
+        }
+        return present[need]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.settings["batch_size"])
+
+    def prompts(self) -> dict[tuple[str, str], str]:
+        """(user, id) -> prompt of every query preference."""
+        return {(q.user, q.id): q.prompt for q in self.benchmark.query}
+
+    def support(self) -> dict[str, list[Preference]]:
+        """user -> support preferences of every adaptation user (the ICL demonstrations)."""
+        return {u.user: list(u.support) for u in self.benchmark.adapt_users()}
+
+
+class CellMetric:
+    """A per-cell metric: its value goes under ``key`` in metrics.json (see module doc).
+
+    Subclasses set ``needs`` (keys of NEEDS), ``kinds``, ``columns`` and ``order``, may override
+    ``enabled`` (config switches) and ``applies``, and implement ``compute``. ``key`` and
+    ``summary`` are set by ``register_metric``.
+    """
+
+    key: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    kinds: ClassVar[frozenset[str]] = frozenset(KINDS)
+    columns: ClassVar[tuple[Column, ...]] = ()
+    order: ClassVar[int] = 100  # computation, column and results.csv order (then key)
+
+    def enabled(self, settings: dict[str, Any]) -> bool:
+        """The config's switch for this metric (settings: the run config's metrics section)."""
+        return True
+
+    def applies(self, ctx: CellContext) -> bool:
+        """Whether to compute it for this cell: kind, needs and the config switch."""
+        return (
+            ctx.kind in self.kinds
+            and all(ctx.has(need) for need in sorted(self.needs))
+            and self.enabled(ctx.settings)
+        )
+
+    def compute(self, ctx: CellContext) -> Any:
+        """The JSON value written under ``key``."""
+        raise NotImplementedError
+
+
+METRICS: Registry[type[CellMetric]] = Registry("metric", packages=("persalign.metrics",))
+
+
+def register_metric(name: str, summary: str = "") -> Callable[[type[CellMetric]], type[CellMetric]]:
+    """Class decorator: register a CellMetric whose metrics.json key (and registry name) is
+    ``name``; every column must read from under that key."""
+
+    def decorate(cls: type[CellMetric]) -> type[CellMetric]:
+        if not (isinstance(cls, type) and issubclass(cls, CellMetric)):
+            raise TypeError(f"metric {name!r}: {cls!r} is not a CellMetric subclass")
+        unknown = set(cls.needs) - set(NEEDS) or set(cls.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"metric {name!r}: unknown needs or kinds {sorted(unknown)}")
+        outside = [c.key for c in cls.columns if c.path[0] != name]
+        if outside:
+            raise ValueError(f"metric {name!r}: columns {outside} do not read from {name!r}")
+        cls.key = name
+        cls.summary = summary or (cls.__doc__ or "").strip().split("\n")[0]
+        return METRICS.register(name, summary=cls.summary)(cls)
+
+    return decorate
+
+
+def ordered_metrics() -> list[type[CellMetric]]:
+    """Every registered metric in computation order: ``order``, then key."""
+    return sorted((entry.obj for entry in METRICS.entries()), key=lambda m: (m.order, m.key))
+
+
+def compute_cell_metrics(ctx: CellContext) -> dict[str, Any]:
+    """{key: value} of every registered metric that applies to the cell, in a fixed order.
+
+    Each value is also put into ``ctx.results`` as soon as it is computed.
+    """
+    out: dict[str, Any] = {}
+    for cls in ordered_metrics():
+        metric = cls()
+        if not metric.applies(ctx):
+            log.debug("metric %s: not for this cell", cls.key)
+            continue
+        log.info("metric %s", cls.key)
+        out[cls.key] = ctx.results[cls.key] = metric.compute(ctx)
+    return out

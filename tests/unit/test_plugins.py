@@ -1,0 +1,162 @@
+"""One file is enough: the four worked examples of docs/extending.md, copied verbatim into a
+temporary package, run as plugins of a tiny experiment (in a fresh process, so the registries of
+this one stay as they are), and found in the run's cells and report tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOC = REPO / "docs" / "extending.md"
+FILE_BLOCK = re.compile(r"<!-- file: (?P<path>[\w/]+\.py) -->\n```python\n(?P<code>.*?)```", re.S)
+
+
+def doc_files() -> dict[str, str]:
+    """relative path -> code of every ``<!-- file: ... -->`` block of docs/extending.md."""
+    return {m["path"]: m["code"] for m in FILE_BLOCK.finditer(DOC.read_text(encoding="utf-8"))}
+
+
+def write_plugins(root: Path) -> list[str]:
+    files = doc_files()
+    (root / "toyplug").mkdir()
+    (root / "toyplug" / "__init__.py").write_text("")
+    for rel, code in files.items():
+        (root / rel).write_text(code)
+    return sorted(rel[:-3].replace("/", ".") for rel in files)
+
+
+def write_preferences(path: Path) -> None:
+    """6 users x 4 preferences (prompts differ per user), plus one skipped record."""
+    rows = []
+    for u in range(6):
+        for i in range(4):
+            prompt = f"Write a title for note {i} of user {u}."
+            rows.append({"user": f"u{u}", "prompt": prompt, "chosen": f"good {i}", "rejected": "x"})
+    rows.append({"user": "u0", "prompt": "p", "chosen": "same", "rejected": "same"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_cli(argv: list[str], root: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "persalign.cli", "-q", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_the_doc_has_one_worked_example_per_kind():
+    files = doc_files()
+    assert sorted(files) == [
+        "toyplug/contrarian.py",
+        "toyplug/linear_rm.py",
+        "toyplug/title_length.py",
+        "toyplug/toy_jsonl.py",
+    ]
+    registrations = "".join(files.values())
+    for decorator in ("@register_method(", "@register_decoder(", "@register_metric(", "@BUILDERS."):
+        assert registrations.count(decorator) == 1, decorator
+
+
+def test_one_file_each_adds_a_method_decoder_metric_and_dataset_to_a_run(tmp_path, tiny_lm):
+    modules = write_plugins(tmp_path)
+    prefs = tmp_path / "prefs.jsonl"
+    write_preferences(prefs)
+    config = {
+        "name": "plug",
+        "seeds": [0],
+        "threads": 1,
+        "plugins": modules,
+        "benchmarks": {
+            "toy": {
+                "dataset": "toy-jsonl",
+                "source": str(prefs),
+                "train_users": 4,
+                "adapt_users": 2,
+                "min_items": 2,
+            }
+        },
+        "reward": {"backbone": tiny_lm, "settings": {"max_steps": 2, "batch_size": 4}},
+        "methods": {"linear-rm": None},
+        "policies": {"tiny": {"spec": tiny_lm, "params_m": 0.1, "scale": "tiny"}},
+        "baselines": {"decoders": {"contrarian": {"rank": 1}}},
+        "decoding": {"max_new_tokens": 4, "k": 3, "batch_size": 2},
+        "lambda": {"grid": [1.0]},
+        "metrics": {"bertscore_model": None, "perplexity": False},
+    }
+    path = tmp_path / "plug.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_cli(["run", str(path), "--out", str(tmp_path / "runs")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "plug"
+
+    # the dataset: built by the plugin's builder, its skip counted in the manifest
+    manifest = json.loads((run_dir / "benchmarks/toy/manifest.json").read_text())
+    assert manifest["skipped"]["chosen equals rejected"]["count"] == 1
+
+    # the reward method: trained, and scored in its cell
+    method = json.loads((run_dir / "cells/toy__tiny__linear-rm__s0/metrics.json").read_text())
+    assert 0.0 <= method["rm_accuracy"]["mean"] <= 1.0 and method["personalized"] is False
+
+    # the decoder: a baseline row whose outputs differ from the policy's own choices
+    def texts(cell: str) -> list[str]:
+        lines = (run_dir / "cells" / cell / "generations.jsonl").read_text().splitlines()
+        return [json.loads(line)["tokens"] for line in lines]
+
+    contrarian, zero_shot = texts("toy__tiny__contrarian__s0"), texts("toy__tiny__zero-shot__s0")
+    assert len(contrarian) == len(zero_shot) > 0 and contrarian != zero_shot
+
+    # the metric: in every cell's metrics.json and in the report's metrics table
+    cells = sorted(run_dir.glob("cells/*/metrics.json"))
+    assert len(cells) == 3
+    for cell in cells:
+        value = json.loads(cell.read_text())["title_length"]
+        assert value["mean"] > 0
+    table = list(csv.reader((run_dir / "report/toy/metrics.csv").open()))
+    header = table[0]
+    assert "Words" in header
+    method = header.index("Method")
+    assert {row[method] for row in table[1:]} >= {"contrarian", "linear-rm", "zero-shot"}
+    words = {row[method]: row[header.index("Words")] for row in table[1:]}
+    assert all(words[row] not in ("", "--") for row in ("contrarian", "linear-rm", "zero-shot"))
+    assert "Words" in (run_dir / "report/toy/metrics.md").read_text()
+
+    # `persalign ls --plugin M` lists what M registers; plain `ls` does not import plugins
+    plain = run_cli(["ls"], tmp_path)
+    assert plain.returncode == 0 and "linear-rm" not in plain.stdout
+    argv = ["ls", *(arg for m in modules for arg in ("--plugin", m))]
+    listing = run_cli(argv, tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    for name in ("linear-rm", "contrarian", "title_length", "toy-jsonl"):
+        assert name in listing.stdout
+
+
+@pytest.mark.parametrize("module", ["toyplug.contrarian", "toyplug.title_length"])
+def test_a_plugin_registers_on_import_only(tmp_path, module):
+    write_plugins(tmp_path)
+    code = (
+        "import importlib, persalign.decoding as d, persalign.metrics as m\n"
+        "before = set(d.DECODERS.names()) | set(m.METRICS.names())\n"
+        f"importlib.import_module({module!r})\n"
+        "after = set(d.DECODERS.names()) | set(m.METRICS.names())\n"
+        "print(sorted(after - before))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    expected = {"toyplug.contrarian": "['contrarian']", "toyplug.title_length": "['title_length']"}
+    assert out.stdout.strip() == expected[module]
