@@ -1,8 +1,11 @@
-"""Shared fixtures: the shared data folder, a private cache, tiny models.
+"""Shared fixtures: the shared data folder, a private cache, tiny models; no silent skips in CI.
 
-Tests that need ``../shared/data`` find it through ``PERSALIGN_SHARED_DATA``. Where the folder
-is absent they skip with a clear reason, except in CI (``PERSALIGN_REQUIRE_SHARED_DATA=1``),
-where a missing folder is an error, so real-data tests are never skipped silently.
+Tests that need ``../shared/data`` find it through ``PERSALIGN_SHARED_DATA`` only (``make`` sets
+it; there is no fallback to a guessed folder). Where it is unset or absent they skip with a
+clear reason, except in CI (``PERSALIGN_REQUIRE_SHARED_DATA=1``, set by ``.ci/run``): there
+every skip is a failure, whatever its cause (a missing shared folder, a bundled model or the
+BERTScore model not installed, no ``ray``, no fork start method, a ``skipif`` marker), reported
+with the skip's reason. Expected failures (``xfail``) are left alone.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+REQUIRE_ENV = "PERSALIGN_REQUIRE_SHARED_DATA"
+
+
+def require_everything() -> bool:
+    """True in CI (``PERSALIGN_REQUIRE_SHARED_DATA=1``): no test may skip."""
+    return os.environ.get(REQUIRE_ENV) == "1"
+
+
 def _shared_data() -> Path | None:
     env = os.environ.get("PERSALIGN_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
+    return Path(env) if env and Path(env).is_dir() else None
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +39,50 @@ def shared_data() -> Path:
     """The shared data folder (TL;DR batches, ACL Anthology XML, PRISM ids)."""
     path = _shared_data()
     if path is None:
-        msg = "shared data not found: set PERSALIGN_SHARED_DATA to ../shared/data"
-        if os.environ.get("PERSALIGN_REQUIRE_SHARED_DATA") == "1":
+        env = os.environ.get("PERSALIGN_SHARED_DATA")
+        msg = (
+            f"shared data folder {env!r} does not exist"
+            if env
+            else "shared data not found: set PERSALIGN_SHARED_DATA to ../shared/data"
+        )
+        if require_everything():
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def _skip_reason(longrepr: object) -> str:
+    # A skip's longrepr is (path, line, "Skipped: reason"); anything else is shown as it is.
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _fail_skip(report: pytest.TestReport | pytest.CollectReport, where: str) -> None:
+    reason = _skip_reason(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = (
+        f"{where} skipped under {REQUIRE_ENV}=1, where no test may skip ({reason}); "
+        "install what it needs or give it the shared data"
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """In CI, a skipped test (in setup, call or by a skip marker) is reported as failed."""
+    outcome = yield
+    report = outcome.get_result()
+    if require_everything() and report.skipped and not hasattr(report, "wasxfail"):
+        _fail_skip(report, item.nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """In CI, a module skipped at collection (``importorskip`` at module level) is an error."""
+    outcome = yield
+    report = outcome.get_result()
+    if require_everything() and report.skipped:
+        _fail_skip(report, collector.nodeid)
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,14 @@ def test_time_split_puts_recent_papers_in_query(built, tmp_path: Path):
         assert newest_support <= oldest_query
     manifest = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert manifest["options"]["split"] == "time"
+
+
+def test_manifest_gives_items_per_user_beside_the_papers(built):
+    out, manifest, _, _, _ = built
+    bench = load_benchmark(out / "a")
+    adapt = len(bench.support) + len(bench.query)
+    got = manifest["items_per_user"]
+    assert got["train"] == round(len(bench.train) / 12, 3)
+    assert got["adapt"] == round(adapt / 6, 3)
+    assert got["paper"] == {"train": 48.8, "adapt": 49.2, "benchmark": "pref-lamp"}
+    assert manifest["source"]["embed_max_tokens"] == 512  # the default: whole abstracts

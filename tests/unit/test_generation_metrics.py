@@ -11,7 +11,11 @@ import pytest
 from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
 from persalign.metrics import generation
-from persalign.metrics.bertscore import load_bertscore, resolve_bertscore_model
+from persalign.metrics.bertscore import (
+    bertscore_baseline,
+    load_bertscore,
+    resolve_bertscore_model,
+)
 from persalign.metrics.generation import behavioural_alignment, bertscore_f1, rouge
 from persalign.types import Completion, Preference
 
@@ -20,6 +24,32 @@ from .test_cli import run
 MINILM = "bundled:all-minilm-l6-v2"
 PREDICTIONS = ["the cats are running home", "a study of language models", "x"]
 REFERENCES = ["The cat runs home quickly", "Language models: a study", "completely different"]
+
+
+TINY_BERT_WORDS = ["the", "cat", "runs", "home", "a", "dog", "title", "study", "of", "models"]
+
+
+def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer BERT with a word-level vocabulary: a BERTScore encoder
+    that needs neither the hub nor the bundled MiniLM."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(specials + TINY_BERT_WORDS) + "\n", "utf-8")
+    BertTokenizer(str(folder / "vocab.txt"), model_max_length=64).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(specials) + len(TINY_BERT_WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +96,7 @@ def test_bertscore_matches_bert_score_and_caches_the_scorer(minilm_path):
         PREDICTIONS[:1], REFERENCES[:1], model=MINILM, num_layers=3
     ) != pytest.approx(got[:1], abs=1e-4)
     assert load_bertscore(MINILM) is load_bertscore(MINILM, num_layers=6)
+    assert bertscore_baseline(MINILM) is None  # bert-score ships no baseline for it: raw
     # empty texts score 0 and do not crash; the other pairs keep their scores
     mixed = bertscore_f1(["", PREDICTIONS[0], "  "], ["a ref", REFERENCES[0], "b"], model=MINILM)
     assert mixed[0] == 0.0 and mixed[2] == 0.0 and mixed[1] == pytest.approx(got[0], abs=1e-5)
@@ -97,6 +128,7 @@ def test_behavioural_alignment_averages_per_user_then_over_users(monkeypatch):
     assert result["missing_examples"] == ["b/b9", "c/a0"]
     assert result["unmatched_references"] == 1 and result["empty"] == 0
     assert (result["bertscore_model"], result["bertscore_layers"]) == (MINILM, 6)
+    assert (result["bertscore_rescaled"], result["bertscore_baseline"]) == (False, None)
 
 
 def test_behavioural_alignment_counts_empty_and_rejects_duplicates(monkeypatch):
@@ -155,9 +187,10 @@ def test_evaluate_generation_cli(minilm_path, tmp_path, capsys):
     assert result["bertscore_f1"]["per_user"]["b"] == pytest.approx(1.0, abs=1e-5)
     assert result["bertscore_f1"]["per_user"]["a"] < 1.0
     assert (result["bertscore_model"], result["bertscore_layers"], result["n"]) == (MINILM, 6, 3)
+    assert result["bertscore_rescaled"] is False  # no shipped baseline for the MiniLM
     code, stdout, _ = run(argv, capsys)
     text = " ".join(stdout.split())  # rich wraps long lines
-    assert code == 0 and "(layer 6)" in text and "0.8750" in text
+    assert code == 0 and "(layer 6, raw)" in text and "0.8750" in text
     # a bad line is one clear error naming the file and line
     gens.write_text(json.dumps(rows[0]) + "\n" + '{"user": "a", "id": "a/3"}\n')
     code, _, err = run(argv, capsys)
@@ -165,3 +198,23 @@ def test_evaluate_generation_cli(minilm_path, tmp_path, capsys):
     gens.write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[0]) + "\n")
     code, _, err = run(argv, capsys)
     assert code == 2 and f"{gens}:2:" in err and "duplicate" in err
+
+
+def test_evaluate_generation_cli_bertscore_rescale(tmp_path, capsys):
+    """--bertscore-rescale: never is raw, always without a baseline is one clear error."""
+    model = str(save_tiny_bert(tmp_path / "tiny-bert"))
+    bench = _benchmark(tmp_path / "bench")
+    gens = tmp_path / "gen.jsonl"
+    rows = [{"user": "a", "id": "a/2", "text": "the cat"}, {"user": "b", "id": "b/2", "text": "a"}]
+    gens.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["evaluate", "generation", "--generations", str(gens), "--benchmark", str(bench)]
+    argv += ["--bertscore-model", model, "--num-layers", "2"]
+    code, stdout, err = run([*argv, "--bertscore-rescale", "never", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert (result["bertscore_rescaled"], result["bertscore_baseline"]) == (False, None)
+    assert result["bertscore_layers"] == 2 and result["n"] == 2
+    code, _, err = run([*argv, "--bertscore-rescale", "always"], capsys)
+    assert code == 2 and "no BERTScore baseline for" in " ".join(err.split())
+    code, _, err = run([*argv, "--bertscore-rescale", "sometimes"], capsys)
+    assert code == 2 and "rescale must be one of auto, always, never" in " ".join(err.split())

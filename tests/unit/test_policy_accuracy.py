@@ -11,6 +11,7 @@ import torch
 import persalign.rewards as rewards
 from persalign.data.benchmark_folder import write_benchmark
 from persalign.decoding import GenerationRequest, Policy
+from persalign.decoding.icl import PAIR_EXAMPLE, PAIR_HEADER, PAIR_QUERY
 from persalign.errors import ConfigError, DataError
 from persalign.metrics import METRICS, scoring
 from persalign.metrics import policy_accuracy as policy_metrics
@@ -86,13 +87,15 @@ def save_pair_lm(folder: Path) -> str:
 
 
 def manual_icl_ids(policy, demos: list[Preference], prompt: str) -> list[int]:
-    messages = []
-    for demo in demos:
-        messages += [
-            {"role": "user", "content": demo.prompt},
-            {"role": "assistant", "content": demo.chosen},
-        ]
-    return policy.formatter.messages_ids([*messages, {"role": "user", "content": prompt}])
+    """The default ``pair`` rendering (Eq. 7's triples), assembled from the icl templates."""
+    if not demos:
+        return policy.formatter.messages_ids([{"role": "user", "content": prompt}])
+    blocks = [
+        PAIR_EXAMPLE.format(number=i, prompt=d.prompt, chosen=d.chosen, rejected=d.rejected)
+        for i, d in enumerate(demos, start=1)
+    ]
+    content = "\n\n".join([PAIR_HEADER, *blocks, PAIR_QUERY.format(prompt=prompt)])
+    return policy.formatter.messages_ids([{"role": "user", "content": content}])
 
 
 @pytest.mark.parametrize("padding_side", ["left", "right"])

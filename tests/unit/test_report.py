@@ -52,6 +52,22 @@ def metric(value: float | None) -> dict[str, Any] | None:
     return {"mean": value, "per_user": {"u1": value + d, "u2": value - d, "u3": value}}
 
 
+WIN_PER_USER_GAP = 0.05  # the per-user mean of the synthetic win rates: the pooled rate - 0.05
+
+
+def win_block(value: float | None) -> dict[str, Any] | None:
+    """A win_rate block: the pooled ``rate`` and a per-user mean WIN_PER_USER_GAP below it."""
+    if value is None:
+        return None
+    users = metric(value - WIN_PER_USER_GAP)
+    return {
+        "rate": value,
+        "per_user_mean": users["mean"],
+        "per_user": users["per_user"],
+        "tie_weight": 0.5,
+    }
+
+
 def seed_mean_per_user(values: list[float]) -> dict[str, float]:
     """Per user, the mean over seeds (what the report bootstraps)."""
     blocks = [metric(v)["per_user"] for v in values]
@@ -84,8 +100,9 @@ def cell(policy: str, seed: int, kind: str, method: str, shots: int | None, **va
             "rougeL": metric(rouge1 - 0.05),
             "bertscore_f1": metric(rouge1 + 0.3),
             "bertscore_model": BERT_MODEL,
+            "bertscore_rescaled": False,
         },
-        "win_rate": metric(values.get("win")),
+        "win_rate": win_block(values.get("win")),
         "perplexity": {"mean": 12.5},
         "seconds": random.uniform(1, 100),  # wall clock: must never reach a table
     }
@@ -249,12 +266,19 @@ def test_markdown_and_latex_show_the_same_cells(report):
 
 def test_win_rate_partial_seeds_are_marked(report):
     table = rows_by_label(report[f"{BENCH}/win_rate.csv"])
-    assert table[("header", "")] == ["Group", "Method", "135M", "360M"]
+    assert table[("header", "")] == [
+        "Group", "Method", "135M", "135M (per-user mean)", "360M", "360M (per-user mean)"
+    ]  # fmt: skip
     assert [k[1] for k in table if k[0] != "header"] == list(METHODS)
+    gap = WIN_PER_USER_GAP
     assert table[("Reward models + ARGS", "global-rm")][2] == pct([0.99, 0.97])
+    assert table[("Reward models + ARGS", "global-rm")][3] == pct([0.99 - gap, 0.97 - gap])
     assert table[("Reward models + ARGS", "mpu")][2] == pct([0.62, 0.60])
-    assert table[("Reward models + ARGS", "mpu")][3] == "62.00 ± 0.00†"  # seed 1 is null
-    assert "†: mean over fewer seeds" in report[f"{BENCH}/win_rate.md"].read_text("utf-8")
+    mpu_360m = table[("Reward models + ARGS", "mpu")][4:]
+    assert mpu_360m == ["62.00 ± 0.00†", "57.00 ± 0.00†"]  # seed 1 is null
+    md = report[f"{BENCH}/win_rate.md"].read_text("utf-8")
+    assert "†: mean over fewer seeds" in md
+    assert "A tie (equal rewards, or the same text) counts as half a win" in md
 
 
 def test_rouge1_correlation_table_matches_scipy(report):
@@ -291,7 +315,8 @@ def test_correlation_details_include_bootstrap_ci(report):
 def test_policy_tables_every_metric_and_bertscore_model(report):
     table = rows_by_label(report[f"{BENCH}/policy_smol-360m.csv"])
     assert table[("header", "")] == [
-        "Group", "Method", "RM Acc", "Policy Acc", "ROUGE-1", "ROUGE-L", "BERTScore-F1"
+        "Group", "Method", "RM Acc", "Policy Acc", "ROUGE-1", "ROUGE-L",
+        "BERTScore-F1 (raw, all-minilm-l6-v2)",
     ]  # fmt: skip
     mpu = table[("Reward models + ARGS", "mpu")]
     assert mpu[2:] == [
@@ -317,18 +342,18 @@ def test_metrics_table_has_every_report_column(report):
     header, *rows = read_csv(report[f"{BENCH}/metrics.csv"])
     assert header == [
         "Policy", "Method", "RM Acc (%) ↑", "Policy Acc (%) ↑", "Base Policy Acc (%) ↑",
-        "Win Rate (%) ↑", "ROUGE-1 (%) ↑", "ROUGE-L (%) ↑", "BERTScore-F1 (%) ↑", "Perplexity ↓",
-        "λ",
+        "Win Rate (%) ↑", "Win Rate (per-user mean) (%) ↑", "ROUGE-1 (%) ↑", "ROUGE-L (%) ↑",
+        "BERTScore-F1 (raw, all-minilm-l6-v2) (%) ↑", "Perplexity ↓", "λ",
     ]  # fmt: skip
     labels = ["global-rm", "lore", "mpu", "vpl", "zero-shot", "icl-2", "icl-4"]
     labels += ["icl-rag-2", "icl-rag-4"]
     assert [(r[0], r[1]) for r in rows] == [(p, m) for p in ("135M", "360M") for m in labels]
     table = {(r[0], r[1]): r[2:] for r in rows}
     assert table[("360M", "mpu")] == [
-        pct([0.60, 0.62]), pct([0.71, 0.75]), "50.00 ± 0.00", "62.00 ± 0.00†", pct([0.38, 0.39]),
-        pct([0.33, 0.34]), pct([0.68, 0.69]), "12.50 ± 0.00", "1.00 ± 0.00",
+        pct([0.60, 0.62]), pct([0.71, 0.75]), "50.00 ± 0.00", "62.00 ± 0.00†", "57.00 ± 0.00†",
+        pct([0.38, 0.39]), pct([0.33, 0.34]), pct([0.68, 0.69]), "12.50 ± 0.00", "1.00 ± 0.00",
     ]  # fmt: skip
-    assert table[("135M", "icl-rag-2")][:4] == ["--", "--", "50.00 ± 0.00", "--"]
+    assert table[("135M", "icl-rag-2")][:5] == ["--", "--", "50.00 ± 0.00", "--", "--"]
     assert table[("135M", "zero-shot")][-2:] == ["12.50 ± 0.00", "--"]  # no lambda for baselines
     tex = report[f"{BENCH}/metrics.tex"].read_text(encoding="utf-8")
     assert r"Perplexity $\downarrow$ & $\lambda$ \\" in tex
@@ -344,14 +369,16 @@ def test_results_csv_has_raw_aggregates(report):
         "benchmark": BENCH, "policy": "smol-135m", "scale": "135M", "scale_params": "135",
         "kind": "method", "method": "lore", "shots": "", "row": "lore",
         "metric": "policy_accuracy", "mean": "0.770000", "std": "0.020000", "n_seeds": "2",
-        "bertscore_model": "",
+        "bertscore_model": "", "bertscore_scale": "",
     }  # fmt: skip
+    bert = dict(zip(header, index[(BENCH, "smol-135m", "lore", "bertscore_f1")], strict=True))
+    assert (bert["bertscore_model"], bert["bertscore_scale"]) == (BERT_MODEL, "raw")
     assert index[(BENCH, "smol-135m", "icl-4", "rouge1")][6] == "4"
     assert not any(r[8] == "seconds" for r in rows)
     metrics = [r[8] for r in rows if r[:2] == [BENCH, "smol-135m"] and r[7] == "lore"]
     assert metrics == [
-        "rm_accuracy", "policy_accuracy", "base_policy_accuracy", "win_rate", "rouge1", "rougeL",
-        "bertscore_f1", "perplexity", "lambda",
+        "rm_accuracy", "policy_accuracy", "base_policy_accuracy", "win_rate", "win_rate_per_user",
+        "rouge1", "rougeL", "bertscore_f1", "perplexity", "lambda",
     ]  # fmt: skip
 
 
@@ -517,3 +544,58 @@ def test_rows_are_grouped_personalized_then_global_then_baselines(tmp_path):
     assert policy[("Global RMs + ARGS", "global-rm")][2] == pct([0.70, 0.72])
     win = rows_by_label(files[f"{BENCH}/win_rate.csv"])
     assert ("Personalized RMs + ARGS", "vpl") in win
+
+
+def test_win_rate_bootstrap_reads_the_blocks_per_user_values(report):
+    """The Win Rate column reads a number inside the block; its per-user values still come along."""
+    rows = read_csv(report[f"{BENCH}/correlations.csv"])[1:]
+    row = next(r for r in rows if r[:3] == ["135M", "Win Rate vs ROUGE-1", "Pearson r"])
+    assert row[5] != "--" and row[6] == "4"
+
+
+def test_cells_from_before_the_pooled_win_rate_and_the_bertscore_scale(tmp_path, caplog):
+    """Old metrics.json: a win_rate without "rate" shows "--" in both win-rate columns (and is
+    reported); a generation block without bertscore_rescaled was raw, and is named so."""
+    run = make_run(tmp_path, unfinished=False)
+    for path in (run / "cells").glob("*/metrics.json"):
+        data = json.loads(path.read_text("utf-8"))
+        if data["win_rate"] is not None:
+            old = metric(data["win_rate"]["rate"])
+            data["win_rate"] = {**old, "pooled": old["mean"], "n": 3}
+        if data["generation"] is not None:
+            del data["generation"]["bertscore_rescaled"]
+        path.write_text(json.dumps(data), "utf-8")
+    with caplog.at_level(logging.WARNING, logger="persalign"):
+        files = write_report(run, tmp_path / "out", n_boot=0)
+    win = rows_by_label(files[f"{BENCH}/win_rate.csv"])
+    assert win[("Reward models + ARGS", "lore")][2:] == ["--"] * 4
+    assert "15 cell(s) have a win rate from an older persalign" in caplog.text
+    header = read_csv(files[f"{BENCH}/policy_smol-135m.csv"])[0]
+    assert header[-1] == "BERTScore-F1 (raw, all-minilm-l6-v2)"
+
+
+def test_rescaled_bertscore_is_named_and_a_mix_is_flagged(tmp_path, caplog):
+    run = make_run(tmp_path, unfinished=False)
+    for path in (run / "cells").glob("*/metrics.json"):
+        data = json.loads(path.read_text("utf-8"))
+        if data["generation"] is not None:
+            # smol-135m: roberta-large rescaled (the paper's); smol-360m: one raw cell among them
+            mixed = data["policy"] == "smol-360m" and data["cell"].endswith("lore__s1")
+            data["generation"]["bertscore_model"] = "roberta-large"
+            data["generation"]["bertscore_rescaled"] = not mixed
+        path.write_text(json.dumps(data), "utf-8")
+    with caplog.at_level(logging.WARNING, logger="persalign"):
+        files = write_report(run, tmp_path / "out", n_boot=0)
+    small = files[f"{BENCH}/policy_smol-135m.md"].read_text("utf-8")
+    assert "| BERTScore-F1 (rescaled, roberta-large) |" in small
+    assert "BERTScore model: roberta-large (rescaled)" in small
+    large = files[f"{BENCH}/policy_smol-360m.md"].read_text("utf-8")
+    assert "| BERTScore-F1 (several models or scales) |" in large
+    assert "roberta-large (raw), roberta-large (rescaled)" in large and "not comparable" in large
+    assert "several models or scales (roberta-large (raw), roberta-large (rescaled))" in caplog.text
+    results = list(csv.reader(io.StringIO(files["results.csv"].read_text("utf-8"))))
+    scales = {(r[1], r[12], r[13]) for r in results[1:] if r[8] == "bertscore_f1"}
+    assert scales == {
+        ("smol-135m", "roberta-large", "rescaled"),
+        ("smol-360m", "roberta-large", "raw;rescaled"),
+    }

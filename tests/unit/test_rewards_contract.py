@@ -39,7 +39,11 @@ FAST = dict(
 EXTRA: dict[str, dict] = {
     # VPL: its MLP decoder must learn a z-h interaction; a slow LoRA keeps the alpha/omega
     # features alive meanwhile, response-mean context embeddings carry more of the difference.
-    "vpl": dict(epochs=3, backbone_lr=1e-4, context_pooling="mean", set_pooling="mean"),
+    # Small latent sizes keep the tiny task fast (the defaults are the VPL / PAL repos' 512).
+    "vpl": dict(
+        epochs=3, backbone_lr=1e-4, context_pooling="mean", set_pooling="mean", latent_dim=2
+    ),
+    "pal": dict(preference_dim=64),
     # P-DPO adapts by backpropagating through the whole LM: 20 steps reach 1.0 here (0.5 at 0).
     "p-dpo": dict(adapt_steps=20),
 }

@@ -10,6 +10,7 @@ import torch
 
 import persalign.rewards as rewards
 from persalign.rewards.methods.pal import mixture_weights
+from persalign.rewards.training import adapt_user_vector
 
 from .rewards_synthetic import style_pairs
 
@@ -27,12 +28,12 @@ def naive_reward(rm, h: torch.Tensor, logits: torch.Tensor) -> float:
     weights = [e / sum(exps) for e in exps]
     f = rm.item_projector(h)
     if cfg.prototypes == "points":
-        protos = [rm.prototype_points[k] for k in range(cfg.num_prototypes)]
+        protos = [rm.prototype_points[k] for k in range(cfg.prototype_count)]
     else:
         protos = [g(h) for g in rm.prototype_projectors]
     ideal = sum(w * p for w, p in zip(weights, protos, strict=True))
     if cfg.similarity == "dot":
-        return float(sum(f[i] * ideal[i] for i in range(cfg.latent_dim)))
+        return float(sum(f[i] * ideal[i] for i in range(cfg.space_dim)))
     cosine = float(f @ ideal) / (float(f.norm()) * float(ideal.norm()))
     return min(math.exp(float(rm.logit_scale)), 100.0) * cosine
 
@@ -52,10 +53,11 @@ def test_mixture_weights_are_on_the_simplex():
     "options",
     [
         {},
-        {"prototypes": "points", "num_prototypes": 3},
+        {"prototypes": "points", "latent_dim": 3, "preference_dim": 6},
         {"similarity": "cosine", "latent_dim": 4, "mixture_temperature": 0.7},
+        {"latent_dim_role": "preference", "latent_dim": 5, "num_prototypes": 3},
     ],
-    ids=["projectors-dot", "points-dot", "projectors-cosine"],
+    ids=["projectors-dot", "points-dot", "projectors-cosine", "latent-is-d"],
 )
 def test_head_values_equal_a_naive_reimplementation(tiny_lm: str, options: dict):
     rm = make(tiny_lm, **options)
@@ -76,7 +78,7 @@ def test_head_values_equal_a_naive_reimplementation(tiny_lm: str, options: dict)
 def test_paper_defaults_and_learning_rates(tiny_lm: str):
     rm = make(tiny_lm)
     cfg = rm.config
-    assert (cfg.latent_dim, cfg.num_prototypes, rm.user_dim) == (2, 2, 2)
+    assert (cfg.latent_dim, cfg.prototype_count, cfg.space_dim, rm.user_dim) == (2, 2, 512, 2)
     assert (cfg.head_lr, cfg.head_weight_decay, cfg.user_lr) == (1e-4, 0.01, 5e-3)
     assert rm.aggregation == "last"
     rm.set_users(["a", "b"], rm.init_train_users(2))
@@ -110,3 +112,30 @@ def test_new_user_starts_uniform_and_adapts_only_its_logits(tiny_lm: str):
     for name, tensor in rm.state_dict().items():
         if name != "user_table":
             assert torch.equal(tensor, before[name]), name
+
+
+def test_latent_dim_roles_set_k_and_d(tiny_lm: str):
+    """latent_dim is K (preference space preference_dim wide), or d with K = num_prototypes."""
+    k8 = make(tiny_lm, latent_dim=8, preference_dim=16)
+    assert k8.user_dim == 8 and len(k8.prototype_projectors) == 8
+    assert k8.item_projector[-1].out_features == 16
+    old = make(tiny_lm, latent_dim=8, latent_dim_role="preference")
+    assert old.user_dim == 2 and len(old.prototype_projectors) == 2
+    assert old.item_projector[-1].out_features == 8
+    assert old.item_projector[0].out_features == 8  # width d, the old 576 -> 8 -> 8 -> 8
+    with pytest.raises(Exception, match="num_prototypes"):
+        make(tiny_lm, latent_dim=8, num_prototypes=2)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_adapt_equals_the_generic_loop_on_every_position(tiny_lm: str, similarity: str):
+    """PAL's adapt (projections once, last token only) learns what the generic loop learns."""
+    train = style_pairs("t0", 16, True, 0) + style_pairs("t1", 16, False, 0)
+    rm = make(tiny_lm, max_steps=3, preference_dim=16, similarity=similarity, adapt_steps=25)
+    rm.fit(train, progress=False)
+    support = style_pairs("fresh", 6, True, 1)
+    rm.adapt("fast", support)
+    adapt_user_vector(rm, "generic", support)  # head_values on all positions, every step
+    fast, generic = rm.user_vectors(["fast", "generic"])
+    assert not torch.allclose(fast, torch.zeros_like(fast))
+    torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-6)

@@ -49,6 +49,8 @@ def naive_logprobs(model, embeddings: torch.Tensor, start: int, targets: list[in
 def test_defaults(tiny_lm):
     cfg = rewards.METHODS.get("p-dpo").config_class()
     assert cfg.n_soft_tokens == 8 and cfg.beta == 0.5 and cfg.alpha == 0.5
+    # the P-RLHF repo's single learning rate, for the user tokens too (train and adapt)
+    assert cfg.backbone_lr == cfg.head_lr == cfg.user_lr == 5e-5 and cfg.adapt_lr is None
     rm = rewards.create("p-dpo", backbone=tiny_lm, device="cpu")
     assert rm.user_dim == 8 * rm.backbone.hidden_size
 

@@ -3,6 +3,8 @@ train users' z = mu over their pairs, and context sets drawn from the user's oth
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ FAST = dict(
     eval_batch_size=8,
     seed=0,
     max_response_tokens=32,
+    latent_dim=2,  # tiny sizes for speed (the defaults are the VPL repo's 512)
     encoder_width=32,
     decoder_width=32,
 )
@@ -148,3 +151,34 @@ def test_context_embeddings_use_the_frozen_backbone(fitted):
         for p, s in zip(lora, saved, strict=True):
             p.copy_(s)
     torch.testing.assert_close(again, frozen)
+
+
+def test_defaults_are_the_vpl_repos_sizes_and_the_docstring_says_so():
+    import persalign.rewards.methods.vpl as module
+
+    cfg = module.VPLConfig()
+    assert (cfg.latent_dim, cfg.encoder_width, cfg.decoder_width) == (512, 512, 512)
+    assert (cfg.head_lr, cfg.head_weight_decay, cfg.encoder_weight_decay) == (1e-4, 1e-3, 0.0)
+    claim = re.search(r'context_pooling="(\w+)"``, the\s+default', module.__doc__ or "")
+    assert claim is not None and claim.group(1) == cfg.context_pooling == "mean"
+
+
+def test_weight_decay_is_on_the_reward_mlp_only(tiny_lm: str):
+    rm = make(tiny_lm, encoder_weight_decay=0.0, head_weight_decay=0.5, head_lr=0.1)
+    (optimizer,) = rm.make_optimizers()
+    owner = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    for p in rm.decoder.parameters():
+        assert owner[id(p)]["weight_decay"] == 0.5 and owner[id(p)]["lr"] == 0.1
+    for p in rm.encoder.parameters():
+        assert owner[id(p)]["weight_decay"] == 0.0 and owner[id(p)]["lr"] == 0.1
+    # one AdamW step with zero gradients: only the decay moves anything, and only the decoder
+    before = {n: p.detach().clone() for n, p in rm.named_parameters() if p.requires_grad}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in rm.named_parameters():
+        if name.startswith("decoder."):
+            torch.testing.assert_close(p, before[name] * (1 - 0.1 * 0.5))
+        elif name.startswith("encoder."):
+            assert torch.equal(p, before[name]), name

@@ -167,10 +167,35 @@ def test_the_local_grid_writes_every_cell_and_model(local_run):
     zero = load(run_dir / "cells/toy__tiny__zero-shot__s0/metrics.json")
     lore = load(run_dir / "cells/toy__tiny__lore__s0/metrics.json")
     assert lore["base_policy_accuracy"] == zero["policy_accuracy"]
-    # lambda = 0 makes ARGS the greedy policy: identical outputs, all ties against zero-shot
-    if lore["lambda"] == 0.0:
-        assert lore["win_rate"]["ties"] == 6 and lore["win_rate"]["mean"] == 0
     assert (run_dir / "report" / "report.html").is_file() and summary.report is not None
+
+
+def test_at_lambda_zero_args_is_the_greedy_policy_and_ties_zero_shot(bench, tiny_lm, tmp_path):
+    # lambda fixed at 0 (a one-value grid: no selection), so this always holds, not only when
+    # the selection happened to pick 0: ARGS' score is log pi alone, its output the zero-shot
+    # greedy output, and every win-rate pair a tie.
+    raw = raw_config(bench, tiny_lm, name="lam0")
+    raw.update(
+        seeds=[0],
+        methods={"global-rm": None},
+        baselines={"icl": [], "icl_rag": []},
+        metrics={"bertscore_model": None, "perplexity": False},
+    )
+    raw["lambda"] = {"grid": [0.0], "heldout_per_user": 0}
+    summary = run_experiment(parse_config(raw), tmp_path)
+    assert not summary.outcome.failed
+
+    def texts(cell: str) -> dict[str, str]:
+        path = summary.run_dir / "cells" / cell / "generations.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return {r["id"]: r["text"] for r in rows}
+
+    greedy = texts("toy__tiny__zero-shot__s0")
+    assert len(greedy) == 6 and texts("toy__tiny__global-rm__s0") == greedy
+    method = load(summary.run_dir / "cells/toy__tiny__global-rm__s0/metrics.json")
+    assert method["lambda"] == 0.0
+    wins = method["win_rate"]
+    assert wins["n"] == wins["ties"] == 6 and wins["wins"] == 0 and wins["losses"] == 0
 
 
 def test_a_rerun_reuses_everything_and_force_redoes_it(local_run):

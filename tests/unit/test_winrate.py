@@ -34,7 +34,7 @@ def gen(user: str, gid: str, text: str) -> dict[str, str]:
     return {"user": user, "id": gid, "text": text}
 
 
-def test_win_rate_per_user_then_mean_with_ties_and_unscored_pairs():
+def test_win_rate_pooled_and_per_user_with_ties_and_unscored_pairs():
     rm = StubRM({"good": 2.0, "bad": -1.0, "meh": 0.5, "also meh": 0.5, "same": 0.0})
     rgd = [
         gen("a", "1", "good"),  # win
@@ -59,16 +59,23 @@ def test_win_rate_per_user_then_mean_with_ties_and_unscored_pairs():
     prompts = {("a", str(i)): f"prompt a{i}" for i in range(1, 5)}
     prompts.update({("b", "1"): "prompt b1", ("b", "2"): "prompt b2", "4": "prompt by id"})
     result = win_rate(rm, rgd, zero, prompts)
-    # a: 1 win of 4 -> 0.25; b: 1 of 1 -> 1.0; mean over users 0.625, pooled 2 of 5 = 0.4
-    assert result["per_user"] == {"a": 0.25, "b": 1.0}
-    assert result["mean"] == 0.625 and result["pooled"] == 0.4
+    # a: 1 win + 2 ties of 4 -> (1 + 1) / 4 = 0.5; b: 1 of 1 -> 1.0; mean over users 0.75;
+    # pooled: (2 wins + 2 ties / 2) of 5 = 0.6
+    assert result["per_user"] == {"a": 0.5, "b": 1.0}
+    assert result["rate"] == 0.6 and result["per_user_mean"] == 0.75
+    assert result["tie_weight"] == 0.5 and "mean" not in result and "pooled" not in result
     assert (result["wins"], result["ties"], result["losses"], result["n"]) == (2, 2, 1, 5)
+    strict = win_rate(rm, rgd, zero, prompts, ties="loss")  # a tie is no win: 2 of 5
+    assert strict["per_user"] == {"a": 0.25, "b": 1.0}
+    assert (strict["rate"], strict["per_user_mean"], strict["tie_weight"]) == (0.4, 0.625, 0.0)
+    with pytest.raises(ConfigError, match="ties must be one of half, loss"):
+        win_rate(rm, rgd, zero, prompts, ties="win")
     assert result["tie_rate"] == {"a": 0.5, "b": 0.0}
     assert (result["unpaired_rgd"], result["unpaired_zero_shot"]) == (1, 1)
     assert (result["no_prompt"], result["empty"]) == (1, 1)
     # one batched call: the RGD texts then the zero-shot texts, each with its own prompt and user
     (prompts_seen, responses, users), *rest = rm.calls
-    assert not rest
+    assert len(rest) == 1 and rest[0] == rm.calls[0]  # the strict call scored the same pairs
     assert responses == [
         "good",
         "bad",
@@ -87,7 +94,8 @@ def test_win_rate_per_user_then_mean_with_ties_and_unscored_pairs():
 def test_win_rate_edge_cases():
     rm = StubRM({"x": 1.0})
     empty = win_rate(rm, [], [], {})
-    assert math.isnan(empty["mean"]) and empty["n"] == 0 and not rm.calls
+    assert math.isnan(empty["rate"]) and math.isnan(empty["per_user_mean"])
+    assert empty["n"] == 0 and not rm.calls
     with pytest.raises(ConfigError, match="two RGD generations for user 'a', id '1'"):
         win_rate(rm, [gen("a", "1", "x")] * 2, [], {})
     with pytest.raises(ConfigError, match="needs user, id and text"):
@@ -126,7 +134,7 @@ def test_evaluate_winrate_cli_with_a_tiny_reward_model(tiny_lm, tmp_path, capsys
     got = json.loads(result.stdout)
     # the expected answer, from the same reward model scoring each pair on its own
     rm = load(tmp_path / "rm")
-    wins = {}
+    wins: dict[str, float] = {}
     for (r, z), prompt in zip(
         [(rgd_rows[0], zero_rows[0]), (rgd_rows[2], zero_rows[2])],
         ["Say something 1", "Say something 1"],
@@ -135,14 +143,45 @@ def test_evaluate_winrate_cli_with_a_tiny_reward_model(tiny_lm, tmp_path, capsys
         pair = rm.sequence_rewards([prompt, prompt], [r["text"], z["text"]], [r["user"]] * 2)
         assert pair[0] != pair[1]
         wins[r["user"]] = float(pair[0] > pair[1])
-    assert got["per_user"] == {"a": wins["a"] / 2, "b": wins["b"]}  # a/2: identical texts, a tie
-    assert (
-        got["ties"] == 1
-        and got["n"] == 3
-        and got["mean"] == pytest.approx((wins["a"] / 2 + wins["b"]) / 2)
-    )
+    # a/2: identical texts, a tie, half a win
+    assert got["per_user"] == {"a": (wins["a"] + 0.5) / 2, "b": wins["b"]}
+    assert got["ties"] == 1 and got["n"] == 3 and got["tie_weight"] == 0.5
+    assert got["rate"] == pytest.approx((wins["a"] + 0.5 + wins["b"]) / 3)
+    assert got["per_user_mean"] == pytest.approx(((wins["a"] + 0.5) / 2 + wins["b"]) / 2)
+    strict = CliRunner().invoke(app, [*argv, "--json", "--ties", "loss"])
+    assert strict.exit_code == 0, strict.output
+    assert json.loads(strict.stdout)["rate"] == pytest.approx((wins["a"] + wins["b"]) / 3)
     plain = CliRunner().invoke(app, argv)
-    assert plain.exit_code == 0 and "1 ties" in " ".join(plain.stdout.split())  # rich wraps
+    text = " ".join(plain.stdout.split())  # rich wraps
+    assert plain.exit_code == 0 and "1 ties" in text and "a tie counts as 0.5" in text
     # a missing file is one clear error
     code, _, err = run([*argv[:5], str(tmp_path / "nope.jsonl"), *argv[6:]], capsys)
     assert code == 2 and "nope.jsonl" in err
+
+
+def test_the_cell_metric_follows_metrics_win_rate_ties():
+    """metrics.win_rate_ties reaches the cell metric; its report columns read rate and the mean."""
+    from persalign.metrics.base import CellContext, ZeroShot
+    from persalign.metrics.winrate import WinRate
+    from persalign.runs.sections import MetricsConfig
+    from persalign.types import Benchmark
+
+    query = tuple(Preference(f"a/{i}", "a", f"prompt {i}", "c", "r") for i in range(3))
+    rgd = [gen("a", "a/0", "good"), gen("a", "a/1", "meh"), gen("a", "a/2", "bad")]
+    zero = [gen("a", "a/0", "meh"), gen("a", "a/1", "also meh"), gen("a", "a/2", "meh")]
+    rm = StubRM({"good": 1.0, "meh": 0.0, "also meh": 0.0, "bad": -1.0})  # win, tie, loss
+    rates = {}
+    for ties in ("half", "loss"):
+        ctx = CellContext(
+            kind="method", method="lore", decoder="args", seed=0,
+            settings=MetricsConfig(win_rate_ties=ties).model_dump(mode="json"),
+            benchmark=Benchmark("toy", (), (), query), reward_model=rm,  # type: ignore[arg-type]
+            generations=rgd, zero_shot=ZeroShot({}, zero),
+        )  # fmt: skip
+        assert WinRate().applies(ctx)
+        rates[ties] = WinRate().compute(ctx)["rate"]
+    assert rates == {"half": pytest.approx(1.5 / 3), "loss": pytest.approx(1 / 3)}
+    assert [c.path for c in WinRate.columns] == [
+        ("win_rate", "rate"),
+        ("win_rate", "per_user_mean"),
+    ]

@@ -47,7 +47,7 @@ def data_build(
     negative_pool: Annotated[
         str, typer.Option(help="Negatives from: users (their papers) | all (whole source).")
     ] = "users",
-    embed_max_tokens: Annotated[int, typer.Option(help="Embed abstracts up to N tokens.")] = 128,
+    embed_max_tokens: Annotated[int, typer.Option(help="Embed abstracts up to N tokens.")] = 512,
     include: Annotated[
         list[str] | None, typer.Option(help="Glob of source files to read (repeatable).")
     ] = None,
@@ -110,6 +110,12 @@ def show_stats(stats: dict[str, Any]) -> None:
             *(str(d[k]) for k in ("min", "median", "mean", "max")),
         )
     stdout.print(table)
+    paper = stats.get("paper_preferences_per_user")
+    if paper:
+        stdout.print(
+            f"paper ({paper['benchmark']}, section 6): {paper['train']:g} prefs per train user, "
+            f"{paper['adapt']:g} per adaptation user (this build: mean column above)"
+        )
     stdout.print(f"prompts: {stats['prompts']}   completions: {stats['completions']}")
     for reason, count in stats["skipped"].items():
         stdout.print(f"skipped {count}: {reason}")

@@ -33,7 +33,8 @@ from persalign.metrics.bertscore import DEFAULT_BERTSCORE_MODEL
 from persalign.metrics.generation import SIMILARITIES, behavioural_alignment
 from persalign.metrics.policy_accuracy import RGD_SCORERS, check_scorer, policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
-from persalign.metrics.winrate import win_rate
+from persalign.metrics.scoring import REWARD_MODEL_SCORERS
+from persalign.metrics.winrate import tie_weight, win_rate
 from persalign.rewards import load
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ DEFAULT_POLICY = "bundled:smollm2-135m-instruct"
 
 def evaluate_policy(
     benchmark: Annotated[Path, typer.Option(help="The benchmark folder.")],
-    scorer: Annotated[str, typer.Option(help="base | global-rgd | personal-rgd | icl")],
+    scorer: Annotated[
+        str,
+        typer.Option(help="base | global-rgd | personal-rgd | icl | personalized-policy (P-DPO)"),
+    ],
     policy: Annotated[str, typer.Option(help="Policy: hub id, folder or bundled:<name>.")] = (
         DEFAULT_POLICY
     ),
@@ -57,12 +61,12 @@ def evaluate_policy(
     """Policy accuracy (Eq. 3) on the adaptation users' query preferences, per user and overall."""
 
     check_scorer(scorer)
-    if scorer in RGD_SCORERS and reward is None:
+    if scorer in REWARD_MODEL_SCORERS and reward is None:
         raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
     bench = load_benchmark(benchmark)
     if not bench.query:
         raise ConfigError(f"benchmark {benchmark} has no query preferences")
-    rm = load(reward) if scorer in RGD_SCORERS else None
+    rm = load(reward) if scorer in REWARD_MODEL_SCORERS else None
     result = policy_accuracy(
         Policy.load(policy),
         bench.query,
@@ -118,6 +122,13 @@ def evaluate_generation(
     num_layers: Annotated[
         int | None, typer.Option(help="BERTScore layer (default: bert-score's, else the last).")
     ] = None,
+    bertscore_rescale: Annotated[
+        str,
+        typer.Option(
+            help="auto: rescale with bert-score's baseline where it ships one (roberta-large), "
+            "else raw; always: rescale or fail; never: raw F1."
+        ),
+    ] = "auto",
     batch_size: Annotated[int, typer.Option(help="BERTScore batch size.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     out: Annotated[
@@ -134,7 +145,12 @@ def evaluate_generation(
             "own responses (Pref-LaMP / Pref-ACL style benchmarks)"
         )
     result = behavioural_alignment(
-        gens, bench.completions, bertscore_model, num_layers=num_layers, batch_size=batch_size
+        gens,
+        bench.completions,
+        bertscore_model,
+        num_layers=num_layers,
+        batch_size=batch_size,
+        rescale=bertscore_rescale,
     )
     result = {
         "metric": "behavioural_alignment",
@@ -151,9 +167,11 @@ def evaluate_generation(
     for name in SIMILARITIES:
         table.add_row(name, f"{result[name]['mean']:.4f}", f"{result[name]['pooled']:.4f}")
     stdout.print(table)
+    baseline = result["bertscore_baseline"]
+    scale = "raw" if baseline is None else f"rescaled with baseline {baseline:.4f}"
     stdout.print(
         f"{result['n']} generations of {result['users']} users scored; BERTScore: "
-        f"{result['bertscore_model']} (layer {result['bertscore_layers']}); "
+        f"{result['bertscore_model']} (layer {result['bertscore_layers']}, {scale}); "
         f"{result['missing']} without a reference, {result['empty']} empty, "
         f"{result['unmatched_references']} references without a generation"
     )
@@ -164,6 +182,9 @@ def evaluate_winrate(
     rgd: Annotated[Path, typer.Option(help="Its reward-guided generations (JSON lines).")],
     zero_shot: Annotated[Path, typer.Option(help="Zero-shot generations (JSON lines).")],
     benchmark: Annotated[Path, typer.Option(help="The benchmark folder (query prompts).")],
+    ties: Annotated[
+        str, typer.Option(help="What a tie counts as: half (a half win) or loss (no win).")
+    ] = "half",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Also write the result to this JSON file.")
@@ -171,6 +192,7 @@ def evaluate_winrate(
 ) -> None:
     """Win rate (Table 5): how often the RM scores its RGD output above zero-shot's."""
 
+    tie_weight(ties)  # a bad value is an error before any model loads
     rgd_gens, zero_gens = read_generations(rgd), read_generations(zero_shot)
     bench = load_benchmark(benchmark)
     prompts = {(q.user, q.id): q.prompt for q in bench.query}
@@ -180,7 +202,7 @@ def evaluate_winrate(
         "reward": str(reward),
         "rgd": str(rgd),
         "zero_shot": str(zero_shot),
-        **win_rate(rm, rgd_gens, zero_gens, prompts),
+        **win_rate(rm, rgd_gens, zero_gens, prompts, ties),
     }
     if emit(result, as_json, out):
         return
@@ -192,9 +214,10 @@ def evaluate_winrate(
         table.add_row(user, f"{value:.3f}", f"{result['tie_rate'][user]:.3f}")
     stdout.print(table)
     stdout.print(
-        f"mean over {result['users']} users: {result['mean']:.4f} (pooled over {result['n']} "
-        f"pairs: {result['pooled']:.4f}; {result['wins']} wins, {result['ties']} ties, "
-        f"{result['losses']} losses); not scored: {result['unpaired_rgd']} RGD and "
+        f"win rate over {result['n']} pairs: {result['rate']:.4f} (a tie counts as "
+        f"{result['tie_weight']:g}; {result['wins']} wins, {result['ties']} ties, "
+        f"{result['losses']} losses); mean over {result['users']} users: "
+        f"{result['per_user_mean']:.4f}; not scored: {result['unpaired_rgd']} RGD and "
         f"{result['unpaired_zero_shot']} zero-shot outputs without a partner, "
         f"{result['no_prompt']} without a prompt, {result['empty']} with an empty text"
     )

@@ -51,8 +51,9 @@ class BuildOptions:
     negative_pool: str = "users"
     """Where negatives come from: 'users' (papers of the benchmark's users, as in LaMP-5, whose
     corpus is its users' profiles) or 'all' (every paper of the source; slower to embed)."""
-    embed_max_tokens: int = 128
-    """Abstracts are embedded from their first this-many tokens (MiniLM's cost is linear in it)."""
+    embed_max_tokens: int = 512
+    """Abstracts are embedded from their first this-many tokens for negative mining: 512, about
+    a whole abstract and the most MiniLM's positions allow (128 is faster, sees less of it)."""
     include: tuple[str, ...] = ()
     """Glob patterns of source files to read (ACL: e.g. '2024.*.xml'); empty reads all."""
     batch_size: int = 64

@@ -7,6 +7,9 @@
 
 The paper's shape (section 6) is the default where the data is large enough: e.g. 485 train and
 126 adaptation users for Pref-LaMP. Smaller data falls back to an 80/20 split of the users.
+The manifest's ``items_per_user`` gives the mean preferences per train and adaptation user beside
+the paper's figures (``persalign.data.stats.PAPER_PREFS_PER_USER``, section 6), e.g. 48.8 / 49.2
+for Pref-LaMP.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, TypeVar
 
 from persalign.data.benchmark_folder import write_benchmark
 from persalign.data.registry import BuildOptions, with_defaults
+from persalign.data.stats import items_per_user
 from persalign.errors import ConfigError, DataError
 from persalign.io import SkipReport, read_json
 from persalign.types import Completion, Preference, group_by_user
@@ -154,6 +158,7 @@ def write_preference_benchmark(
     train_prefs = [p for u in train for p in by_user[u]]
     support: list[Preference] = []
     query: list[Preference] = []
+    uncapped_query = 0
     order = _time_order if options.split == "time" else None
     if options.split not in ("random", "time"):
         raise ConfigError(f"--split must be 'random' or 'time', got {options.split!r}")
@@ -166,6 +171,7 @@ def write_preference_benchmark(
             order=order,
         )
         support += s
+        uncapped_query += len(q)
         query += cap_items(q, options, skips, user, query=True)
     by_id = {c.id: c for c in completions}
     kept_completions = [by_id[q.id] for q in query if q.id in by_id]  # in query order
@@ -178,6 +184,12 @@ def write_preference_benchmark(
         "skipped": skips.to_json(),
         "train_user_ids": train,
         "adapt_user_ids": adapt,
+        "items_per_user": items_per_user(
+            name,
+            train=(len(train), len(train_prefs)),
+            adapt=(len(adapt), len(support) + len(query)),
+            adapt_before_max_query=len(support) + uncapped_query,
+        ),
     }
     return write_benchmark(
         out,

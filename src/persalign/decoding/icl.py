@@ -4,13 +4,21 @@
     decoder.generate(requests)
     built = decoder.build_all(requests)      # the exact prompts it decodes from
 
-``icl`` draws ``shots`` demonstrations (prompt, the user's chosen response) from the user's
-support set at random (seeded by the seed, user and prompt id); ``icl-rag`` (icl_rag.py)
-picks the most similar ones instead. Chat models see the demonstrations as earlier turns of the
-conversation. A prompt that does not fit ``max_prompt_tokens`` loses demonstrations first (the
-least relevant first), never the query; every dropped demonstration is counted and reported.
-Decoding itself is the shared Decoder loop with the base policy: ``prepare`` renders the
-demonstrations into each request's ``prompt_ids``.
+``icl`` draws ``shots`` demonstrations from the user's support set at random (seeded by the
+seed, user and prompt id); ``icl-rag`` (icl_rag.py) picks the most similar ones instead. How a
+demonstration is shown (``demonstrations``):
+
+- ``pair`` (default; Eq. 7's triples (x, y_w, y_l)): the demonstrations are prepended to the
+  query prompt in its user turn, each as the request, the response the user preferred and the
+  one they did not prefer, labelled (``PAIR_HEADER``, ``PAIR_EXAMPLE``, ``PAIR_QUERY``).
+- ``chosen``: each demonstration is an earlier turn of the conversation, the request as a user
+  turn and the preferred response as the assistant's answer; the rejected one is not shown.
+
+With no demonstration left both are the query alone, exactly the zero-shot prompt. A prompt that
+does not fit ``max_prompt_tokens`` loses demonstrations first (the least relevant first), never
+the query, in both renderings; every dropped demonstration is counted and reported. Decoding
+itself is the shared Decoder loop with the base policy: ``prepare`` renders the demonstrations
+into each request's ``prompt_ids``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,48 @@ class IclSettings(DecodeSettings):
     )
     embedder: str = Field("bundled:all-minilm-l6-v2", description="icl-rag embedder.")
     max_prompt_tokens: int = Field(2048, ge=16, description="Context budget for the prompt.")
+    demonstrations: str = Field(
+        "pair",
+        pattern="^(pair|chosen)$",
+        description="pair: each demonstration shows the request, the preferred and the not "
+        "preferred response (Eq. 7's triples); chosen: the request and the preferred one only.",
+    )
+
+
+RENDERINGS = ("pair", "chosen")
+PAIR_HEADER = (
+    "Earlier requests from this user, each with the response the user preferred and the "
+    "response the user did not prefer:"
+)
+PAIR_EXAMPLE = (
+    "### Example {number}\nRequest:\n{prompt}\n\nPreferred response:\n{chosen}\n\n"
+    "Not preferred response:\n{rejected}"
+)
+PAIR_QUERY = "### New request\n{prompt}"
+
+
+def icl_messages(demos: Sequence[Preference], prompt: str, rendering: str) -> list[dict[str, str]]:
+    """The conversation of ``prompt`` with ``demos`` (least relevant first) in ``rendering``."""
+    if rendering not in RENDERINGS:
+        raise ValueError(f"rendering must be one of {', '.join(RENDERINGS)}, got {rendering!r}")
+    if not demos:
+        return [{"role": "user", "content": prompt}]
+    if rendering == "chosen":
+        messages = []
+        for demo in demos:
+            messages += [
+                {"role": "user", "content": demo.prompt},
+                {"role": "assistant", "content": demo.chosen},
+            ]
+        return [*messages, {"role": "user", "content": prompt}]
+    blocks = [
+        PAIR_EXAMPLE.format(
+            number=i, prompt=demo.prompt, chosen=demo.chosen, rejected=demo.rejected
+        )
+        for i, demo in enumerate(demos, start=1)
+    ]
+    content = "\n\n".join([PAIR_HEADER, *blocks, PAIR_QUERY.format(prompt=prompt)])
+    return [{"role": "user", "content": content}]
 
 
 def icl_prompt_ids(
@@ -45,22 +95,17 @@ def icl_prompt_ids(
     demos: Sequence[Preference],
     prompt: str,
     max_prompt_tokens: int,
+    rendering: str = "pair",
 ) -> tuple[list[int], int, int]:
-    """Policy prompt ids with ``demos`` (least relevant first) as earlier conversation turns.
+    """Policy prompt ids of ``prompt`` with ``demos`` (least relevant first) in ``rendering``
+    ("pair" or "chosen", see the module docstring).
 
     Returns (ids, demonstrations dropped to fit ``max_prompt_tokens``, 1 if the query itself
     had to be cut else 0). Demonstrations are dropped from the front (least relevant first).
     """
     demos, dropped = list(demos), 0
     while True:
-        messages = []
-        for demo in demos:
-            messages += [
-                {"role": "user", "content": demo.prompt},
-                {"role": "assistant", "content": demo.chosen},
-            ]
-        messages.append({"role": "user", "content": prompt})
-        ids = formatter.messages_ids(messages)
+        ids = formatter.messages_ids(icl_messages(demos, prompt, rendering))
         if len(ids) <= max_prompt_tokens:
             return ids, dropped, 0
         if not demos:  # the query alone is too long: cut its middle, counted
@@ -102,6 +147,7 @@ class IclDecoder(Decoder):
             self.demonstrations(request),
             request.prompt,
             self.settings.max_prompt_tokens,
+            self.settings.demonstrations,
         )
         self.dropped_demonstrations += dropped
         self.truncated_queries += truncated

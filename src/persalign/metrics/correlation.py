@@ -12,6 +12,12 @@ bootstrap over users: resample the users with replacement, recompute every metho
 the sampled users, recompute the correlation across methods. Only methods present in both
 inputs and users present for every such method take part (the others are listed in
 ``notes``). Fewer than 3 points, or a constant input, give NaN with a note instead of an error.
+
+    result = correlations_over_user_points(rm, rouge1, n_boot=1000, seed=0)
+
+``correlations_over_user_points`` takes every (method, user) with both values as one point (the
+``users`` units of the report) and bootstraps over users as clusters: a resampled user brings
+all of its points.
 """
 
 from __future__ import annotations
@@ -173,6 +179,78 @@ def correlations_over_users(
             "a": dict(zip(methods, mean_a.tolist(), strict=True)),
             "b": dict(zip(methods, mean_b.tolist(), strict=True)),
         },
+        n_boot=n_boot,
+        seed=seed,
+        confidence=confidence,
+        boot_undefined=undefined,
+    )
+    return result
+
+
+def _point_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Pearson r, Spearman rho, Kendall tau-b of one sample (NaN where undefined)."""
+    if _problem(x, y) is not None:
+        return dict.fromkeys(STATISTICS, NAN)
+    rows = _pearson_rows(np.stack([x, stats.rankdata(x)]), np.stack([y, stats.rankdata(y)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tau = float(stats.kendalltau(x, y).statistic)
+    return {"pearson": float(rows[0]), "spearman": float(rows[1]), "kendall": tau}
+
+
+def correlations_over_user_points(
+    a: Mapping[str, Mapping[str, float]],
+    b: Mapping[str, Mapping[str, float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """Correlation over (method, user) points, with a cluster bootstrap CI over users.
+
+    ``a`` and ``b``: method -> user -> value. Every (method, user) with a finite value in both is
+    a point. Returns :func:`correlations`' result with ``"ci"`` in each statistic, plus
+    ``methods``, ``users``, ``n_boot``, ``seed``, ``confidence`` and ``boot_undefined``.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    methods = sorted(set(a) & set(b))
+    notes = []
+    only = sorted(set(a) ^ set(b))
+    if only:
+        notes.append(f"methods in only one input, left out: {', '.join(only)}")
+    by_user: dict[str, list[int]] = {}
+    xs, ys = [], []
+    for method in methods:
+        for user in sorted(set(a[method]) & set(b[method])):
+            x, y = float(a[method][user]), float(b[method][user])
+            if math.isfinite(x) and math.isfinite(y):
+                by_user.setdefault(user, []).append(len(xs))
+                xs.append(x)
+                ys.append(y)
+    result = correlations(xs, ys)
+    result["notes"] = notes + result["notes"]
+    boots: dict[str, list[float]] = {name: [] for name in STATISTICS}
+    users = sorted(by_user)
+    xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if users and _problem(xa, ya) is None and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        groups = [np.asarray(by_user[u]) for u in users]
+        for _ in range(n_boot):
+            index = np.concatenate([groups[i] for i in rng.integers(len(users), size=len(users))])
+            for name, value in _point_statistics(xa[index], ya[index]).items():
+                boots[name].append(value)
+    undefined = int(np.isnan(np.asarray(boots["pearson"], dtype=float)).sum())
+    tail = 100 * (1 - confidence) / 2
+    for name in STATISTICS:
+        values = np.asarray(boots[name], dtype=float)
+        finite = values[np.isfinite(values)]
+        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (NAN, NAN)
+        result[name]["ci"] = [float(lo), float(hi)]
+    if undefined:
+        result["notes"].append(f"{undefined} of {n_boot} resamples gave an undefined correlation")
+    result.update(
+        methods=methods,
+        users=len(users),
         n_boot=n_boot,
         seed=seed,
         confidence=confidence,

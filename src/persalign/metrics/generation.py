@@ -4,20 +4,25 @@
     # [{'rouge1': 0.857..., 'rougeL': 0.857...}]
     bertscore_f1(["a title"], ["the title"])                     # bundled MiniLM, offline
     # [0.93...]
-    bertscore_f1(preds, refs, model="roberta-large")             # the usual choice (hub)
+    bertscore_f1(preds, refs, model="roberta-large")             # the paper's: rescaled (hub)
     result = behavioural_alignment(generations, bench.completions)
     result["rouge1"]["mean"], result["bertscore_model"], result["bertscore_layers"]
+    result["bertscore_rescaled"], result["bertscore_baseline"]   # False, None: raw MiniLM
 
 ``behavioural_alignment`` matches each generation (a dict with ``user``, ``id``, ``text``, as
 written by ``persalign generate``) to the user's completion with the same (user, id), scores
 each pair with ROUGE-1, ROUGE-L (F-measure, Porter stemmer) and BERTScore-F1, averages per user
 and then over users. Generations without a reference are counted (``missing``), never silently
 dropped into the average. Empty generations score 0 on every similarity and are counted
-(``empty``). BERTScore is raw (no baseline rescaling, which needs the hub); the BERTScore
-machinery lives in :mod:`persalign.metrics.bertscore`.
+(``empty``; BERTScore's 0 is raw, see below). BERTScore is rescaled with bert-score's baseline
+where it ships one for the model and layer (roberta-large: the paper's scale), raw otherwise
+(the bundled MiniLM), or as ``rescale`` says (auto | always | never); the result names which
+(``bertscore_rescaled``, and the F1 baseline ``bertscore_baseline`` it was rescaled with). The
+BERTScore machinery lives in :mod:`persalign.metrics.bertscore`.
 
-The ``generation`` cell metric is ``behavioural_alignment`` with the run's BERTScore model, or,
-when ``metrics.bertscore_model`` is null, ROUGE only (``bertscore_f1`` and its model null).
+The ``generation`` cell metric is ``behavioural_alignment`` with the run's BERTScore model and
+``metrics.bertscore_rescale``, or, when ``metrics.bertscore_model`` is null, ROUGE only
+(``bertscore_f1`` and its model null).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import functools
 import logging
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from persalign.errors import ConfigError
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.bertscore import (
     DEFAULT_BERTSCORE_MODEL,
+    bertscore_baseline,
     bertscore_f1,
+    read_baseline,
     resolve_bertscore_model,
 )
 from persalign.types import Completion
@@ -131,14 +139,17 @@ def behavioural_alignment(
     num_layers: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
+    rescale: str = "auto",
+    baseline_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Eq. 8 with S = ROUGE-1, ROUGE-L and BERTScore-F1.
 
     Returns ``{"rouge1"|"rougeL"|"bertscore_f1": {"mean", "pooled", "per_user"},
-    "bertscore_model", "bertscore_layers", "n", "users", "missing", "missing_examples",
-    "empty", "unmatched_references"}``: ``n`` generations were scored, ``missing`` had no
-    reference (not scored), ``empty`` were empty strings (scored 0), ``unmatched_references``
-    completions had no generation.
+    "bertscore_model", "bertscore_layers", "bertscore_rescaled", "bertscore_baseline", "n",
+    "users", "missing", "missing_examples", "empty", "unmatched_references"}``: ``n``
+    generations were scored, ``missing`` had no reference (not scored), ``empty`` were empty
+    strings (scored 0, BERTScore raw 0), ``unmatched_references`` completions had no generation.
+    ``rescale`` and ``baseline_path``: see :func:`persalign.metrics.bertscore.bertscore_baseline`.
     """
     refs = _references(completions)
     users: list[str] = []
@@ -168,6 +179,7 @@ def behavioural_alignment(
     if empty:
         log.warning("%d generation(s) are empty and score 0", empty)
     spec, layers = resolve_bertscore_model(bertscore_model, num_layers)
+    baseline = bertscore_baseline(spec, layers, rescale, baseline_path)
     per_pair = rouge(predictions, references)
     bert = (
         bertscore_f1(
@@ -177,6 +189,8 @@ def behavioural_alignment(
             num_layers=layers,
             batch_size=batch_size,
             device=device,
+            rescale="always" if baseline is not None else "never",
+            baseline_path=baseline,
         )
         if predictions
         else []
@@ -187,6 +201,8 @@ def behavioural_alignment(
     result.update(
         bertscore_model=bertscore_model,
         bertscore_layers=layers,
+        bertscore_rescaled=baseline is not None,
+        bertscore_baseline=None if baseline is None else read_baseline(baseline, layers),
         n=len(predictions),
         users=len(set(users)),
         missing=len(missing),
@@ -238,5 +254,9 @@ class BehaviouralAlignment(CellMetric):
         if not model:
             return rouge_only(gens, completions)
         return behavioural_alignment(
-            gens, completions, model, num_layers=ctx.settings.get("bertscore_num_layers")
+            gens,
+            completions,
+            model,
+            num_layers=ctx.settings.get("bertscore_num_layers"),
+            rescale=ctx.settings.get("bertscore_rescale") or "auto",
         )

@@ -17,6 +17,9 @@ chosen per model, on held-out preferences of the train users (never the adaptati
   those generations under the base policy (coherence) and policy accuracy.
 
 Ties go to the earliest lambda of ``lams``. Figures are per user, then averaged over users.
+Only a method that supports RGD has a lambda (``supports_rgd``; PAL does not, paper section 7);
+a method scored by its own policy (P-DPO under its ``p-dpo`` decoder) needs none (the runner
+does not call this for it).
 """
 
 from __future__ import annotations
@@ -116,6 +119,9 @@ def select_lambda(
     prefs = list(heldout_prefs)
     if not lams or not prefs:
         raise ConfigError("lambda selection needs a non-empty grid and held-out preferences")
+    if not getattr(reward_model, "supports_rgd", True):
+        name = getattr(reward_model, "name", type(reward_model).__name__)
+        raise ConfigError(f"{name} does not support reward-guided decoding: no lambda to choose")
     if scorer is None:
         personalized = getattr(reward_model, "personalized", True)
         scorer = "personal-rgd" if personalized else "global-rgd"

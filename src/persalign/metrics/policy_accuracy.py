@@ -5,16 +5,22 @@ user's chosen response above the rejected one?
     policy_accuracy(policy, bench.query, scorer="base")                       # Eq. 4
     policy_accuracy(policy, bench.query, scorer="personal-rgd", reward_model=rm, lam=1.0)
     policy_accuracy(policy, bench.query, scorer="icl", support=support_by_user, shots=4)
+    policy_accuracy(None, bench.query, scorer="personalized-policy", reward_model=pdpo)
     curve = policy_accuracy_curve(policy, heldout, rm, [0.0, 0.5, 1.0, 2.0])  # {lam: result}
 
 Scorers, with |y| the response length in policy tokens:
 
 - ``base`` (Eq. 4): (1/|y|) sum_t log pi(y_t | x, y_<t).
-- ``global-rgd`` / ``personal-rgd`` (Eqs. 5, 6): sum_t [log pi(y_t | x, y_<t) + lam * r(x, y_<=t)],
-  the quantity ARGS maximizes token by token. ``r(x, y_<=t)`` is the reward model's prefix reward
-  (``RewardModel.prefix_rewards``, the same value ARGS compares at step t: for cumulative methods
-  such as GenARM that is the running sum). ``global-rgd`` passes the users through too (a global
-  model ignores them); ``personal-rgd`` requires them.
+- ``global-rgd`` / ``personal-rgd`` (Eqs. 5, 6): sum_t [log pi(y_t | x, y_<t) + lam * r(y_t | x,
+  y_<t)], the quantity ARGS maximizes token by token. The token reward is the reward model's
+  prefix reward r(x, y_<=t) (``RewardModel.prefix_rewards``, what ARGS compares at step t), or,
+  for a ``cumulative`` method (GenARM, P-DPO: the prefix reward is a running sum), the
+  difference of consecutive prefix rewards (``scoring.token_rewards``). ``global-rgd`` passes
+  the users through too (a global model ignores them); ``personal-rgd`` requires them. A method
+  without RGD (``supports_rgd`` False: PAL) has no RGD score.
+- ``personalized-policy`` (P-DPO, which writes with its own policy): (1/|y|) sum_t
+  log pi_theta(y_t | e_u, x, y_<t), the user's soft tokens e_u in front, normalised as Eq. 4;
+  ``personalized-policy-sum``: the plain sum. No base policy and no lambda.
 - ``icl`` (Eq. 7): ``base`` with the user's demonstrations prepended, built by
   :func:`persalign.decoding.icl.icl_prompt_ids` exactly as the ``icl`` decoder builds its prompts.
 
@@ -42,13 +48,23 @@ from persalign.decoding.icl import icl_prompt_ids
 from persalign.errors import ConfigError
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
-from persalign.metrics.scoring import RGD_SCORERS, SCORERS, ScoreParts, check_scorer, score_parts
+from persalign.metrics.scoring import (
+    POLICY_MODEL_SCORERS,
+    RGD_SCORERS,
+    SCORERS,
+    ScoreParts,
+    check_scorer,
+    method_scorer,
+    personalized_parts,
+    score_parts,
+)
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
 __all__ = [
     "SCORERS",
     "ScoreParts",
+    "method_scorer",
     "policy_accuracy",
     "policy_accuracy_curve",
     "policy_scores",
@@ -58,10 +74,13 @@ __all__ = [
 
 def _check_inputs(scorer: str, reward_model, users) -> None:
     check_scorer(scorer)
-    if scorer in RGD_SCORERS and reward_model is None:
+    if scorer in (*RGD_SCORERS, *POLICY_MODEL_SCORERS) and reward_model is None:
         raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
-    if scorer == "personal-rgd" and users is None:
-        raise ConfigError("the personal-rgd scorer needs the users of the responses")
+    if scorer in ("personal-rgd", *POLICY_MODEL_SCORERS) and users is None:
+        raise ConfigError(f"the {scorer} scorer needs the users of the responses")
+    if scorer in RGD_SCORERS and not getattr(reward_model, "supports_rgd", True):
+        name = getattr(reward_model, "name", type(reward_model).__name__)
+        raise ConfigError(f"{name} does not support reward-guided decoding: no {scorer} score")
     personalized = getattr(reward_model, "personalized", None)
     if scorer in RGD_SCORERS and personalized not in (None, scorer == "personal-rgd"):
         kind = "personalized" if personalized else "global"
@@ -89,6 +108,9 @@ def policy_scores(
     the ``icl`` decoder renders them (dropped from the front to fit ``max_prompt_tokens``).
     """
     _check_inputs(scorer, reward_model, users)
+    if scorer in POLICY_MODEL_SCORERS:
+        parts = personalized_parts(reward_model, prompts, responses, users, batch_size=batch_size)
+        return parts.scores(scorer)
     prompt_ids = None
     if scorer == "icl":
         if demonstrations is None:
@@ -145,8 +167,19 @@ def preference_parts(
     padding_side: str = "right",
     progress: bool = True,
 ) -> ScoreParts:
-    """ScoreParts of the 2N responses: every chosen response, then every rejected one."""
+    """ScoreParts of the 2N responses: every chosen response, then every rejected one.
+
+    ``policy`` None with a ``reward_model``: the reward model's own personalized policy (P-DPO).
+    """
     prefs = list(prefs)
+    if policy is None:
+        return personalized_parts(
+            reward_model,
+            [p.prompt for p in prefs] * 2,
+            [p.chosen for p in prefs] + [p.rejected for p in prefs],
+            [p.user for p in prefs] * 2,
+            batch_size=batch_size,
+        )
     ids = None if prompt_ids is None else [*prompt_ids, *prompt_ids]
     return score_parts(
         policy,
@@ -189,6 +222,7 @@ def policy_accuracy(
 ) -> dict[str, Any]:
     """Policy accuracy (Eq. 3) of ``scorer``: per user, then the mean over users.
 
+    ``personalized-policy``: ``reward_model``'s own policy scores (``policy`` is not used).
     ``icl``: demonstrations come from ``support`` (user -> preferences) exactly as the
     ``icl_decoder`` ("icl" or "icl-rag") picks them for generation, with ``shots`` and ``seed``.
     """
@@ -202,10 +236,11 @@ def policy_accuracy(
         prompt_ids = icl_prompts(
             policy, prefs, support, shots=shots, seed=seed, decoder=icl_decoder, **settings
         )
+    own = scorer in POLICY_MODEL_SCORERS  # the method's own policy scores, not ``policy``
     parts = preference_parts(
-        policy,
+        None if own else policy,
         prefs,
-        reward_model=reward_model if scorer in RGD_SCORERS else None,
+        reward_model=reward_model if scorer in (*RGD_SCORERS, *POLICY_MODEL_SCORERS) else None,
         prompt_ids=prompt_ids,
         batch_size=batch_size,
         padding_side=padding_side,
@@ -245,23 +280,43 @@ def _fraction(key: str, label: str, expected: tuple[str, ...]) -> Column:
     return Column(key, (key,), label, True, "fraction", expected)
 
 
+def cell_scorer(ctx: CellContext) -> str | None:
+    """A method cell's scorer (``scoring.method_scorer`` of its reward model and decoder)."""
+    score = str(ctx.settings.get("personalized_policy_score") or "mean")
+    return method_scorer(type(ctx.reward_model), DECODERS.get(ctx.decoder), score)
+
+
 @register_metric(
     "policy_accuracy",
-    summary="Eq. 3 with the cell's own scorer: RGD (methods), base (zero-shot) or ICL",
+    summary="Eq. 3 with the cell's own scorer: RGD or the method's policy (methods), base or ICL",
 )
 class PolicyAccuracy(CellMetric):
-    """Policy accuracy of the scorer the cell generates with, at the chosen lambda."""
+    """Policy accuracy of the scorer the cell generates with (at the chosen lambda for RGD).
+
+    Method cells: none for a method without RGD under an RGD decoder (PAL under ARGS).
+    """
 
     needs = frozenset({"policy"})
     order = 20
     columns = (_fraction("policy_accuracy", "Policy Acc", ("method",)),)
 
+    def applies(self, ctx: CellContext) -> bool:
+        if ctx.kind == "method" and ctx.reward_model is not None and cell_scorer(ctx) is None:
+            return False
+        return super().applies(ctx)
+
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         query, batch = ctx.benchmark.query, ctx.batch_size
         if ctx.kind == "method":
-            if ctx.reward_model is None or ctx.lam is None:
-                raise ConfigError(f"policy accuracy of {ctx.method}: no reward model or lambda")
-            scorer = "personal-rgd" if ctx.reward_model.personalized else "global-rgd"
+            if ctx.reward_model is None:
+                raise ConfigError(f"policy accuracy of {ctx.method}: no reward model")
+            scorer = cell_scorer(ctx)
+            if scorer in POLICY_MODEL_SCORERS:
+                return policy_accuracy(
+                    None, query, scorer=scorer, reward_model=ctx.reward_model, batch_size=batch
+                )
+            if ctx.lam is None:
+                raise ConfigError(f"policy accuracy of {ctx.method}: no lambda")
             return policy_accuracy(
                 ctx.policy,
                 query,

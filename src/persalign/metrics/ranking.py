@@ -4,7 +4,8 @@
     result["mean"], result["per_user"]["user-7"]
 
 The ``rm_accuracy`` cell metric is the model job's ``rm_accuracy.json`` (``ctx.model_results``),
-or, without it, ``rm_accuracy(ctx.reward_model, bench.query)``.
+or, without it, ``rm_accuracy(ctx.reward_model, bench.query)``; a method whose class says
+``has_rm_accuracy = False`` (P-DPO, "-" in the paper's tables) has none.
 
 Every response is scored with one forward pass (``sequence_rewards``); chosen and rejected
 responses of many pairs share batches.
@@ -64,6 +65,11 @@ class RMAccuracy(CellMetric):
     kinds = frozenset({"method"})
     order = 10
     columns = (Column("rm_accuracy", ("rm_accuracy",), "RM Acc", True, "fraction", ("method",)),)
+
+    def applies(self, ctx: CellContext) -> bool:
+        """Not for a method without RM accuracy (``has_rm_accuracy`` False: P-DPO, "-")."""
+        has = getattr(ctx.reward_model, "has_rm_accuracy", True)
+        return super().applies(ctx) and bool(has)
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         if "rm_accuracy" in ctx.model_results:

@@ -2,8 +2,10 @@
 
     parts = score_parts(policy, prompts, responses, reward_model=rm, users=users)
     parts.logp_sum, parts.tokens      # [N] sum_t log pi(y_t | x, y_<t), [N] |y| (policy tokens)
-    parts.reward_sum                   # [N] sum_t r(x, y_<=t) (the reward model's own tokens)
+    parts.reward_sum                   # [N] sum_t r(y_t | x, y_<t) (the reward model's tokens)
     parts.scores("personal-rgd", lam=0.5)   # any lambda, no new forward pass
+    parts = personalized_parts(pdpo, prompts, responses, users)   # P-DPO's own policy
+    parts.scores("personalized-policy")                           # mean log-prob, as Eq. 4
 
 The policy's log-probabilities come from ONE forward pass over each padded batch of prompt +
 response (left or right padding, position ids from the mask): the logits at position p - 1 are
@@ -12,6 +14,17 @@ vocabulary (``logits_to_keep``). The prefix rewards come from ONE reward-model p
 (``RewardModel.prefix_rewards``). Log-softmax and sums run in float64. The policy renders
 prompts with its own chat template (``policy.formatter``) and the reward model with its own
 formatter, so with different tokenizers the two sums run over different tokens of the same text.
+
+The token reward r(y_t | x, y_<t) of Eqs. 5/6 is the prefix reward r(x, y_<=t) that ARGS compares
+at step t, except for a ``cumulative`` method (GenARM, P-DPO), whose prefix reward is already the
+running sum of its token rewards: its token reward is the difference of consecutive prefix
+rewards, so the reward sum is its last prefix reward (summing the prefix rewards would count
+token t |y| - t + 1 times). ARGS can compare the prefix sums: at one step they differ from the
+token rewards by the same constant for all k candidates of a row (``token_rewards``).
+
+A method that writes with its own policy (P-DPO, the ``p-dpo`` decoder) is scored by that policy
+(``personalized-policy``: its mean token log-likelihood with the user's soft tokens, normalised
+as Eq. 4; ``personalized-policy-sum``: the plain sum); see ``method_scorer``.
 """
 
 from __future__ import annotations
@@ -24,10 +37,12 @@ import torch
 from persalign.errors import ConfigError, DataError
 from persalign.logs import track
 from persalign.models.encoding import pad_sequences
-from persalign.rewards.base import response_index
+from persalign.rewards.base import PrefixRewards, response_index
 
-SCORERS = ("base", "global-rgd", "personal-rgd", "icl")
 RGD_SCORERS = ("global-rgd", "personal-rgd")
+POLICY_MODEL_SCORERS = ("personalized-policy", "personalized-policy-sum")  # the method's policy
+SCORERS = ("base", *RGD_SCORERS, "icl", *POLICY_MODEL_SCORERS)
+REWARD_MODEL_SCORERS = (*RGD_SCORERS, *POLICY_MODEL_SCORERS)  # need a trained reward model
 CHUNK = 16  # response positions per float64 log-softmax (bounds memory with large vocabularies)
 
 
@@ -37,21 +52,40 @@ class ScoreParts:
 
     logp_sum: torch.Tensor  # [N] float64: sum_t log pi(y_t | x, y_<t) over the policy's tokens
     tokens: torch.Tensor  # [N] long: |y| in policy tokens
-    reward_sum: torch.Tensor | None = None  # [N] float64: sum_t r(x, y_<=t) over the RM's tokens
+    reward_sum: torch.Tensor | None = None  # [N] float64: sum_t r(y_t | x, y_<t), RM's tokens
 
     def scores(self, scorer: str, lam: float = 1.0) -> torch.Tensor:
-        """[N] float64 scores of ``scorer`` (Eqs. 4-7)."""
+        """[N] float64 scores of ``scorer`` (Eqs. 4-7; the personalized policy's for P-DPO)."""
         check_scorer(scorer)
         if scorer in RGD_SCORERS:
             if self.reward_sum is None:
                 raise ConfigError(f"the {scorer} scorer needs a reward model")
             return self.logp_sum + lam * self.reward_sum
+        if scorer == "personalized-policy-sum":
+            return self.logp_sum
         return self.logp_sum / self.tokens.to(torch.float64)
 
 
 def check_scorer(scorer: str) -> None:
     if scorer not in SCORERS:
         raise ConfigError(f"unknown scorer {scorer!r}; choose from {', '.join(SCORERS)}")
+
+
+def method_scorer(reward_class: type, decoder_class: type, score: str = "mean") -> str | None:
+    """The policy-accuracy scorer of a method cell: the scoring function its decoder generates
+    with (Eq. 3), or None where there is none.
+
+    A decoder that writes with the method's own policy (``needs_policy`` False: ``p-dpo``) gives
+    ``personalized-policy`` (``score="mean"``, Eq. 4's normalisation) or
+    ``personalized-policy-sum`` (``"sum"``), with no lambda. A decoder that guides the base
+    policy (ARGS) gives the RGD scorer, Eq. 6 for a personalized method and Eq. 5 for a global
+    one, unless the method does not support RGD (``supports_rgd`` False: PAL): None.
+    """
+    if not getattr(decoder_class, "needs_policy", True):
+        return POLICY_MODEL_SCORERS[0] if score == "mean" else POLICY_MODEL_SCORERS[1]
+    if not getattr(reward_class, "supports_rgd", True):
+        return None
+    return "personal-rgd" if getattr(reward_class, "personalized", True) else "global-rgd"
 
 
 @torch.no_grad()
@@ -116,6 +150,21 @@ def policy_logprob_sums(
     return sums, lengths
 
 
+def token_rewards(prefix: PrefixRewards, cumulative: bool) -> torch.Tensor:
+    """[N, R] float64 token rewards r(y_t | x, y_<t) of Eqs. 5/6 (0 beyond each response).
+
+    The prefix reward r(x, y_<=t) itself, or for a ``cumulative`` method (its prefix reward is a
+    running sum of token rewards) the difference of consecutive prefix rewards.
+    """
+    rewards = prefix.rewards.double()  # [N, R]
+    if not cumulative:
+        return rewards
+    steps = torch.arange(rewards.shape[1])  # [R]
+    valid = steps[None, :] < prefix.lengths[:, None]  # [N, R]
+    previous = torch.nn.functional.pad(rewards[:, :-1], (1, 0))  # [N, R] r(x, y_<=t-1)
+    return (rewards - previous) * valid
+
+
 def reward_sums(
     reward_model,
     prompts: Sequence[str],
@@ -126,16 +175,39 @@ def reward_sums(
     padding_side: str = "right",
     progress: bool = True,
 ) -> torch.Tensor:
-    """[N] float64 sum_t r(x, y_<=t) over the reward model's own tokens, one pass per batch."""
+    """[N] float64 sum_t r(y_t | x, y_<t) over the reward model's own tokens (see
+    ``token_rewards``), one pass per batch."""
     sums = torch.zeros(len(prompts), dtype=torch.float64)
+    cumulative = bool(getattr(reward_model, "cumulative", False))
     starts = range(0, len(prompts), batch_size)
     for start in track(starts, "prefix rewards", show=progress):
         sl = slice(start, start + batch_size)
         prefix = reward_model.prefix_rewards(
             prompts[sl], responses[sl], users[sl], padding_side=padding_side, batch_size=batch_size
         )
-        sums[sl] = prefix.rewards.double().sum(dim=1)  # [b]; rewards are 0 beyond each response
+        sums[sl] = token_rewards(prefix, cumulative).sum(dim=1)  # [b]
     return sums
+
+
+def personalized_parts(
+    model,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    users: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> ScoreParts:
+    """ScoreParts of a method's own personalized policy (``model.personalized_logprob_sums``:
+    P-DPO's LoRA backbone with each user's soft tokens), in that model's tokens."""
+    if not hasattr(model, "personalized_logprob_sums"):
+        name = getattr(model, "name", type(model).__name__)
+        raise ConfigError(
+            f"the personalized-policy scorer needs a policy model (P-DPO), not {name}"
+        )
+    logp, tokens = model.personalized_logprob_sums(
+        list(prompts), list(responses), list(users), batch_size=batch_size
+    )
+    return ScoreParts(logp.double().cpu(), tokens.long().cpu())
 
 
 def score_parts(

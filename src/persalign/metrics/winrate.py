@@ -2,14 +2,19 @@
 
     prompts = {(q.user, q.id): q.prompt for q in bench.query}
     result = win_rate(rm, rgd_generations, zero_shot_generations, prompts)
-    result["mean"], result["ties"], result["unpaired_rgd"]
+    result["rate"], result["per_user_mean"], result["ties"], result["unpaired_rgd"]
+    win_rate(rm, rgd_generations, zero_shot_generations, prompts, ties="loss")  # strict wins
 
 Generations are dicts (or objects) with ``user``, ``id`` and ``text``, as written by
 ``persalign generate``. The RGD and zero-shot outputs for the same (user, id) form a pair; the
 RM scores both (``sequence_rewards``, one batched call) and the pair is a win when the RGD
-output's reward is strictly higher. Ties (equal rewards, or identical texts, whose rewards can
-differ in the last bits between batches) are counted separately and are not wins. The win rate
-is computed per user and then averaged over users (``mean``); ``pooled`` is over all pairs.
+output's reward is strictly higher, a tie when the rewards are equal or the texts identical
+(their rewards can differ in the last bits between batches), a loss otherwise.
+
+``rate`` (the headline, Table 5's "fraction of examples"): pooled over all pairs, a tie counting
+as half a win, ``(wins + ties / 2) / n``. ``per_user_mean``: the same rate per user
+(``per_user``), averaged over users. ``ties="loss"`` counts a tie as no win (``tie_weight`` 0,
+the literal "judges its output as better"); the counts of wins, ties and losses are always there.
 
 A generation without a partner (``unpaired_rgd``, ``unpaired_zero_shot``), or without a prompt
 (``no_prompt``), or a pair with an empty text, which a reward model cannot score (``empty``),
@@ -17,7 +22,8 @@ is counted and reported, never silently dropped. ``prompts_by_id`` maps ``(user,
 ``id``, when ids are unique across users) to the prompt the outputs answer.
 
 The ``win_rate`` cell metric (method cells with a zero-shot cell, when ``metrics.win_rate`` is on)
-is ``win_rate(ctx.reward_model, ctx.generations, ctx.zero_shot.generations, ctx.prompts())``.
+is ``win_rate(ctx.reward_model, ctx.generations, ctx.zero_shot.generations, ctx.prompts(),
+metrics.win_rate_ties)``; its report columns are ``rate`` (Win Rate) and ``per_user_mean``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from persalign.metrics.base import CellContext, CellMetric, Column, register_met
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+TIES = {"half": 0.5, "loss": 0.0}  # what a tie counts as (metrics.win_rate_ties)
 
 
 def _get(record: Any, name: str) -> Any:
@@ -60,27 +67,42 @@ def _prompt(prompts_by_id: Mapping[Any, str], key: Key) -> str | None:
     return prompts_by_id.get(key[1]) if prompt is None else prompt
 
 
-def win_summary(users: Sequence[str], outcomes: Sequence[str]) -> dict[str, Any]:
-    """Win rate per user (ties and losses are not wins), its mean over users, and pooled.
+def tie_weight(ties: str) -> float:
+    """What a tie counts as: ``half`` -> 0.5, ``loss`` -> 0.0; ConfigError otherwise."""
+    if ties not in TIES:
+        raise ConfigError(f"win-rate ties must be one of {', '.join(TIES)}, got {ties!r}")
+    return TIES[ties]
+
+
+def _rate(outcomes: Sequence[str], weight: float) -> float:
+    return (outcomes.count("win") + weight * outcomes.count("tie")) / len(outcomes)
+
+
+def win_summary(
+    users: Sequence[str], outcomes: Sequence[str], ties: str = "half"
+) -> dict[str, Any]:
+    """The pooled win rate, per user and its mean over users, a tie counting as ``ties`` says.
 
     ``outcomes`` holds "win", "tie" or "loss" for each pair of ``users``.
     """
+    weight = tie_weight(ties)
     by_user: dict[str, list[str]] = {}
     for user, outcome in zip(users, outcomes, strict=True):
         by_user.setdefault(user, []).append(outcome)
-    per_user = {u: o.count("win") / len(o) for u, o in sorted(by_user.items())}
-    wins, ties = outcomes.count("win"), outcomes.count("tie")
+    per_user = {u: _rate(o, weight) for u, o in sorted(by_user.items())}
+    wins, ties_n = outcomes.count("win"), outcomes.count("tie")
     nan = float("nan")
     return {
-        "mean": statistics.fmean(per_user.values()) if per_user else nan,
-        "pooled": wins / len(outcomes) if outcomes else nan,
+        "rate": _rate(outcomes, weight) if outcomes else nan,
+        "per_user_mean": statistics.fmean(per_user.values()) if per_user else nan,
         "per_user": per_user,
+        "tie_weight": weight,
         "tie_rate": {u: o.count("tie") / len(o) for u, o in sorted(by_user.items())},
         "n": len(outcomes),
         "users": len(per_user),
         "wins": wins,
-        "ties": ties,
-        "losses": len(outcomes) - wins - ties,
+        "ties": ties_n,
+        "losses": len(outcomes) - wins - ties_n,
     }
 
 
@@ -89,12 +111,14 @@ def win_rate(
     rgd_generations: Sequence[Any],
     zero_shot_generations: Sequence[Any],
     prompts_by_id: Mapping[Any, str],
+    ties: str = "half",
 ) -> dict[str, Any]:
     """Table 5's win rate of RGD over zero-shot, judged by ``reward_model`` (see module doc).
 
-    Returns ``{"mean", "pooled", "per_user", "tie_rate", "n", "users", "wins", "ties",
-    "losses", "unpaired_rgd", "unpaired_zero_shot", "no_prompt", "empty"}``.
+    Returns ``{"rate", "per_user_mean", "per_user", "tie_weight", "tie_rate", "n", "users",
+    "wins", "ties", "losses", "unpaired_rgd", "unpaired_zero_shot", "no_prompt", "empty"}``.
     """
+    tie_weight(ties)  # a bad value fails before the reward model runs
     rgd = _by_key(rgd_generations, "RGD")
     zero = _by_key(zero_shot_generations, "zero-shot")
     keys, prompts, no_prompt, empty = [], [], 0, 0
@@ -128,12 +152,12 @@ def win_rate(
                 outcomes.append("tie")
             else:
                 outcomes.append("win" if r_rgd > r_zero else "loss")
-    return {**win_summary([k[0] for k in keys], outcomes), **counts}
+    return {**win_summary([k[0] for k in keys], outcomes, ties), **counts}
 
 
 @register_metric(
     "win_rate",
-    summary="Table 5: the method's own RM prefers its output to zero-shot's, per user then mean",
+    summary="Table 5: the method's own RM prefers its output to zero-shot's, pooled, ties half",
 )
 class WinRate(CellMetric):
     """Win rate of the method's generations over the zero-shot cell's (metrics.win_rate)."""
@@ -141,15 +165,35 @@ class WinRate(CellMetric):
     needs = frozenset({"generations", "reward_model", "zero_shot"})
     kinds = frozenset({"method"})
     order = 40
-    columns = (Column("win_rate", ("win_rate",), "Win Rate", True, "fraction", ("method",)),)
+    columns = (
+        Column("win_rate", ("win_rate", "rate"), "Win Rate", True, "fraction", ("method",)),
+        Column(
+            "win_rate_per_user",
+            ("win_rate", "per_user_mean"),
+            "Win Rate (per-user mean)",
+            True,
+            "fraction",
+            ("method",),
+        ),
+    )
 
     def enabled(self, settings: dict[str, Any]) -> bool:
         return bool(settings.get("win_rate"))
 
     def applies(self, ctx: CellContext) -> bool:
         zero_shot = ctx.zero_shot
-        return super().applies(ctx) and zero_shot is not None and zero_shot.generations is not None
+        # a method without RM accuracy (P-DPO) has no reward model to judge with (Table 5)
+        judge = bool(getattr(ctx.reward_model, "has_rm_accuracy", True))
+        return (
+            super().applies(ctx)
+            and judge
+            and zero_shot is not None
+            and zero_shot.generations is not None
+        )
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         zero_shot = ctx.zero_shot.generations if ctx.zero_shot is not None else None
-        return win_rate(ctx.reward_model, ctx.generations or [], zero_shot or [], ctx.prompts())
+        ties = ctx.settings.get("win_rate_ties") or "half"
+        return win_rate(
+            ctx.reward_model, ctx.generations or [], zero_shot or [], ctx.prompts(), ties
+        )

@@ -5,6 +5,8 @@
 
 - ``fig1_rm_vs_policy``: RM accuracy against policy accuracy, one panel per scale, with the
   least-squares line and Pearson r / Spearman ρ / Kendall τ in the legend (the paper's Fig. 1);
+  its points are the correlation units (``report.correlation_units``: reward methods, (method,
+  seed) or (method, user); see correlation_tables), named in the caption;
 - ``fig2_generation_vs_scale``: ROUGE-1, ROUGE-L and BERTScore-F1 against the policy scale
   (x = scale_params on a log axis, labelled by scale) for every reward method, zero-shot and the
   ICL / ICL-RAG baselines at their largest shot count (Fig. 2);
@@ -30,7 +32,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter, NullLocator
 
-from persalign.report.correlation_tables import correlate, method_means
+from persalign.report.correlation_tables import (
+    UNITS,
+    correlate,
+    correlation_points,
+    correlation_units,
+)
 from persalign.report.formatting import LABELS
 from persalign.report.results import Row, RunResults
 
@@ -66,11 +73,22 @@ def _r(result: dict | None, statistic: str) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def rm_vs_policy(results: RunResults, benchmark: str) -> FigurePNG | None:
-    """Fig. 1: one scatter per scale, methods as points, the fitted line, r in the legend."""
+def _method(label: str, units: str) -> str:
+    """The reward method a point's label names ("lore s1" -> "lore")."""
+    return label if units == "methods" else label.split(" ", 1)[0]  # labels have no spaces
+
+
+def rm_vs_policy(results: RunResults, benchmark: str, units: str | None = None) -> FigurePNG | None:
+    """Fig. 1: one scatter per scale, units as points, the fitted line, r in the legend."""
+    units = correlation_units(results, units)
     columns = results.policies(benchmark)
     panels = [
-        (c, *method_means(results, benchmark, c.policy, "rm_accuracy", "policy_accuracy"))
+        (
+            c,
+            *correlation_points(
+                results, benchmark, c.policy, "rm_accuracy", "policy_accuracy", units
+            ),
+        )
         for c in columns
     ]
     if not any(names for _, names, _, _ in panels):
@@ -83,8 +101,9 @@ def rm_vs_policy(results: RunResults, benchmark: str) -> FigurePNG | None:
     for ax, (column, names, xs, ys) in zip(axes, panels, strict=False):
         x, y = np.asarray(xs) * 100, np.asarray(ys) * 100
         for name, xi, yi in zip(names, x, y, strict=True):
-            ax.scatter([xi], [yi], color=colors[name], s=28, zorder=3)
-            ax.annotate(name, (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7)
+            ax.scatter([xi], [yi], color=colors[_method(name, units)], s=28, zorder=3)
+            if units != "users":  # (method, user) points are too many to name
+                ax.annotate(name, (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=7)
         if len(x) >= 2 and np.ptp(x) > 0:
             slope, intercept = np.polyfit(x, y, 1)
             grid = np.array([x.min(), x.max()])
@@ -107,8 +126,9 @@ def rm_vs_policy(results: RunResults, benchmark: str) -> FigurePNG | None:
     fig.suptitle(f"RM accuracy vs policy accuracy: {benchmark}")
     return FigurePNG(
         "fig1_rm_vs_policy",
-        f"{benchmark}: RM accuracy against policy accuracy per scale, reward methods as points, "
-        "with the least-squares line and the correlations across methods (cf. Fig. 1).",
+        f"{benchmark}: RM accuracy against policy accuracy per scale, with the least-squares "
+        f"line and the correlations (cf. Fig. 1). Units ({units}): {UNITS[units]}; reward "
+        "methods without RGD (PAL) or without RM accuracy (P-DPO) have no point.",
         _png(fig),
     )
 

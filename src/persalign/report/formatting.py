@@ -6,6 +6,10 @@
     # '0.410 (p=0.123)'
     fmt_column(Stat(12.5, 0.25, 2), perplexity_column), column_header(perplexity_column)
     # ('12.50 ± 0.25', 'Perplexity ↓')
+    bertscore_label([("roberta-large", True)])
+    # 'BERTScore-F1 (rescaled, roberta-large)'
+    bertscore_label([("bundled:all-minilm-l6-v2", False)])
+    # 'BERTScore-F1 (raw, all-minilm-l6-v2)'
 
 Every number in a table goes through these, so the same results always give the same text.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from persalign.metrics.base import Column
@@ -26,6 +31,7 @@ LABELS = {
     "rm_accuracy": "RM Acc",
     "policy_accuracy": "Policy Acc",
     "win_rate": "Win Rate",
+    "win_rate_per_user": "Win Rate (per-user mean)",
     "rouge1": "ROUGE-1",
     "rougeL": "ROUGE-L",
     "bertscore_f1": "BERTScore-F1",
@@ -61,6 +67,25 @@ def column_header(column: Column) -> str:
     better = column.higher_is_better
     arrow = "" if better is None else " ↑" if better else " ↓"
     return f"{column.label}{unit}{arrow}"
+
+
+def model_name(spec: str) -> str:
+    """A BERTScore model as tables name it: ``bundled:`` and a local folder's path dropped."""
+    name = spec.removeprefix("bundled:")
+    if name.startswith(("/", "~", ".")):
+        name = name.rstrip("/").rsplit("/", 1)[-1] or name
+    return name
+
+
+def bertscore_label(scales: Sequence[tuple[str, bool]], label: str = "BERTScore-F1") -> str:
+    """The BERTScore header naming its scale and model, from the cells' ``(model, rescaled)``:
+    "BERTScore-F1 (rescaled, roberta-large)"; several: "(several models or scales)"."""
+    if not scales:
+        return label
+    if len(scales) > 1:
+        return f"{label} (several models or scales)"
+    model, rescaled = scales[0]
+    return f"{label} ({'rescaled' if rescaled else 'raw'}, {model_name(model)})"
 
 
 def finite(value: Any) -> float | None:

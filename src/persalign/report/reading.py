@@ -7,6 +7,12 @@
 Every number read is a report column of ``persalign.metrics.schema``: each registered cell
 metric's columns and the fixed ones (lambda), so a new metric plugin is read with no change here.
 
+A metric's per-user values (for the bootstrap over users) are the ``per_user`` of the block a
+column reads, or of its parent block when the column reads a number inside it (the win rate's
+``rate``). The BERTScore scale is the ``generation`` block's ``bertscore_rescaled``; cells from
+before it existed were raw. A ``win_rate`` block from before the pooled rate (``mean`` but no
+``rate``: per-user mean, ties as losses) is not shown ("--") and is reported: rerun those cells.
+
 Wall-clock fields ("seconds") are never read. Anything missing (a cell without metrics.json, an
 unreadable file, a null metric) is logged and collected in ``results.issues``; it never raises.
 Only a run folder without any finished cell is an error (DataError naming the folder).
@@ -82,10 +88,13 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         number = _number(raw)
         if number is not None:
             values[column.key] = number
-            per_user[column.key] = _per_user(raw)
+            nested = not isinstance(raw, dict) and len(column.path) > 1
+            per_user[column.key] = _per_user(_lookup(data, column.path[:-1]) if nested else raw)
     shots = data.get("shots")
     params = _number(data.get("scale_params"))
     model = _lookup(data, ("generation", "bertscore_model"))
+    rescaled = _lookup(data, ("generation", "bertscore_rescaled"))
+    tie = _number(_lookup(data, ("win_rate", "tie_weight"))) if "win_rate" in values else None
     personalized = data.get("personalized")
     return Cell(
         cell=str(data.get("cell") or name),
@@ -103,7 +112,15 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         per_user=per_user,
         bertscore_model=str(model) if model else None,
         personalized=personalized if isinstance(personalized, bool) else None,
+        bertscore_rescaled=(rescaled is True) if model else None,
+        win_tie_weight=tie,
     )
+
+
+def old_win_rate(data: dict[str, Any]) -> bool:
+    """Whether a metrics.json has a win rate from before the pooled rate (no ``rate`` key)."""
+    block = data.get("win_rate")
+    return isinstance(block, dict) and "rate" not in block and "mean" in block
 
 
 def _names(names: list[str], limit: int = 12) -> str:
@@ -155,14 +172,15 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
     columns = report_columns()
     cells: list[Cell] = []
     seen: dict[tuple[Any, ...], str] = {}
-    unfinished = []
+    unfinished, old = [], []
     for folder in folders:
         path = folder / METRICS_FILE
         if not path.is_file():
             unfinished.append(folder.name)
             continue
         try:
-            cell = parse_cell(json.loads(path.read_text(encoding="utf-8")), folder.name, columns)
+            data = json.loads(path.read_text(encoding="utf-8"))
+            cell = parse_cell(data, folder.name, columns)
         except (OSError, ValueError, TypeError) as exc:
             _report(issues, f"cell {folder.name}: metrics.json skipped ({exc})")
             continue
@@ -172,8 +190,16 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
             continue
         seen[key] = folder.name
         cells.append(cell)
+        if old_win_rate(data):
+            old.append(folder.name)
     if unfinished:
         _report(issues, f"{len(unfinished)} cell(s) not finished: {_names(unfinished)}")
+    if old:
+        _report(
+            issues,
+            f"{len(old)} cell(s) have a win rate from an older persalign (per-user mean, ties "
+            f"as losses), shown as --: rerun them for the pooled rate: {_names(old)}",
+        )
     if not cells:
         raise DataError(
             "no finished cells (no cells/*/metrics.json): has `persalign run` finished any?",

@@ -60,6 +60,8 @@ class Cell:
     per_user: dict[str, dict[str, float]]
     bertscore_model: str | None
     personalized: bool | None = None  # a reward method's kind; None: not recorded (older runs)
+    bertscore_rescaled: bool | None = None  # with a bertscore_model: baseline-rescaled or raw
+    win_tie_weight: float | None = None  # what a tie counted as in the win rate (0.5: half)
 
     @property
     def row(self) -> str:
@@ -181,6 +183,28 @@ class RunResults:
     def expected_seeds(self, benchmark: str, kind: str) -> int:
         """How many seeds the run has for this benchmark and kind of row (the †-marker's bar)."""
         return len({c.seed for c in self.cells if c.benchmark == benchmark and c.kind == kind})
+
+    def bertscore_scales(self, benchmark: str, policy: str | None = None) -> list[tuple[str, bool]]:
+        """The (model, rescaled) pairs of the BERTScores of a benchmark (and policy), sorted."""
+        return sorted(
+            {
+                (c.bertscore_model, bool(c.bertscore_rescaled))
+                for c in self.cells
+                if c.benchmark == benchmark
+                and (policy is None or c.policy == policy)
+                and c.bertscore_model
+            }
+        )
+
+    def win_tie_weights(self, benchmark: str) -> list[float]:
+        """What a tie counted as in the benchmark's win rates (one value unless mixed)."""
+        return sorted(
+            {
+                c.win_tie_weight
+                for c in self.cells
+                if c.benchmark == benchmark and c.win_tie_weight is not None
+            }
+        )
 
     def bertscore_models(self, benchmark: str, policy: str | None = None) -> list[str]:
         return sorted(

@@ -8,11 +8,14 @@ Per benchmark:
 
 - ``ranking``: RM accuracy and policy accuracy per method (rows) and scale (columns), with
   Pearson / Spearman / Kendall rows across the reward methods (the paper's Tables 2, 4, 7);
-- ``win_rate``: each method's RM judging its RGD output against zero-shot (Table 5);
+- ``win_rate``: each method's RM judging its RGD output against zero-shot (Table 5), pooled over
+  examples with a tie as half a win, and the per-user mean beside it, per scale;
 - ``rouge1_correlation``: each ranking metric against ROUGE-1 across methods, per scale (Table 6);
 - ``correlations``: every correlation above with its p-value, n and a bootstrap CI over users;
 - ``policy_<name>``: RM accuracy, policy accuracy, ROUGE-1, ROUGE-L, BERTScore-F1 per method and
-  baseline for one policy (Tables 9-12);
+  baseline for one policy (Tables 9-12); the BERTScore header names its scale and model
+  ("BERTScore-F1 (rescaled, roberta-large)", "BERTScore-F1 (raw, all-minilm-l6-v2)"), as in
+  ``metrics``;
 - ``metrics``: every report column (each registered cell metric's, then lambda) per policy,
   method and baseline, so a metric added as a plugin shows up with no change here.
 
@@ -28,10 +31,11 @@ from dataclasses import replace
 
 from persalign.metrics.schema import report_columns
 from persalign.report.correlation_tables import (
-    CORR_NOTE,
     correlate,
     correlation_detail_table,
-    method_means,
+    correlation_note,
+    correlation_points,
+    correlation_units,
     rouge_correlation_table,
 )
 from persalign.report.formatting import (
@@ -39,6 +43,7 @@ from persalign.report.formatting import (
     LABELS,
     NA,
     STATISTICS,
+    bertscore_label,
     column_header,
     fmt_column,
     fmt_corr,
@@ -59,6 +64,12 @@ PERCENT_NOTE = (
     "so a single seed shows ± 0.00); -- = not available."
 )
 DAGGER_NOTE = "†: mean over fewer seeds than the run has (a cell unfinished or a metric null)."
+PER_USER_MEAN = "per-user mean"
+BERTSCORE_NOTE = (
+    "BERTScore-F1: rescaled = bert-score's baseline rescaling (F - b) / (1 - b), the paper's "
+    "scale (roberta-large); raw = plain F1, where bert-score ships no baseline for the model "
+    "(metrics.bertscore_rescale). Scores from different models or scales are not comparable."
+)
 
 
 def group(row: Row) -> str:
@@ -72,6 +83,15 @@ def _with_dagger_note(table: Table) -> Table:
     if any(DAGGER in cell for row in table.rows for cell in row):
         table.notes.append(DAGGER_NOTE)
     return table
+
+
+def tie_note(weights: list[float]) -> str:
+    """What a tie counted as in the win rates shown (metrics.win_rate_ties)."""
+    what = {0.5: "half a win", 0.0: "no win"}
+    if len(weights) > 1:
+        return "Ties (equal rewards, or the same text) count differently between cells: mixed."
+    counts = what.get(weights[0], f"{weights[0]:g} of a win") if weights else "half a win"
+    return f"A tie (equal rewards, or the same text) counts as {counts} (metrics.win_rate_ties)."
 
 
 def ranking_table(results: RunResults, benchmark: str) -> Table:
@@ -93,8 +113,13 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
             for c in columns
         ]
         rows.append([group(row), row.label, NA, *cells])
+    units = correlation_units(results)
     corrs = [
-        correlate(*method_means(results, benchmark, c.policy, "rm_accuracy", "policy_accuracy")[1:])
+        correlate(
+            *correlation_points(
+                results, benchmark, c.policy, "rm_accuracy", "policy_accuracy", units
+            )[1:]
+        )
         for c in columns
     ]
     for statistic, label in STATISTICS.items():
@@ -111,39 +136,48 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
         notes=[
             PERCENT_NOTE,
             "RM Acc is shared by all policies; baselines have no reward model. Policy accuracy "
-            "uses the RGD scorer for reward methods, the base scorer for zero-shot (the paper's "
-            "Prior) and the ICL scorer for ICL baselines.",
-            CORR_NOTE,
+            "uses the scorer each row generates with: the RGD scorer for reward methods under "
+            "ARGS, the method's own policy for P-DPO (no RM accuracy, as in the paper), the base "
+            "scorer for zero-shot (the paper's Prior) and the ICL scorer for ICL baselines; a "
+            "method without RGD support (PAL) has none (--).",
+            correlation_note(units),
         ],
     )
     return _with_dagger_note(table)
 
 
 def win_rate_table(results: RunResults, benchmark: str) -> Table:
-    """Table 5: win rate of each method's RGD output over zero-shot, judged by its own RM."""
+    """Table 5: win rate of each method's RGD output over zero-shot, judged by its own RM;
+    per scale the pooled rate (the paper's) and the per-user mean."""
     columns = results.policies(benchmark)
     expected = results.expected_seeds(benchmark, "method")
+    metrics = ("win_rate", "win_rate_per_user")
     rows = [
         [
             group(row),
             row.label,
             *[
-                fmt_stat(results.stat(benchmark, c.policy, row.label, "win_rate"), expected)
+                fmt_stat(results.stat(benchmark, c.policy, row.label, m), expected)
                 for c in columns
+                for m in metrics
             ],
         ]
         for row in results.rows(benchmark, "method")
     ]
+    headers = [f"{c.label} ({PER_USER_MEAN})" if m != "win_rate" else c.label
+               for c in columns for m in metrics]  # fmt: skip
     table = Table(
         key="win_rate",
         title=f"Win rate against zero-shot on {benchmark}",
         caption=(
             "Fraction of query prompts where a method's own reward model prefers its RGD "
-            "generation over the zero-shot one (cf. Table 5). Circular: prone to reward hacking."
+            "generation over the zero-shot one, pooled over all prompts (cf. Table 5); "
+            f"{PER_USER_MEAN}: the same fraction per user, averaged over users. Circular: prone "
+            "to reward hacking."
         ),
-        columns=["Group", "Method", *[c.label for c in columns]],
+        columns=["Group", "Method", *headers],
         rows=rows,
-        notes=[PERCENT_NOTE],
+        notes=[PERCENT_NOTE, tie_note(results.win_tie_weights(benchmark))],
     )
     return _with_dagger_note(table)
 
@@ -165,15 +199,17 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
                     ],
                 ]
             )
-    models = results.bertscore_models(benchmark, column.policy)
-    if len(models) > 1:
+    scales = results.bertscore_scales(benchmark, column.policy)
+    named = [f"{model} ({'rescaled' if rescaled else 'raw'})" for model, rescaled in scales]
+    if len(scales) > 1:
         log.warning(
-            "%s / %s: BERTScore from several models (%s): not comparable",
-            benchmark, column.policy, ", ".join(models),
+            "%s / %s: BERTScore from several models or scales (%s): not comparable",
+            benchmark, column.policy, ", ".join(named),
         )  # fmt: skip
-    bert = f"BERTScore model: {', '.join(models)}" if models else "BERTScore: not computed"
-    if len(models) > 1:
-        bert += " (several models: their scores are not comparable)"
+    bert = f"BERTScore model: {', '.join(named)}" if scales else "BERTScore: not computed"
+    if len(scales) > 1:
+        bert += " (several models or scales: their scores are not comparable)"
+    labels = {**LABELS, "bertscore_f1": bertscore_label(scales)}
     table = Table(
         key=f"policy_{slug(column.policy)}",
         title=f"{benchmark}, policy {column.policy} ({column.label})",
@@ -181,9 +217,9 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
             "Ranking accuracy and generation quality against the users' own completions, per "
             f"method and baseline (cf. Tables 9-12). {bert}."
         ),
-        columns=["Group", "Method", *[LABELS[m] for m in metrics]],
+        columns=["Group", "Method", *[labels[m] for m in metrics]],
         rows=rows,
-        notes=[PERCENT_NOTE, "BERTScores from different models are not comparable."],
+        notes=[PERCENT_NOTE, BERTSCORE_NOTE],
     )
     return _with_dagger_note(table)
 
@@ -191,6 +227,13 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
 def metrics_table(results: RunResults, benchmark: str) -> Table:
     """Every report column per policy (row group), method and baseline."""
     columns = results.columns or report_columns()
+    scales = results.bertscore_scales(benchmark)
+    headers = [
+        column_header(replace(c, label=bertscore_label(scales, c.label)))
+        if c.key == "bertscore_f1"
+        else column_header(c)
+        for c in columns
+    ]
     rows = []
     for policy in results.policies(benchmark):
         for row in results.rows(benchmark):
@@ -207,12 +250,13 @@ def metrics_table(results: RunResults, benchmark: str) -> Table:
             "Each cell metric's columns (persalign ls metrics) and the chosen lambda, per policy, "
             "reward method and baseline."
         ),
-        columns=["Policy", "Method", *[column_header(c) for c in columns]],
+        columns=["Policy", "Method", *headers],
         rows=rows,
         notes=[
             "Mean ± std over seeds (population std of the per-seed values, so a single seed "
             "shows ± 0.00); (%): in %, other columns as they are; ↑ / ↓: higher / lower is "
             "better; -- = not available.",
+            BERTSCORE_NOTE,
         ],
     )
     return _with_dagger_note(table)

@@ -9,7 +9,9 @@ Reads only ``runs/<name>/manifest.json`` and ``runs/<name>/cells/*/metrics.json`
     report/report.html                          everything below on one self-contained page
     report/results.csv                          every aggregate: one row per benchmark x policy x
                                                 row x report column (mean, std, seeds), raw
-                                                fractions; columns: schema.report_columns()
+                                                fractions; columns: schema.report_columns();
+                                                BERTScore rows name the model and the scale
+                                                (rescaled or raw)
     report/<benchmark>/<table>.{md,tex,csv}     ranking, win_rate, rouge1_correlation,
                                                 correlations, policy_<name>, metrics
                                                 (see tables.py)
@@ -49,11 +51,13 @@ def results_csv(results: RunResults) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(
         ["benchmark", "policy", "scale", "scale_params", "kind", "method", "shots", "row",
-         "metric", "mean", "std", "n_seeds", "bertscore_model"]
+         "metric", "mean", "std", "n_seeds", "bertscore_model", "bertscore_scale"]
     )  # fmt: skip
     for benchmark in results.benchmarks():
         for column in results.policies(benchmark):
             models = ";".join(results.bertscore_models(benchmark, column.policy))
+            scales = results.bertscore_scales(benchmark, column.policy)
+            scale = ";".join(sorted({"rescaled" if rescaled else "raw" for _, rescaled in scales}))
             for row in results.rows(benchmark):
                 for metric in (c.key for c in results.columns):
                     stat = results.stat(benchmark, column.policy, row.label, metric)
@@ -74,6 +78,7 @@ def results_csv(results: RunResults) -> str:
                             f"{stat.std:.6f}",
                             stat.n,
                             models if metric == "bertscore_f1" else "",
+                            scale if metric == "bertscore_f1" else "",
                         ]
                     )
     return buffer.getvalue()

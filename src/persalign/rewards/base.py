@@ -71,6 +71,10 @@ class RewardModel(nn.Module):
     personalized: ClassVar[bool] = True
     aggregation: ClassVar[str] = "last"
     cumulative: ClassVar[bool] = False  # True when a prefix reward sums token rewards (GenARM)
+    # Which comparisons a method enters (paper section 7 and Tables 2-12):
+    supports_rgd: ClassVar[bool] = True  # False: no reward-guided decoding (PAL): no ARGS, no RGD
+    has_rm_accuracy: ClassVar[bool] = True  # False: no RM accuracy (P-DPO: "-" in the tables)
+    default_decoder: ClassVar[str] = "args"  # a run's decoder when its config names none
 
     def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
         super().__init__()

@@ -4,9 +4,11 @@
     run_cell_job("runs/demo", job.to_json())
     # {'id': 'pref-acl__smol__lore__s0', 'hash': '...', 'reused': False}
 
-A method cell first chooses lambda on the train users' held-out items (appendix F.2); its
-decoder gets it when it takes one. Then every cell generates for the query prompts with its
-decoder (resumable) and hands the rest to the metric plugins
+A method cell whose spec carries lambda settings (an RGD cell; see ``plan.method_cell``) first
+chooses lambda on the train users' held-out items (appendix F.2); its decoder gets it when it
+takes one. Other method cells (P-DPO's own policy, PAL without RGD) have lambda null. Then
+every cell that generates (``spec.generate``; not PAL under ARGS) writes for the query prompts
+with its decoder (resumable) and hands the rest to the metric plugins
 (``persalign.metrics.compute_cell_metrics``): each registered metric that applies to the cell
 writes its key. No cell asks which decoder or which metric it is running.
 Wall-clock time goes only to ``seconds``; every other field is deterministic.
@@ -35,7 +37,8 @@ from persalign.runs.workspace import GENERATIONS, PARTIAL, job_log
 from persalign.types import Benchmark
 
 log = logging.getLogger(__name__)
-ICL_KEYS = ("retrieval", "embedder", "max_prompt_tokens")  # the ICL scorer's demonstrations
+# the ICL scorer builds its demonstrations as the cell's decoder does
+ICL_KEYS = ("retrieval", "embedder", "max_prompt_tokens", "demonstrations")
 
 
 def cell_finished(folder: Path, spec_hash: str) -> bool:
@@ -158,7 +161,7 @@ def evaluate_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
         if (model_dir / "rm_accuracy.json").is_file():
             model_results["rm_accuracy"] = read_json(model_dir / "rm_accuracy.json")
     settings = dict(spec.decoder_settings)
-    if rm is not None:  # the RGD scorer of policy accuracy uses lambda too
+    if rm is not None and spec.lam is not None:  # the RGD scorer of policy accuracy uses it too
         out.update(choose_lambda(spec, bench, policy, rm))
         if decoder_class.takes("lam"):
             settings["lam"] = out["lambda"]

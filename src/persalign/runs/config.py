@@ -37,6 +37,7 @@ from persalign.runs.sections import (
     LambdaConfig,
     MetricsConfig,
     PolicyConfig,
+    ReportConfig,
     RewardSection,
     Strict,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "LambdaConfig",
     "MetricsConfig",
     "PolicyConfig",
+    "ReportConfig",
     "RewardSection",
     "RunConfig",
     "check_methods",
@@ -72,8 +74,8 @@ class RunConfig(Strict):
     methods: dict[str, dict[str, Any] | None] = Field(
         {},
         description="Reward methods by label: {method: registered name (default: the label), "
-        "decoder: a registered decoder that uses a reward model (default args), any field of "
-        "the method's config}.",
+        "decoder: a registered decoder that uses a reward model (default: the method's "
+        "default_decoder, args; p-dpo for P-DPO), any field of the method's config}.",
     )
     plugins: list[str] = Field(
         [],
@@ -85,6 +87,7 @@ class RunConfig(Strict):
     decoding: DecodingConfig = Field(DecodingConfig(), description="Generation settings.")
     lam: LambdaConfig = Field(LambdaConfig(), alias="lambda", description="Lambda selection.")
     metrics: MetricsConfig = Field(MetricsConfig(), description="Metric settings.")
+    report: ReportConfig = Field(ReportConfig(), description="Report settings.")
     threads: int | None = Field(
         None,
         ge=1,
@@ -128,8 +131,15 @@ class RunConfig(Strict):
         """(registered method, decoder, reward-config dict) of method ``label``."""
         entry = dict(self.methods[label] or {})
         name = entry.pop("method", label)
-        decoder = entry.pop("decoder", "args")
+        decoder = entry.pop("decoder", None) or _default_decoder(name)
         return name, decoder, {"backbone": self.reward.backbone, **self.reward.settings, **entry}
+
+
+def _default_decoder(method: Any) -> str:
+    """The method's ``default_decoder`` (args; an unknown method is reported by the checks)."""
+    if not isinstance(method, str) or method not in METHODS:
+        return "args"
+    return METHODS.get(method).default_decoder
 
 
 def check_methods(config: RunConfig) -> dict[str, dict[str, Any]]:

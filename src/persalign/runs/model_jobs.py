@@ -6,7 +6,8 @@ policy's cells.
 
 Fit on the train users' preferences (minus the items held out for choosing lambda), adapt every
 adaptation user from their support set (sorted by user), save, and measure RM accuracy (Eq. 2)
-on the adaptation users' query preferences. Everything is written to a temporary folder that is
+on the adaptation users' query preferences (not for a method with ``has_rm_accuracy`` False,
+P-DPO: no ``rm_accuracy.json``). Everything is written to a temporary folder that is
 renamed into ``models/<id>/`` when complete: a half-trained model is never reused. The folder's
 ``run_model.json`` (written last) records the job's spec hash; a folder with another hash is
 retrained.
@@ -72,10 +73,14 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         for user in bench.adapt_users():
             rm.adapt(user.user, user.support)
         rm.save(str(tmp))
-        accuracy = rm_accuracy(rm, bench.query)
-        write_json(tmp / "rm_accuracy.json", accuracy)
         seconds = time.perf_counter() - started
-        log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
+        if rm.has_rm_accuracy:
+            accuracy = rm_accuracy(rm, bench.query)
+            write_json(tmp / "rm_accuracy.json", accuracy)
+            seconds = time.perf_counter() - started
+            log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
+        else:
+            log.info("trained %s in %.1f s (%s: no RM accuracy)", job.id, seconds, rm.name)
     write_json(
         tmp / MODEL_MARKER,
         {

@@ -7,6 +7,11 @@
     #  'pref-acl__smol__zero-shot__s0', ...]
     jobs[2].needs       # a method cell needs its model and its zero-shot cell
 
+A method cell chooses lambda only where its policy accuracy is an RGD score (``method_cell``):
+a method that writes with its own policy (P-DPO, decoder ``p-dpo``) has ``lambda`` null, and a
+method without RGD (``supports_rgd`` False: PAL) under ARGS neither generates nor chooses lambda
+(its RM accuracy is still reported).
+
 A job is plain data (``to_json``), so a Ray task gets exactly what the local backend gets. Its
 ``spec`` is everything that determines its result and nothing else (no paths, no times):
 ``spec_hash`` of it decides whether a finished job can be reused.
@@ -21,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persalign.decoding import DECODERS
+from persalign.metrics.scoring import RGD_SCORERS, method_scorer
+from persalign.rewards import METHODS
 from persalign.runs.benchmark_builds import PreparedBenchmark
 from persalign.runs.config import RunConfig, baseline_decoder, check_methods, decoder_settings
 from persalign.runs.specs import (
@@ -148,7 +156,8 @@ def _policy_cells(
     path = str(bench.path)
 
     def cell(cell_id: str, needs: tuple[str, ...] = (), **fields: Any) -> Job:
-        return Job(cell_id, "cell", CellJobSpec(**common, **fields), path, needs, policy.gpus)
+        spec = CellJobSpec(**{**common, **fields})
+        return Job(cell_id, "cell", spec, path, needs, policy.gpus)
 
     cells: list[Job] = []
     zero_shot: Job | None = None
@@ -163,7 +172,7 @@ def _policy_cells(
         )
         cells.append(zero_shot)
     icl = config.baselines.model_dump(
-        mode="json", include={"retrieval", "embedder", "max_prompt_tokens"}
+        mode="json", include={"retrieval", "embedder", "max_prompt_tokens", "demonstrations"}
     )
     for row in config.baselines.decoders:
         name, options = baseline_decoder(config, row)
@@ -193,6 +202,7 @@ def _policy_cells(
     for method, model in models.items():
         name, decoder, _ = config.method_options(method)
         needs = (model.id,) + ((zero_shot.id,) if zero_shot else ())
+        generate, lam = method_cell(config, name, decoder)
         cells.append(
             cell(
                 f"{prefix}__{method}__s{seed}",
@@ -204,7 +214,22 @@ def _policy_cells(
                 decoder_settings=decoder_settings(config, decoder, seed),
                 model=JobRef(id=model.id, hash=model.spec_hash),
                 zero_shot=zero_ref,
-                lam=config.lam,
+                lam=config.lam if lam else None,
+                generate=generate,
             )
         )
     return cells
+
+
+def method_cell(config: RunConfig, method: str, decoder: str) -> tuple[bool, bool]:
+    """(generate, choose lambda) of a method cell, from the method's and decoder's attributes.
+
+    An RGD decoder (the base policy writes, the reward model guides: ARGS) needs a method that
+    supports RGD; the cell chooses lambda when its policy accuracy is an RGD score.
+    """
+    reward_class, decoder_class = METHODS.get(method), DECODERS.get(decoder)
+    guided = decoder_class.needs_policy
+    runs = reward_class.supports_rgd or not guided
+    scorer = method_scorer(reward_class, decoder_class, config.metrics.personalized_policy_score)
+    choose = scorer in RGD_SCORERS or (runs and decoder_class.takes("lam"))
+    return config.decoding.generate and runs, choose

@@ -54,7 +54,7 @@ class BenchmarkConfig(Strict):
     negative_pool: Literal["users", "all"] = Field(
         "users", description="Where negatives come from."
     )
-    embed_max_tokens: int = Field(128, ge=8, description="Abstract tokens embedded for mining.")
+    embed_max_tokens: int = Field(512, ge=8, description="Abstract tokens embedded for mining.")
     include: list[str] = Field([], description="Source file globs (ACL: '2024.acl.xml').")
     batch_size: int = Field(64, ge=1, description="Embedding batch size of the build.")
 
@@ -115,6 +115,11 @@ class BaselinesConfig(Strict):
     max_prompt_tokens: int = Field(
         2048, ge=16, description="ICL context budget; demonstrations are dropped to fit."
     )
+    demonstrations: Literal["pair", "chosen"] = Field(
+        "pair",
+        description="How ICL and ICL-RAG show a demonstration (generation and the ICL scorer): "
+        "pair: request, preferred and not preferred response (Eq. 7); chosen: preferred only.",
+    )
 
     decoders: dict[str, dict[str, Any] | None] = Field(
         {},
@@ -171,6 +176,32 @@ class MetricsConfig(Strict):
         description="BERTScore model (roberta-large on connected machines); null: no BERTScore.",
     )
     bertscore_num_layers: int | None = Field(None, ge=1, description="BERTScore layer; null: auto.")
+    bertscore_rescale: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="BERTScore scale: auto: rescaled with bert-score's baseline where it ships one "
+        "(roberta-large, the paper's scale), raw otherwise; always: rescaled or an error; "
+        "never: raw F1.",
+    )
     batch_size: int = Field(8, ge=1, description="Sequences per scoring pass.")
     perplexity: bool = Field(True, description="Perplexity of generations under the policy.")
     win_rate: bool = Field(True, description="Win rate of RGD outputs against zero-shot.")
+    win_rate_ties: Literal["half", "loss"] = Field(
+        "half",
+        description="What a tie (equal rewards or texts) counts as in the win rate: half a win, "
+        "or a loss (strictly better only).",
+    )
+    personalized_policy_score: Literal["mean", "sum"] = Field(
+        "mean",
+        description="Policy accuracy of a method that writes with its own policy (P-DPO): its "
+        "mean token log-likelihood (Eq. 4's normalisation) or the plain sum.",
+    )
+
+
+class ReportConfig(Strict):
+    """What ``persalign report`` computes from the cells (no job depends on it)."""
+
+    correlation_units: Literal["methods", "method-seed", "users"] = Field(
+        "methods",
+        description="Points of the correlation tables and Fig. 1: one per reward method (mean "
+        "over seeds, the paper's), per (method, seed), or per (method, user) (mean over seeds).",
+    )

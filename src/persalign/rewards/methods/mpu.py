@@ -9,11 +9,19 @@ GELU, applied to the hidden state at every position (a prefix's reward is read a
 Training learns the backbone's LoRA weights and every train user's head jointly with
 Bradley-Terry; a new user's head is trained on their support set with the backbone frozen.
 Appendix F: decoder learning rate 1e-3.
+
+A new user's starting head depends only on the model and the user: MPU draws it from a
+generator seeded by (``seed``, user id); MPU-Avg starts from the mean of the train users' heads,
+kept in the saved buffer ``train_mean`` (never from earlier adapted users). So users can be
+adapted in any order, before or after a save and load, with the same result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -21,6 +29,13 @@ from torch import nn
 
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
+from persalign.types import Preference
+
+
+def user_seed(seed: int, user: str) -> int:
+    """A 63-bit generator seed from the model seed and a user id, the same in every process."""
+    digest = hashlib.sha256(f"{seed}:{user}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 class MPUConfig(RewardConfig):
@@ -39,7 +54,7 @@ class MPU(RewardModel):
 
     def build(self, hidden_size: int) -> None:
         self.hidden_size = hidden_size
-        self._new_users = 0
+        self._adapting: str | None = None  # the user ``adapt`` is learning, for its start
 
     @property
     def user_dim(self) -> int:
@@ -71,10 +86,17 @@ class MPU(RewardModel):
     def init_train_users(self, n: int) -> torch.Tensor:
         return self.fresh_heads(n, torch.Generator().manual_seed(self.config.seed))
 
+    def adapt(self, user: str, support: Sequence[Preference]) -> None:
+        """Learn ``user``'s head from a start that depends only on the model and ``user``."""
+        self._adapting = user
+        try:
+            super().adapt(user, support)
+        finally:
+            self._adapting = None
+
     def new_user_vector(self) -> torch.Tensor:
-        """A fresh head, seeded by the model seed and how many users were added before."""
-        self._new_users += 1
-        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self._new_users)
+        """A fresh head, seeded by the model seed and the id of the user being adapted."""
+        generator = torch.Generator().manual_seed(user_seed(self.config.seed, self._adapting or ""))
         return self.fresh_heads(1, generator)[0].to(self.user_table.device)
 
 
@@ -82,5 +104,17 @@ class MPU(RewardModel):
 class MPUAvg(MPU):
     """MPU whose new users start from the average of the train users' heads."""
 
+    def build(self, hidden_size: int) -> None:
+        super().build(hidden_size)
+        self.register_buffer("train_mean", torch.zeros(self.user_dim))  # [D], saved
+
+    def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
+        """Train, then keep the mean of the train users' heads (adapted users never enter it)."""
+        history = super().fit(prefs, **kw)
+        with torch.no_grad():
+            self.train_mean.copy_(self.user_table.mean(dim=0))
+        return history
+
     def new_user_vector(self) -> torch.Tensor:
-        return RewardModel.new_user_vector(self)  # the mean of the user table
+        """The mean of the train users' heads, whatever was adapted since."""
+        return self.train_mean.detach().clone()

@@ -21,7 +21,9 @@ tokens. The implicit reward of a prefix (aggregation "sum", cumulative):
 
 Training: DPO, L(u) = -log sigmoid(r(x, y_w; u) - r(x, y_l; u)), and as in the repo's trainer
 L = alpha * L(e_i) + (1 - alpha) * L(e_0): the generic tokens also learn the population's
-preference. The repo's defaults: beta = 0.5, alpha = 0.5, one learning rate 5e-5.
+preference. The repo's defaults: beta = 0.5, alpha = 0.5, one learning rate 5e-5 for LoRA,
+generic tokens and user tokens alike, so ``head_lr`` and ``user_lr`` default to 5e-5 and a new
+user adapts at it too (``adapt_lr`` None: ``user_lr``); set them apart for separate rates.
 ``adapt`` trains only o_new by DPO on the support set; LoRA and e_0 stay bitwise unchanged.
 """
 
@@ -66,6 +68,9 @@ class PDPOConfig(RewardConfig):
     head_lr: float = Field(
         5e-5, gt=0, description="Learning rate of the generic soft tokens (P-RLHF: 5e-5)."
     )
+    user_lr: float = Field(
+        5e-5, gt=0, description="LR of the user soft tokens, train and adapt (P-RLHF: 5e-5)."
+    )
 
 
 @register_method("p-dpo", summary="Personalized DPO: user soft tokens, implicit DPO reward")
@@ -75,6 +80,8 @@ class PDPO(LikelihoodRM):
     config_class = PDPOConfig
     personalized = True
     uses_reference = True
+    has_rm_accuracy = False  # Tables 2-12: "-"; scored as a policy (personalized-policy)
+    default_decoder = "p-dpo"  # it writes with its own personalized policy
     config: PDPOConfig
 
     @property
@@ -149,6 +156,35 @@ class PDPO(LikelihoodRM):
     def policy_logprobs(self, batch: EncodedBatch, z: torch.Tensor) -> torch.Tensor:
         """[B, R] log pi_theta(y_t | e_0 + o, x, y_<t) (with gradients)."""
         return response_logprobs(self.backbone, batch, self.soft_tokens(z))
+
+    @torch.no_grad()
+    def personalized_logprob_sums(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        users: Sequence[str],
+        *,
+        batch_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N] float64 sum_t log pi_theta(y_t | e_u, x, y_<t), [N] long |y|): the personalized
+        policy's log-likelihood of each response (the ``personalized-policy`` scorer's parts),
+        rendered and tokenized as the ``p-dpo`` decoder writes (this model's formatter)."""
+        if not len(prompts) == len(responses) == len(users):
+            raise ValueError("prompts, responses and users must have the same length")
+        size = batch_size or self.config.eval_batch_size
+        sums, lengths = [], []
+        was_training = self.training
+        self.eval()
+        for start in range(0, len(prompts), size):
+            sl = slice(start, start + size)
+            batch = self.encode(prompts[sl], responses[sl])
+            logp = self.policy_logprobs(batch, self.user_vectors(list(users[sl])))  # [b, R]
+            sums.append(logp.double().sum(dim=1).cpu())
+            lengths.append(batch.response_lengths.cpu())
+        self.train(was_training)
+        if not sums:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.long)
+        return torch.cat(sums), torch.cat(lengths).long()
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn o_user by DPO on ``support`` (Adam, ``adapt_steps``); theta is frozen."""

@@ -1,6 +1,7 @@
 """VPL: Variational Preference Learning, a user latent z inferred from a few annotated pairs.
 
-    rm = persalign.rewards.create("vpl", latent_dim=2, context_size=8)
+    rm = persalign.rewards.create("vpl")  # the VPL repo's sizes: z in R^512, MLPs 512 wide
+    rm = persalign.rewards.create("vpl", latent_dim=2, encoder_width=32, decoder_width=32)  # tiny
     rm.fit(train_prefs)                  # encoder + reward decoder + LoRA; train users' mu
     rm.adapt("new-user", support)        # encodes the support set: no optimisation at all
 
@@ -8,9 +9,10 @@ Poddar et al., "Personalizing RLHF with Variational Preference Learning" (2024);
 implementation WEIRDLabUW/vpl_llm, ``hidden_context/vae_utils.py`` (``PairEncoder``,
 ``SequenceEncoder``, ``Decoder``, ``VAETrainer``, ``Annealer``).
 
-- Context embeddings: the frozen backbone (LoRA off) hidden state at the last token of each
-  (prompt, chosen) and (prompt, rejected), e_c, e_r in R^H (``context_pooling="mean"``: the
-  mean over the response tokens, like the repo's causal-LM path).
+- Context embeddings: the frozen backbone's (LoRA off) hidden states of each (prompt, chosen)
+  and (prompt, rejected), averaged over the response tokens (``context_pooling="mean"``, the
+  default, like the repo's causal-LM path), e_c, e_r in R^H; ``context_pooling="last"`` takes
+  the hidden state at the last token instead.
 - Pair encoder: g = MLP([e_c, e_r]) in R^d (2H -> w -> w -> d, LeakyReLU 0.2), one per pair.
 - Set encoder over a user's context pairs: self-attention (q, k, v linear in R^d, softmax of
   qk^T / sqrt(d)), then the mean over the set ("attention", as the repo), or the plain mean
@@ -27,9 +29,11 @@ Training: each batch's pairs are grouped by user; each user's z comes from a con
 ``context_size`` of the user's other pairs (not in the batch), sampled with a seeded generator.
 Context embeddings of all train pairs are computed once, before training (kept on the CPU,
 freed after ``fit``). After training, each train user's row of ``user_table`` is mu from all of
-its pairs; ``adapt`` stores the support set's mu. Appendix F: VAE LR 1e-4; reward MLP same LR
-with weight decay 0.001; d = 2 on TL;DR.
-The repo's rescaling of the training sample to norm sqrt(d) is left out (scoring uses mu).
+its pairs; ``adapt`` stores the support set's mu. Appendix F: "The VAE component was trained
+with LR=1e-4. MLP used same LR and weight decay of 0.001": decay on the reward MLP only
+(``encoder_weight_decay``: 0). Sizes, "original implementation hyperparameters": d = 512, MLPs
+512 wide (SmolLM2-135M, H = 576: 2.4M encoder and 0.8M decoder parameters). The repo's
+rescaling of the training sample to norm sqrt(d) is left out (scoring uses mu).
 """
 
 from __future__ import annotations
@@ -59,12 +63,14 @@ log = logging.getLogger(__name__)
 class VPLConfig(RewardConfig):
     """VPL options; defaults from appendix F and the VPL repo (kl_loss_weight, annealing)."""
 
-    latent_dim: int = Field(2, ge=1, description="Size d of the user latent z (TL;DR 2).")
-    encoder_width: int = Field(512, ge=1, description="Hidden width of the pair encoder.")
-    decoder_width: int = Field(512, ge=1, description="Hidden width of the reward MLP.")
+    latent_dim: int = Field(512, ge=1, description="Size d of the user latent z (VPL repo: 512).")
+    encoder_width: int = Field(
+        512, ge=1, description="Hidden width of the pair encoder (VPL repo: 512)."
+    )
+    decoder_width: int = Field(512, ge=1, description="Hidden width of the reward MLP (512).")
     context_size: int = Field(8, ge=1, description="Context pairs that infer z in training.")
     context_pooling: Literal["last", "mean"] = Field(
-        "last", description="Context embedding: last token, or mean over the response tokens."
+        "mean", description="Context embedding: mean over the response tokens, or last token."
     )
     set_pooling: Literal["attention", "mean"] = Field(
         "attention", description="Self-attention then mean (VPL repo), or a plain mean."
@@ -80,7 +86,12 @@ class VPLConfig(RewardConfig):
     kl_anneal_steps: int = Field(10_000, ge=1, description="Period of the KL annealing cycle.")
     kl_anneal_baseline: float = Field(0.1, ge=0, le=1, description="Annealing floor (repo).")
     head_lr: float = Field(1e-4, gt=0, description="VAE and reward MLP LR (appendix F).")
-    head_weight_decay: float = Field(1e-3, ge=0, description="Weight decay (appendix F).")
+    head_weight_decay: float = Field(
+        1e-3, ge=0, description="Weight decay of the reward MLP (appendix F: 0.001)."
+    )
+    encoder_weight_decay: float = Field(
+        0.0, ge=0, description="Weight decay of the VAE encoder (appendix F: none)."
+    )
 
 
 def mlp(in_dims: int, width: int, out_dims: int) -> nn.Sequential:
@@ -174,6 +185,20 @@ class VPL(RewardModel):
     def new_user_vector(self) -> torch.Tensor:
         """The prior mean: a user with no usable support pairs."""
         return torch.zeros(self.user_dim, device=self.user_table.device)
+
+    def trainable_groups(self) -> list[dict[str, Any]]:
+        """Base groups, with the encoder apart: weight decay on the reward MLP only."""
+        encoder = {id(p) for p in self.encoder.parameters()}
+        groups = []
+        for group in super().trainable_groups():
+            rest = [p for p in group["params"] if id(p) not in encoder]
+            mine = [p for p in group["params"] if id(p) in encoder]
+            if rest:
+                groups.append({**group, "params": rest})
+            if mine:
+                decay = self.config.encoder_weight_decay
+                groups.append({**group, "params": mine, "weight_decay": decay})
+        return groups
 
     # ------------------------------------------------------------------ context embeddings
     @torch.no_grad()
