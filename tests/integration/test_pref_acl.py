@@ -71,9 +71,8 @@ def test_rebuild_is_byte_identical_with_a_warm_cache(built):
 
 def test_time_split_puts_recent_papers_in_query(built, tmp_path: Path):
     _, _, _, _, options = built
-    from dataclasses import replace
 
-    BUILDERS.get("pref-acl")(replace(options, split="time"), tmp_path / "t")
+    BUILDERS.get("pref-acl")(options.model_copy(update={"split": "time"}), tmp_path / "t")
     bench = load_benchmark(tmp_path / "t")
     for user in bench.adapt_users():
         newest_support = max(p.meta["year"] for p in user.support)

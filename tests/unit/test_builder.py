@@ -104,7 +104,7 @@ def test_negative_pool_all_draws_from_the_whole_corpus(tmp_path: Path, fake_embe
         "toy", synthetic_corpus(), options(negative_pool="all"), tmp_path
     )
     assert manifest["source"]["negative_pool_papers"] == 49
-    with pytest.raises(ConfigError, match="negative-pool"):
+    with pytest.raises(ConfigError, match="negative_pool"):
         build_pref_benchmark("toy", synthetic_corpus(), options(negative_pool="x"), tmp_path)
 
 
@@ -166,5 +166,5 @@ def test_mine_negatives_equals_naive_reference(monkeypatch: pytest.MonkeyPatch, 
 def test_too_few_users_is_a_clear_error(tmp_path: Path, fake_embedder):
     with pytest.raises(ConfigError, match="no user has 50 or more papers"):
         build_pref_benchmark("toy", synthetic_corpus(), options(min_items=50), tmp_path)
-    with pytest.raises(ConfigError, match="negatives-top-k"):
+    with pytest.raises(ConfigError, match="negatives_top_k"):
         build_pref_benchmark("toy", synthetic_corpus(), options(negatives_top_k=0), tmp_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -125,12 +124,6 @@ def test_set_overrides_nested_keys_with_yaml_types(tmp_path):
 def test_path_and_build_options_do_not_mix(tmp_path):
     raw = raw_config(benchmarks={"toy": {"path": "b", "max_items": 3}})
     assert "drop the build options" in error_of(tmp_path, raw)
-
-
-def test_benchmark_fields_mirror_the_build_options():
-    mine = set(BenchmarkConfig.model_fields) - {"dataset", "path"}
-    assert mine == {f.name for f in dataclasses.fields(BuildOptions)}
-    BuildOptions(**{**BenchmarkConfig().build_options(), "include": ()})
 
 
 def test_every_config_field_has_a_description():
@@ -278,3 +271,22 @@ def test_extra_baseline_decoders_become_rows_and_are_checked(tmp_path):
 def test_plugins_are_imported_before_checking_and_a_missing_one_is_named(tmp_path):
     with pytest.raises(ConfigError, match="plugin 'no_such_plugin_xyz' cannot be imported"):
         parse_config(raw_config(plugins=["no_such_plugin_xyz"]), base_dir=tmp_path)
+
+
+def test_build_options_are_declared_once_and_typed_in_the_build_spec(tmp_path):
+    from persalign.data.registry import BuildFields
+    from persalign.runs.specs import BenchmarkBuildSpec
+
+    fields = set(BuildFields.model_fields)
+    assert set(BuildOptions.model_fields) == fields
+    assert set(BenchmarkConfig.model_fields) == fields | {"dataset", "path"}
+    with pytest.raises(ConfigError, match=r"max_items: .*greater than or equal to 1 \(got -1\)"):
+        BuildOptions(max_items=-1)
+    with pytest.raises(ConfigError, match="split: "):
+        BuildOptions(split="sideways")
+    bench = BenchmarkConfig(source="src", include=["a.xml"], max_query=2)
+    options = bench.build_options()
+    assert isinstance(options, BuildOptions) and options.include == ("a.xml",)
+    spec = BenchmarkBuildSpec(dataset="pref-acl", **options.model_dump())
+    assert spec.to_json()["dataset"] == "pref-acl" and spec.to_json()["include"] == ["a.xml"]
+    assert spec.options() == options

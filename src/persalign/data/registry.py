@@ -5,65 +5,109 @@
     manifest = build(BuildOptions(source="../shared/data/acl_anthology", seed=0), "out/acl")
 
 Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``.
-``persalign data build NAME`` and ``persalign ls datasets`` read this registry.
+``persalign data build NAME`` and ``persalign ls datasets`` read this registry. ``BuildOptions``
+is the one declaration of every build option: the run config's ``benchmarks.<label>`` section
+extends it, and a bad value is a one-line ConfigError naming the option.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from persalign.errors import ConfigError, describe_validation_error
 from persalign.registry import Registry
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    """Options every builder understands; each ignores the ones that do not apply to it."""
+class BuildFields(BaseModel):
+    """The build options, declared once: BuildOptions (builders) and the run config's
+    ``benchmarks.<label>`` section (runs/sections.py) both extend this."""
 
-    source: str | None = None
-    """A local folder or file; None reads the hub or downloads (connected machines only)."""
-    seed: int = 0
-    """Seed for every random choice (user split, support/query split, negatives)."""
-    train_users: int | None = None
-    """Number of train users; None takes the paper's shape where the data allows, else 80%."""
-    adapt_users: int | None = None
-    """Number of adaptation users; None takes the paper's shape where the data allows, else 20%."""
-    min_items: int | None = None
-    """Users with fewer preferences (profile items) are skipped and counted; None: the dataset's
-    default (TL;DR 10, PRISM 3, Pref-LaMP and Pref-ACL 10)."""
-    max_items: int | None = None
-    """Keep at most this many items per user (the most recent, or a seeded sample without years)."""
-    max_query: int | None = None
-    """Keep at most this many query items per adaptation user (a seeded sample; the rest are
-    dropped and counted), e.g. the subset of PRISM's test split that the paper evaluates."""
-    support_fraction: float = 0.5
-    """Share of each adaptation user's items that go to support; the rest are query."""
-    split: str = "random"
-    """Support/query split: 'random' (seeded) or 'time' (each user's most recent items in query)."""
-    split_file: str | None = None
-    """JSON with the train ('seen') and adaptation ('unseen') user ids, e.g. PAL's TL;DR split."""
-    negatives_top_k: int = 10
-    """Pref-LaMP recipe: sample the rejected title from this many most similar abstracts."""
-    embedder: str = "bundled:all-minilm-l6-v2"
-    """Embedding model for hard-negative mining (an id, a folder, or bundled:<name>)."""
-    negative_pool: str = "users"
-    """Where negatives come from: 'users' (papers of the benchmark's users, as in LaMP-5, whose
-    corpus is its users' profiles) or 'all' (every paper of the source; slower to embed)."""
-    embed_max_tokens: int = 512
-    """Abstracts are embedded from their first this-many tokens for negative mining: 512, about
-    a whole abstract and the most MiniLM's positions allow (128 is faster, sees less of it)."""
-    include: tuple[str, ...] = ()
-    """Glob patterns of source files to read (ACL: e.g. '2024.*.xml'); empty reads all."""
-    batch_size: int = 64
-    """Embedding batch size."""
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: str | None = Field(
+        None,
+        description="A local folder or file; None reads the hub or downloads (connected machines "
+        "only; $PERSALIGN_ACL_DIR for pref-acl).",
+    )
+    seed: int = Field(
+        0, description="Seed for every random choice (user split, support/query split, negatives)."
+    )
+    train_users: int | None = Field(
+        None,
+        ge=1,
+        description="Train users; None: the paper's shape where the data allows, else 80%.",
+    )
+    adapt_users: int | None = Field(
+        None, ge=1, description="Adaptation users; None: the paper's shape, else 20%."
+    )
+    min_items: int | None = Field(
+        None,
+        ge=1,
+        description="Users with fewer preferences are skipped and counted; None: the dataset's "
+        "default (TL;DR 10, PRISM 3, Pref-LaMP and Pref-ACL 10).",
+    )
+    max_items: int | None = Field(
+        None, ge=1, description="Keep at most this many items per user (the most recent)."
+    )
+    max_query: int | None = Field(
+        None,
+        ge=1,
+        description="Keep at most this many query items per adaptation user (a seeded sample; the "
+        "rest are dropped and counted), e.g. the PRISM test subset the paper evaluates.",
+    )
+    support_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of an adaptation user's items used for support."
+    )
+    split: Literal["random", "time"] = Field(
+        "random",
+        description="Support/query split: random (seeded) or time (each user's most recent items "
+        "in query).",
+    )
+    split_file: str | None = Field(
+        None, description="JSON of train ('seen') and adaptation ('unseen') user ids (PAL's TL;DR)."
+    )
+    negatives_top_k: int = Field(
+        10, ge=1, description="Pref-LaMP recipe: the rejected title comes from the k most similar."
+    )
+    embedder: str = Field(
+        "bundled:all-minilm-l6-v2", description="Embedder for hard-negative mining."
+    )
+    negative_pool: Literal["users", "all"] = Field(
+        "users",
+        description="Where negatives come from: the benchmark users' papers (as in LaMP-5) or "
+        "every paper of the source (slower to embed).",
+    )
+    embed_max_tokens: int = Field(
+        512,
+        ge=8,
+        description="Abstracts are embedded from their first this-many tokens for negative "
+        "mining: 512, about a whole abstract and the most MiniLM's positions allow.",
+    )
+    include: tuple[str, ...] = Field(
+        (), description="Glob patterns of source files to read (ACL: '2024.*.xml'); empty: all."
+    )
+    batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+
+
+class BuildOptions(BuildFields):
+    """Options every builder understands; each ignores the ones that do not apply to it.
+    A bad value is a ConfigError naming the option (``max_items: ... (got -1)``)."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(exc)) from None
 
 
 def with_defaults(options: BuildOptions, **defaults: Any) -> BuildOptions:
     """``options`` with each field named in ``defaults`` filled in where it is None."""
     fill = {k: v for k, v in defaults.items() if getattr(options, k) is None}
-    return replace(options, **fill) if fill else options
+    return options.model_copy(update=fill) if fill else options
 
 
 Builder = Callable[[BuildOptions, str | Path], dict[str, Any]]

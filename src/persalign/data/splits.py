@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -266,7 +265,4 @@ def _time_order(pref: Preference) -> tuple[Any, str]:
 
 
 def _options_json(options: BuildOptions) -> dict[str, Any]:
-
-    out = asdict(options)
-    out["include"] = list(options.include)
-    return out
+    return options.model_dump(mode="json")

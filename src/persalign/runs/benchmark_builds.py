@@ -22,6 +22,7 @@ from persalign.data.benchmark_folder import BENCHMARK_FILES
 from persalign.errors import DataError
 from persalign.io import read_json, sha256_file, write_json
 from persalign.runs.config import BenchmarkConfig
+from persalign.runs.specs import BenchmarkBuildSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,9 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
     dataset = config.dataset or label
     builder = BUILDERS.get(dataset)
     folder = run_dir / "benchmarks" / label
-    wanted = {"dataset": dataset, **config.build_options()}
+    wanted = BenchmarkBuildSpec(dataset=dataset, **config.build_options().model_dump())
     marker = folder / "run_build.json"
-    if marker.is_file() and read_json(marker) == wanted:
+    if marker.is_file() and read_json(marker) == wanted.to_json():
         log.info("reusing the built benchmark %s in %s", label, folder)
         return PreparedBenchmark(label, folder, benchmark_hash(folder))
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +66,8 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
     for stale in folder.parent.glob(f".{label}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     log.info("building benchmark %s (%s) into %s", label, dataset, folder)
-    options = config.build_options()
-    options["include"] = tuple(options["include"])
-    builder(BuildOptions(**options), tmp)
-    write_json(tmp / "run_build.json", wanted)
+    builder(wanted.options(), tmp)
+    write_json(tmp / "run_build.json", wanted.to_json())
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

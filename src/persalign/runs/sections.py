@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from persalign.data.registry import BuildFields, BuildOptions
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -22,8 +23,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class BenchmarkConfig(Strict):
-    """A benchmark: a built folder (``path``), or build options for ``persalign.data`` builders."""
+class BenchmarkConfig(BuildFields):
+    """A benchmark: a built folder (``path``), or build options for ``persalign.data`` builders
+    (every field of ``BuildOptions``, declared there once)."""
 
     dataset: str | None = Field(
         None, description="Builder (persalign ls datasets); default: this entry's key."
@@ -31,32 +33,6 @@ class BenchmarkConfig(Strict):
     path: str | None = Field(
         None, description="A built benchmark folder; when set, no build option may be given."
     )
-    source: str | None = Field(
-        None, description="Source folder/file; null: the hub, or $PERSALIGN_ACL_DIR for pref-acl."
-    )
-    seed: int = Field(0, description="Seed of the build (user split, support/query, negatives).")
-    train_users: int | None = Field(None, ge=1, description="Train users; null: paper shape.")
-    adapt_users: int | None = Field(None, ge=1, description="Adaptation users; null: paper shape.")
-    min_items: int | None = Field(None, ge=1, description="Skip users with fewer items.")
-    max_items: int | None = Field(None, ge=1, description="Keep at most this many items per user.")
-    max_query: int | None = Field(
-        None, ge=1, description="Keep at most this many query items per adaptation user."
-    )
-    support_fraction: float = Field(0.5, gt=0, lt=1, description="Support share of adapt items.")
-    split: Literal["random", "time"] = Field("random", description="Support/query split.")
-    split_file: str | None = Field(
-        None, description="JSON of train/adaptation user ids (PAL's TL;DR split)."
-    )
-    negatives_top_k: int = Field(10, ge=1, description="Pref-LaMP/ACL: negatives sampled from k.")
-    embedder: str = Field(
-        "bundled:all-minilm-l6-v2", description="Embedder for hard-negative mining."
-    )
-    negative_pool: Literal["users", "all"] = Field(
-        "users", description="Where negatives come from."
-    )
-    embed_max_tokens: int = Field(512, ge=8, description="Abstract tokens embedded for mining.")
-    include: list[str] = Field([], description="Source file globs (ACL: '2024.acl.xml').")
-    batch_size: int = Field(64, ge=1, description="Embedding batch size of the build.")
 
     @model_validator(mode="after")
     def _path_or_build(self) -> BenchmarkConfig:
@@ -66,9 +42,9 @@ class BenchmarkConfig(Strict):
                 raise ValueError(f"'path' names a built benchmark; drop the build options {extra}")
         return self
 
-    def build_options(self) -> dict[str, Any]:
-        """The persalign.data BuildOptions fields (every field but dataset and path)."""
-        return self.model_dump(exclude={"dataset", "path"})
+    def build_options(self) -> BuildOptions:
+        """The persalign.data BuildOptions (every field but dataset and path)."""
+        return BuildOptions(**self.model_dump(exclude={"dataset", "path"}))
 
 
 class RewardSection(Strict):
