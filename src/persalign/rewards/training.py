@@ -180,15 +180,28 @@ def response_features(rm: RewardModel, pairs: Sequence[Preference]) -> dict[str,
     return {"hidden": hidden, "valid": valid, "n": len(pairs)}
 
 
-def adapt_user_vector(rm: RewardModel, user: str, support: Sequence[Preference]) -> None:
-    """Learn ``user``'s z by Bradley-Terry on cached, frozen response features."""
+def start_user_vector(
+    rm: RewardModel, user: str, support: Sequence[Preference]
+) -> tuple[list[Preference], nn.Parameter] | None:
+    """The usable support pairs (skips counted and logged) and a fresh trainable z for a new
+    user; None, with the user added at the method's starting z, when there is nothing to learn
+    (no usable pair, or ``adapt_steps`` 0)."""
     skips = SkipReport()
     pairs = usable_pairs(support, skips)
     skips.log(log, what=f"support pairs of {user} skipped")
     z = nn.Parameter(rm.new_user_vector().detach().clone().float())
     if not pairs or rm.config.adapt_steps == 0:
         rm.add_user(user, z.detach())
+        return None
+    return list(pairs), z
+
+
+def adapt_user_vector(rm: RewardModel, user: str, support: Sequence[Preference]) -> None:
+    """Learn ``user``'s z by Bradley-Terry on cached, frozen response features."""
+    start = start_user_vector(rm, user, support)
+    if start is None:
         return
+    pairs, z = start
     feats = response_features(rm, pairs)
     n = feats["n"]
     optimizer = torch.optim.Adam([z], lr=rm.config.adapt_lr or rm.config.user_lr)

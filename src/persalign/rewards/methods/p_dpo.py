@@ -37,7 +37,6 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from persalign.io import SkipReport
 from persalign.models.encoding import EncodedBatch
 from persalign.rewards.base import register_method
 from persalign.rewards.config import RewardConfig
@@ -47,7 +46,7 @@ from persalign.rewards.methods.likelihood import (
     open_stream,
     response_logprobs,
 )
-from persalign.rewards.training import frozen, usable_pairs
+from persalign.rewards.training import frozen, start_user_vector
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -188,13 +187,10 @@ class PDPO(LikelihoodRM):
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn o_user by DPO on ``support`` (Adam, ``adapt_steps``); theta is frozen."""
-        skips = SkipReport()
-        pairs = usable_pairs(support, skips)
-        skips.log(log, what=f"support pairs of {user} skipped")
-        z = nn.Parameter(self.new_user_vector().detach().clone().float())
-        if not pairs or self.config.adapt_steps == 0:
-            self.add_user(user, z.detach())
+        start = start_user_vector(self, user, support)
+        if start is None:
             return
+        pairs, z = start
         was_training = self.training
         self.eval()
         per_chunk = max(1, self.config.eval_batch_size // 2)

@@ -43,10 +43,9 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from persalign.io import SkipReport
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.training import frozen, response_features, usable_pairs
+from persalign.rewards.training import frozen, response_features, start_user_vector
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -192,13 +191,10 @@ class PAL(RewardModel):
         The generic loop on cached features, but the projections, which z does not change,
         are computed once, at each response's last token (aggregation "last").
         """
-        skips = SkipReport()
-        pairs = usable_pairs(support, skips)
-        skips.log(log, what=f"support pairs of {user} skipped")
-        z = nn.Parameter(self.new_user_vector().detach().clone().float())
-        if not pairs or self.config.adapt_steps == 0:
-            self.add_user(user, z.detach())
+        start = start_user_vector(self, user, support)
+        if start is None:
             return
+        pairs, z = start
         feats = response_features(self, pairs)
         rows = torch.arange(feats["hidden"].shape[0])
         last = feats["hidden"][rows, feats["valid"].sum(dim=1) - 1][:, None]  # [2n, 1, H]
