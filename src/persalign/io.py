@@ -35,8 +35,16 @@ def read_jsonl(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file (expected a JSON-lines file of {kind}s)", path=path)
-    with path.open("r", encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:  # bytes, decoded per line: a bad byte names its line
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                    path,
+                    line_no,
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -59,13 +67,25 @@ def read_json(path: str | Path) -> Any:
     if not path.is_file():
         raise DataError("no such file", path=path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(
             f"malformed JSON ({exc.msg} at column {exc.colno})", path, exc.lineno
         ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 text file; DataError naming the line of the first byte that is not UTF-8."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"not UTF-8 text ({exc.reason})", path) from None
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(
+            f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column})", path, line
+        ) from None
 
 
 @contextmanager

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="persalign")
     except PersalignError as exc:
-        stderr.print(f"error: {exc}", markup=False)
+        stderr.print(f"error: {exc}", markup=False, soft_wrap=True)  # one line, never wrapped
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         stderr.print("interrupted", markup=False)

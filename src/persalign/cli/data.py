@@ -17,6 +17,7 @@ from persalign.cli.output import stdout
 from persalign.data import BUILDERS, BuildOptions
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.stats import benchmark_stats
+from persalign.errors import ConfigError
 
 
 def data_build(
@@ -55,6 +56,8 @@ def data_build(
 ) -> None:
     """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl."""
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the benchmark")
     builder = BUILDERS.get(name)
     options = BuildOptions(
         source=source,

@@ -21,7 +21,7 @@ import typer
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import DECODERS, GenerationRequest, Policy, create_decoder
-from persalign.errors import ConfigError
+from persalign.errors import ConfigError, validated
 from persalign.io import dumps
 from persalign.rewards import load
 
@@ -55,7 +55,10 @@ def generate(
         str, typer.Option(help="Policy: hub id, folder or bundled:<name>.")
     ] = "bundled:smollm2-135m-instruct",
     reward: Annotated[Path | None, typer.Option(help="Reward model folder (args).")] = None,
-    lam: Annotated[float, typer.Option(help="ARGS lambda.")] = 1.0,
+    lam: Annotated[float, typer.Option(help="ARGS lambda (>= 0).")] = 1.0,
+    allow_negative_lam: Annotated[
+        bool, typer.Option(help="Accept --lam < 0: steer AWAY from the reward (an ablation).")
+    ] = False,
     k: Annotated[int, typer.Option(help="ARGS candidates per step.")] = 10,
     shots: Annotated[int, typer.Option(help="ICL demonstrations.")] = 4,
     users: Annotated[str, typer.Option(help="all, or comma-separated user ids.")] = "all",
@@ -66,6 +69,8 @@ def generate(
 ) -> None:
     """Generate for the adaptation users' query prompts with one decoder."""
 
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; expected a JSON-lines file to write")
     bench = load_benchmark(benchmark)
     adapt = {u.user: u for u in bench.adapt_users()}
     wanted = sorted(adapt) if users == "all" else [u.strip() for u in users.split(",")]
@@ -76,8 +81,12 @@ def generate(
     if stop:
         settings["stop"] = tuple(s.encode().decode("unicode_escape") for s in stop)
     decoder_class = DECODERS.get(decoder)
-    offered = {"lam": lam, "k": k, "shots": shots}  # each decoder takes those it declares
+    offered = {"lam": lam, "allow_negative_lam": allow_negative_lam, "k": k, "shots": shots}
+    # each decoder takes those it declares; checked here, before any model loads
     settings.update({key: value for key, value in offered.items() if decoder_class.takes(key)})
+    validated(
+        decoder_class.settings_class, settings, head=f"invalid settings for decoder {decoder}"
+    )
     rm = load(reward) if reward is not None else None
     model = Policy.load(policy)
     dec = create_decoder(

@@ -19,10 +19,12 @@ import typer
 
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
-from persalign.io import write_json
+from persalign.errors import ConfigError
+from persalign.io import SkipReport, write_json
 from persalign.logs import track
 from persalign.overrides import parse_overrides
 from persalign.rewards import create
+from persalign.rewards.training import usable_pairs
 from persalign.sysinfo import peak_rss_mib
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,16 @@ def train(
 ) -> None:
     """Train a reward model on the train users and adapt it to every adaptation user."""
 
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; expected a folder for the trained model")
     bench = load_benchmark(benchmark)
+    skips = SkipReport()
+    if not usable_pairs(bench.train, skips):  # before the backbone loads
+        reasons = ", ".join(f"{n} skipped: {why}" for why, n in sorted(skips.counts.items()))
+        raise ConfigError(
+            f"{benchmark}: no usable training pairs in {len(bench.train)} train preferences"
+            + (f" ({reasons})" if reasons else "")
+        )
     config = {"backbone": backbone, "seed": seed, **parse_overrides(overrides or [])}
     if max_steps is not None:
         config["max_steps"] = max_steps

@@ -95,6 +95,9 @@ def load_benchmark(path: str | Path) -> Benchmark:
             for key in cls.REQUIRED:
                 if not isinstance(obj[key], str):
                     raise DataError(f"field {key!r} must be a string", file, line_no)
+            if obj.get("meta") is not None and not isinstance(obj["meta"], dict):
+                kind = type(obj["meta"]).__name__
+                raise DataError(f"field 'meta' must be a JSON object, got {kind}", file, line_no)
             records.append(cls.from_json(obj))
         splits[split] = records
     adapt_users = {p.user for p in splits["support"] + splits["query"]}

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from persalign.decoding.base import (
     Decoder,
@@ -39,11 +39,26 @@ log = logging.getLogger(__name__)
 class ArgsSettings(DecodeSettings):
     """ARGS options (paper: k = 10; lambda chosen per model by ``select-lambda``)."""
 
+    allow_negative_lam: bool = Field(
+        False,
+        description="Accept lambda < 0, which steers decoding AWAY from what the reward model "
+        "prefers (an ablation, never a default).",
+    )
     lam: float = Field(1.0, description="lambda: the weight of the reward in the score.")
     k: int = Field(10, ge=1, description="Candidates per step: the policy's top-k tokens.")
     allow_retokenize: bool = Field(
         False, description="Score by re-encoding text when the vocabularies differ (slow)."
     )
+
+    @field_validator("lam")
+    @classmethod
+    def _non_negative(cls, value: float, info: ValidationInfo) -> float:
+        if value < 0 and not info.data.get("allow_negative_lam", False):
+            raise ValueError(
+                "must be >= 0 (a negative lambda steers away from the reward; set "
+                "allow_negative_lam, --allow-negative-lam, to mean that)"
+            )
+        return value
 
 
 def same_vocabulary(a, b) -> bool:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from persalign import __version__
-from persalign.errors import DataError
+from persalign.errors import DataError, validated
 from persalign.io import atomic_write, read_json, write_json
 from persalign.rewards.registry import METHODS
 
@@ -62,8 +62,19 @@ def load_reward_model(path: str | Path, **overrides):
     meta = read_json(folder / CONFIG_FILE)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"not a persalign reward model (format {FORMAT!r} expected)", folder)
+    config_path = folder / CONFIG_FILE
+    for key, kind in (("method", str), ("config", dict)):
+        if key not in meta:
+            raise DataError(
+                f"no {key!r} key (a reward model's config names its {key})", config_path
+            )
+        if not isinstance(meta[key], kind):
+            got = type(meta[key]).__name__
+            raise DataError(f"{key!r} must be a {kind.__name__}, got {got}", config_path)
     cls = METHODS.get(meta["method"])
-    config = cls.config_class(**{**meta["config"], **overrides})
+    config = validated(
+        cls.config_class, {**meta["config"], **overrides}, head=f"{config_path}: config"
+    )
     rm = cls(config)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
 from persalign.rewards.aggregation import aggregate, response_index
@@ -88,7 +89,7 @@ def fit(
     pairs = usable_pairs(prefs, skips)
     skips.log(log, what="training pairs skipped")
     if not pairs:
-        raise ValueError("no usable training pairs")
+        raise ConfigError(f"no usable training pairs among {len(prefs)} preferences")
     users = sorted({p.user for p in pairs})
     torch.manual_seed(cfg.seed)
     if rm.personalized:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from persalign.decoding import DECODERS
 from persalign.errors import ConfigError, describe_validation_error, validated
-from persalign.io import dumps
+from persalign.io import dumps, read_text
 from persalign.overrides import parse_overrides
 from persalign.registry import load_plugins
 from persalign.rewards import METHODS, RewardConfig
@@ -280,10 +280,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config not found: {path}")
+    text = read_text(path)  # DataError naming the line of a byte that is not UTF-8
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(
+            f"{yaml_where(path, exc)}: not valid YAML ({yaml_problem(exc)})"
+        ) from None
     return parse_config(
         raw,
         overrides=overrides,
@@ -291,6 +294,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         source=str(path),
         default_name=path.stem,
     )
+
+
+def yaml_where(path: Path, exc: yaml.YAMLError) -> str:
+    """``path:line`` of a YAML error (``path`` alone when the parser gives no position)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f"{path}:{mark.line + 1}" if mark is not None else str(path)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's problem in one line, without its multi-line source excerpt."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    text = "; ".join(p for p in parts if p) or str(exc)
+    return " ".join(text.split())
 
 
 def _resolve(value: str | None, base: Path) -> str | None:

@@ -1,0 +1,197 @@
+"""Bad inputs to the CLI (issue 16): one line on stderr naming the problem, exit 2, nothing written.
+
+Each row writes its own tiny inputs, runs ``python -m persalign.cli`` in a subprocess (as a user
+would) and checks: exit code 2, exactly one non-empty line on stderr containing the expected
+words, no ``Traceback``, and that no output appeared (or the one that was there is unchanged).
+Every row fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from persalign.data.benchmark_folder import write_benchmark
+from persalign.types import Completion, Preference
+
+
+def toy_benchmark(path: Path, *, same: bool = False) -> Path:
+    """Two train users, one adaptation user; ``same``: every chosen equals its rejected."""
+
+    def pref(user: str, i: int) -> Preference:
+        return Preference(f"{user}/{i}", user, f"prompt {user} {i}", "c", "c" if same else "r")
+
+    query = [pref("a", 2), pref("a", 3)]
+    write_benchmark(
+        path,
+        train=[pref("t", i) for i in range(5)] + [pref("s", i) for i in range(3)],
+        support=[pref("a", 0), pref("a", 1)],
+        query=query,
+        completions=[Completion(q.id, q.user, q.prompt, "gt") for q in query],
+        manifest={"name": "toy"},
+    )
+    return path
+
+
+@dataclass
+class Case:
+    """argv (``{tmp}`` is the test's folder), the words stderr must hold, what must not appear."""
+
+    argv: list[str]
+    words: list[str]
+    setup: Callable[[Path], None] = lambda tmp: None
+    absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards
+    unchanged: list[str] = field(default_factory=list)  # files/folders that must stay the same
+
+
+def _bench(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+
+
+def _bench_bad_utf8(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    train = tmp / "bench" / "train.jsonl"
+    lines = train.read_bytes().splitlines(keepends=True)
+    train.write_bytes(lines[0] + b'{"id": "t/x", "user": "t\xff"}\n' + b"".join(lines[1:]))
+
+
+def _tldr_bad_utf8(tmp: Path) -> None:
+    (tmp / "tldr").mkdir()
+    (tmp / "tldr" / "comparisons_batch1.jsonl").write_bytes(b'{"info": "caf\xe9"}\n')
+
+
+def _config_bad_utf8(tmp: Path) -> None:
+    (tmp / "config.yaml").write_bytes(b"name: demo\n# caf\xe9\n")
+
+
+def _config_python_tag(tmp: Path) -> None:
+    text = "name: demo\nseeds: !!python/object:os.system [echo]\n"
+    (tmp / "config.yaml").write_text(text, encoding="utf-8")
+
+
+def _bench_meta_string(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    query = tmp / "bench" / "query.jsonl"
+    lines = query.read_text(encoding="utf-8").splitlines()
+    obj = json.loads(lines[1])
+    obj["meta"] = "oops"
+    lines[1] = json.dumps(obj)
+    query.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _model_without_method(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    (tmp / "model").mkdir()
+    config = {"format": "persalign-reward/1", "config": {}, "users": []}
+    (tmp / "model" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def _out_is_a_file(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    (tmp / "out").write_text("keep me\n", encoding="utf-8")
+
+
+def _out_is_a_folder(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    (tmp / "gen.jsonl").mkdir()
+
+
+def _bench_identical_pairs(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench", same=True)
+
+
+BUILD = ["data", "build", "tldr", "--source", "{tmp}/tldr", "--out", "{tmp}/out"]
+GENERATE = ["generate", "--benchmark", "{tmp}/bench", "--policy", "{tmp}/no-policy"]
+OUT_GEN = ["--out", "{tmp}/gen.jsonl"]
+TRAIN = ["train", "--benchmark", "{tmp}/bench", "--method", "global-rm"]
+
+CASES = {
+    "jsonl-not-utf8": Case(
+        ["data", "stats", "{tmp}/bench"], ["train.jsonl:2:", "not UTF-8"], _bench_bad_utf8
+    ),
+    "tldr-comparisons-not-utf8": Case(
+        BUILD, ["comparisons_batch1.jsonl:1:", "not UTF-8"], _tldr_bad_utf8, absent=["out"]
+    ),
+    "config-not-utf8": Case(
+        ["run", "{tmp}/config.yaml", "--out", "{tmp}/runs"],
+        ["config.yaml:2:", "not UTF-8"],
+        _config_bad_utf8,
+        absent=["runs"],
+    ),
+    "config-python-tag": Case(
+        ["run", "{tmp}/config.yaml", "--out", "{tmp}/runs"],
+        ["config.yaml:2:", "not valid YAML", "python/object"],
+        _config_python_tag,
+        absent=["runs"],
+    ),
+    "meta-not-an-object": Case(
+        ["data", "stats", "{tmp}/bench"], ["query.jsonl:2:", "'meta'"], _bench_meta_string
+    ),
+    "reward-model-without-method": Case(
+        ["evaluate", "rm", "--model", "{tmp}/model", "--benchmark", "{tmp}/bench"],
+        ["config.json", "'method'"],
+        _model_without_method,
+    ),
+    "max-query-0": Case([*BUILD, "--max-query", "0"], ["max_query"], absent=["out"]),
+    "max-items-negative": Case([*BUILD, "--max-items", "-1"], ["max_items"], absent=["out"]),
+    "batch-size-0": Case([*BUILD, "--batch-size", "0"], ["batch_size"], absent=["out"]),
+    "negative-lambda": Case(
+        [*GENERATE, "--decoder", "args", "--reward", "{tmp}/no-model", "--lam", "-1", *OUT_GEN],
+        ["lam", ">= 0", "allow_negative_lam"],
+        _bench,
+        absent=["gen.jsonl"],
+    ),
+    "build-out-is-a-file": Case(BUILD, ["--out", "is a file"], _out_is_a_file, unchanged=["out"]),
+    "train-out-is-a-file": Case(
+        [*TRAIN, "--out", "{tmp}/out"], ["--out", "is a file"], _out_is_a_file, unchanged=["out"]
+    ),
+    "generate-out-is-a-folder": Case(
+        [*GENERATE, "--decoder", "zero-shot", *OUT_GEN],
+        ["--out", "is a folder"],
+        _out_is_a_folder,
+        unchanged=["gen.jsonl"],
+    ),
+    "no-usable-training-pairs": Case(
+        [*TRAIN, "--out", "{tmp}/model"],
+        ["no usable training pairs", "identical responses"],
+        _bench_identical_pairs,
+        absent=["model"],
+    ),
+}
+
+
+def snapshot(path: Path) -> object:
+    if path.is_dir():
+        return sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*"))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    case.setup(tmp_path)
+    before = {rel: snapshot(tmp_path / rel) for rel in case.unchanged}
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in case.argv]
+    proc = subprocess.run(
+        [sys.executable, "-m", "persalign.cli", "-q", *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for word in case.words:
+        assert word in lines[0], lines[0]
+    for rel in case.absent:
+        assert not (tmp_path / rel).exists(), rel
+    for rel, old in before.items():
+        assert snapshot(tmp_path / rel) == old, rel
