@@ -103,3 +103,15 @@ def test_data_build_tldr_from_the_cli(tmp_path: Path, shared_data: Path, capsys)
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["counts"]["train_users"] == 7 and manifest["counts"]["adapt_users"] == 20
     assert "7 train users" in " ".join(out.split())
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(capsys, monkeypatch):
+    from persalign.cli import ls
+
+    def interrupt(plugins):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ls, "load_plugins", interrupt)
+    code, _, err = run(["ls"], capsys)
+    assert code == 130
+    assert err.strip() == "interrupted"

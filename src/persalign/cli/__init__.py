@@ -69,9 +69,13 @@ def main(argv: list[str] | None = None) -> None:
     except PersalignError as exc:
         stderr.print(f"error: {exc}", markup=False, soft_wrap=True)  # one line, never wrapped
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command (Typer turns one inside into exit 130)
         stderr.print("interrupted", markup=False)
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130:  # Ctrl-C inside a command: Typer exits 130 without a word
+            stderr.print("interrupted", markup=False)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
