@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -180,3 +181,33 @@ class SkipReport:
             examples = ", ".join(self.examples.get(reason, [])[:3])
             more = f" (e.g. {examples})" if examples else ""
             logger.warning("%s %d: %s%s", what, self.counts[reason], reason, more)
+
+
+@contextmanager
+def folder_in_place(dest: str | Path) -> Iterator[Path]:
+    """A fresh temporary folder beside ``dest`` that replaces ``dest`` whole when the block
+    ends without an error: a build that fails or is killed leaves ``dest`` as it was (or
+    absent), never half-written. Stale temporary folders of killed builds are removed first.
+
+        with folder_in_place("out/pref-acl") as tmp:
+            build(tmp)                       # out/pref-acl is replaced only now
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [
+        *dest.parent.glob(f".{dest.name}.tmp-*"),
+        *dest.parent.glob(f".{dest.name}.old-*"),
+    ]:
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)  # the old folder steps aside only once the new one is whole
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

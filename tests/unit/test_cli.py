@@ -115,3 +115,35 @@ def test_ctrl_c_prints_one_line_and_exits_130(capsys, monkeypatch):
     code, _, err = run(["ls"], capsys)
     assert code == 130
     assert err.strip() == "interrupted"
+
+
+def test_data_build_refuses_to_replace_a_benchmark_without_force_and_then_replaces_it_whole(
+    tmp_path, capsys, monkeypatch
+):
+    from persalign.data import tldr
+
+    from .test_tldr import _row, _write
+
+    rows = [_row(f"w{w:02d}", f"t3_{w}_{i}") for w in range(12) for i in range(3)]
+    source = _write(tmp_path / "batch1.jsonl", rows)
+    out = tmp_path / "bench"
+    argv = ["data", "build", "tldr", "--source", str(source), "--min-items", "2"]
+    argv += ["--train-users", "8", "--adapt-users", "4", "--out", str(out)]
+    assert run(argv, capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run([*argv, "--seed", "1"], capsys)
+    assert code == 2 and "holds a benchmark; --force replaces it whole" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # a build that fails half-way leaves the old benchmark whole, and no temporary folder
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tldr, "write_preference_benchmark", broken)
+    assert run([*argv, "--seed", "1", "--force"], capsys)[0] == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch1.jsonl", "bench"]
+    monkeypatch.undo()
+    assert run([*argv, "--seed", "1", "--force"], capsys)[0] == 0
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before) and after["train.jsonl"] != before["train.jsonl"]

@@ -18,6 +18,7 @@ from persalign.data import BUILDERS, BuildOptions
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.stats import benchmark_stats
 from persalign.errors import ConfigError
+from persalign.io import folder_in_place
 
 
 def data_build(
@@ -53,11 +54,19 @@ def data_build(
         list[str] | None, typer.Option(help="Glob of source files to read (repeatable).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
+    force: Annotated[
+        bool, typer.Option(help="Replace a benchmark (or any folder) already at --out.")
+    ] = False,
 ) -> None:
-    """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl."""
+    """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl.
+
+    The build goes to a temporary folder renamed into place when complete."""
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder for the benchmark")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        what = "holds a benchmark" if (out / "manifest.json").exists() else "is not empty"
+        raise ConfigError(f"--out {out}: {what}; --force replaces it whole")
     builder = BUILDERS.get(name)
     options = BuildOptions(
         source=source,
@@ -77,7 +86,8 @@ def data_build(
         include=tuple(include or ()),
         batch_size=batch_size,
     )
-    manifest = builder(options, out)
+    with folder_in_place(out) as tmp:  # whole or not at all: Ctrl-C leaves the old folder
+        manifest = builder(options, tmp)
     counts = manifest["counts"]
     stdout.print(
         f"wrote {out}: {counts['train_users']} train users ({counts['train_preferences']} prefs), "

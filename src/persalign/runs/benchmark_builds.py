@@ -20,7 +20,7 @@ from pathlib import Path
 from persalign.data import BUILDERS, BuildOptions
 from persalign.data.benchmark_folder import BENCHMARK_FILES
 from persalign.errors import DataError
-from persalign.io import read_json, sha256_file, write_json
+from persalign.io import folder_in_place, read_json, sha256_file, write_json
 from persalign.runs.config import BenchmarkConfig
 from persalign.runs.specs import BenchmarkBuildSpec
 
@@ -61,14 +61,8 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
     if marker.is_file() and read_json(marker) == wanted.to_json():
         log.info("reusing the built benchmark %s in %s", label, folder)
         return PreparedBenchmark(label, folder, benchmark_hash(folder))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{label}.tmp-{os.getpid()}"
-    for stale in folder.parent.glob(f".{label}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     log.info("building benchmark %s (%s) into %s", label, dataset, folder)
-    builder(wanted.options(), tmp)
-    write_json(tmp / "run_build.json", wanted.to_json())
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    with folder_in_place(folder) as tmp:
+        builder(wanted.options(), tmp)
+        write_json(tmp / "run_build.json", wanted.to_json())
     return PreparedBenchmark(label, folder, benchmark_hash(folder))
