@@ -107,15 +107,41 @@ def batched_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _common_methods(
+    a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
+) -> tuple[list[str], list[str]]:
+    """The methods in both inputs (sorted) and a note naming those in only one."""
+    only = sorted(set(a) ^ set(b))
+    notes = [f"methods in only one input, left out: {', '.join(only)}"] if only else []
+    return sorted(set(a) & set(b)), notes
+
+
+def _attach_ci(
+    result: dict[str, Any], boots: Mapping[str, np.ndarray], confidence: float, n_boot: int
+) -> int:
+    """Percentile CI of each statistic's bootstrap values into ``result[name]["ci"]`` (undefined
+    resamples left out, and counted in a note); returns how many resamples were undefined."""
+    undefined = int(np.isnan(boots["pearson"]).sum())
+    tail = 100 * (1 - confidence) / 2
+    for name in STATISTICS:
+        finite = boots[name][np.isfinite(boots[name])]
+        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (NAN, NAN)
+        result[name]["ci"] = [float(lo), float(hi)]
+    if undefined:
+        result["notes"].append(f"{undefined} of {n_boot} resamples gave an undefined correlation")
+    return undefined
+
+
 def _matrix(
     a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
     """Methods, users, and [methods, users] arrays of a and b on the common methods/users."""
-    notes = []
-    methods = sorted(set(a) & set(b))
-    only = sorted(set(a) ^ set(b))
-    if only:
-        notes.append(f"methods in only one input, left out: {', '.join(only)}")
+    methods, notes = _common_methods(a, b)
     users: set[str] | None = None
     for method in methods:
         have = {u for u, v in a[method].items() if math.isfinite(v)}
@@ -147,8 +173,7 @@ def correlations_over_users(
     ``users``, ``means`` ({"a", "b"}: method -> mean), ``n_boot``, ``seed``, ``confidence``,
     ``boot_undefined`` (resamples whose correlation was undefined, left out of the CI).
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     methods, users, am, bm, notes = _matrix(a, b)
     if not users:
         notes.append("no user has a value for every method")
@@ -157,21 +182,13 @@ def correlations_over_users(
     result = correlations(mean_a.tolist(), mean_b.tolist())
     result["notes"] = notes + result["notes"]
     boots = dict.fromkeys(STATISTICS, np.empty(0))
-    undefined = 0
     if users and _problem(mean_a, mean_b) is None and n_boot > 0:
         # resampling users with replacement = multinomial counts of each user per resample
         n_users = len(users)
         rng = np.random.default_rng(seed)
         counts = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=n_boot)
         boots = batched_statistics(counts @ am.T / n_users, counts @ bm.T / n_users)
-        undefined = int(np.isnan(boots["pearson"]).sum())
-    tail = 100 * (1 - confidence) / 2
-    for name in STATISTICS:
-        finite = boots[name][np.isfinite(boots[name])]
-        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (NAN, NAN)
-        result[name]["ci"] = [float(lo), float(hi)]
-    if undefined:
-        result["notes"].append(f"{undefined} of {n_boot} resamples gave an undefined correlation")
+    undefined = _attach_ci(result, boots, confidence, n_boot)
     result.update(
         methods=methods,
         users=len(users),
@@ -211,13 +228,8 @@ def correlations_over_user_points(
     a point. Returns :func:`correlations`' result with ``"ci"`` in each statistic, plus
     ``methods``, ``users``, ``n_boot``, ``seed``, ``confidence`` and ``boot_undefined``.
     """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    methods = sorted(set(a) & set(b))
-    notes = []
-    only = sorted(set(a) ^ set(b))
-    if only:
-        notes.append(f"methods in only one input, left out: {', '.join(only)}")
+    _check_confidence(confidence)
+    methods, notes = _common_methods(a, b)
     by_user: dict[str, list[int]] = {}
     xs, ys = [], []
     for method in methods:
@@ -239,15 +251,8 @@ def correlations_over_user_points(
             index = np.concatenate([groups[i] for i in rng.integers(len(users), size=len(users))])
             for name, value in _point_statistics(xa[index], ya[index]).items():
                 boots[name].append(value)
-    undefined = int(np.isnan(np.asarray(boots["pearson"], dtype=float)).sum())
-    tail = 100 * (1 - confidence) / 2
-    for name in STATISTICS:
-        values = np.asarray(boots[name], dtype=float)
-        finite = values[np.isfinite(values)]
-        lo, hi = np.percentile(finite, [tail, 100 - tail]) if finite.size else (NAN, NAN)
-        result[name]["ci"] = [float(lo), float(hi)]
-    if undefined:
-        result["notes"].append(f"{undefined} of {n_boot} resamples gave an undefined correlation")
+    arrays = {name: np.asarray(values, dtype=float) for name, values in boots.items()}
+    undefined = _attach_ci(result, arrays, confidence, n_boot)
     result.update(
         methods=methods,
         users=len(users),
