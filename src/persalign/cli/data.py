@@ -61,7 +61,6 @@ def data_build(
     """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl.
 
     The build goes to a temporary folder renamed into place when complete."""
-
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder for the benchmark")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -101,7 +100,6 @@ def data_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Users, preferences per user (min/median/mean/max), prompts and completions."""
-
     stats = benchmark_stats(load_benchmark(path))
     if as_json:
         stdout.print_json(json.dumps(stats))

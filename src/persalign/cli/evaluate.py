@@ -59,7 +59,6 @@ def evaluate_policy(
     out: Annotated[Path | None, typer.Option(help="Also write the result to this file.")] = None,
 ) -> None:
     """Policy accuracy (Eq. 3) on the adaptation users' query preferences, per user and overall."""
-
     check_scorer(scorer)
     if scorer in REWARD_MODEL_SCORERS and reward is None:
         raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
@@ -101,7 +100,6 @@ def evaluate_rm(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """RM accuracy (Eq. 2) on the adaptation users' query preferences, per user and overall."""
-
     bench = load_benchmark(benchmark)
     rm = load(model)
     result = {"metric": "rm_accuracy", "model": str(model), **rm_accuracy(rm, bench.query)}
@@ -136,7 +134,6 @@ def evaluate_generation(
     ] = None,
 ) -> None:
     """Behavioural alignment (Eq. 8): ROUGE-1/L and BERTScore-F1 against the users' completions."""
-
     gens = read_generations(generations)
     bench = load_benchmark(benchmark)
     if not bench.completions:
@@ -191,7 +188,6 @@ def evaluate_winrate(
     ] = None,
 ) -> None:
     """Win rate (Table 5): how often the RM scores its RGD output above zero-shot's."""
-
     tie_weight(ties)  # a bad value is an error before any model loads
     rgd_gens, zero_gens = read_generations(rgd), read_generations(zero_shot)
     bench = load_benchmark(benchmark)

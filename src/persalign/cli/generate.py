@@ -68,7 +68,6 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed (sampling, ICL draws).")] = 0,
 ) -> None:
     """Generate for the adaptation users' query prompts with one decoder."""
-
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; expected a JSON-lines file to write")
     bench = load_benchmark(benchmark)

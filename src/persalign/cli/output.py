@@ -26,7 +26,6 @@ stdout = Console(highlight=False)
 
 def read_generations(path: Path) -> list[dict[str, Any]]:
     """The records of a ``persalign generate`` file; DataError (file:line) on any bad line."""
-
     out, seen = [], {}
     for line_no, obj in read_jsonl(path, required=("user", "id", "text"), kind="generation"):
         if not isinstance(obj["text"], str):
@@ -48,7 +47,6 @@ def read_generations(path: Path) -> list[dict[str, Any]]:
 
 def emit(result: dict[str, Any], as_json: bool, out: Path | None) -> bool:
     """Write ``result`` to ``out`` if given, print it as JSON if asked; True when printed."""
-
     if out is not None:
         write_json(out, result)
         log.info("wrote %s", out)

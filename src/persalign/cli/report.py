@@ -33,7 +33,6 @@ def report(
     ] = False,
 ) -> None:
     """Write the paper's tables (Markdown, LaTeX, CSV), figures (PNG) and report.html."""
-
     files = write_report(run_dir, out, n_boot=bootstrap, all_cells=all_cells)
     folder = files["report.html"].parent
     stdout.print(f"{len(files)} files in {folder}", markup=False)

@@ -30,7 +30,6 @@ DEFAULT_POLICY = "bundled:smollm2-135m-instruct"
 
 def parse_lams(text: str) -> list[float]:
     """'0,0.5,1,2' -> [0.0, 0.5, 1.0, 2.0]."""
-
     try:
         lams = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -63,7 +62,6 @@ def select_lambda_command(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (harmonic).")] = None,
 ) -> None:
     """Choose ARGS's lambda on held-out preferences of the train users (appendix F.2)."""
-
     grid = parse_lams(lams)
     bench = load_benchmark(benchmark)
     heldout = heldout_preferences(bench, per_user=per_user, max_users=max_users, seed=seed)

@@ -44,7 +44,6 @@ def train(
     ] = None,
 ) -> None:
     """Train a reward model on the train users and adapt it to every adaptation user."""
-
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder for the trained model")
     bench = load_benchmark(benchmark)

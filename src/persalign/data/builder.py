@@ -182,7 +182,6 @@ def build_pref_benchmark(
     name: str, corpus: Corpus, options: BuildOptions, out: str | Path
 ) -> dict[str, Any]:
     """Run the recipe on ``corpus`` and write the benchmark folder; returns the manifest."""
-
     options = with_defaults(options, min_items=10)
     if options.negatives_top_k < 1:
         raise ConfigError(f"--negatives-top-k must be at least 1, got {options.negatives_top_k}")
@@ -250,7 +249,6 @@ def build_pref_benchmark(
 @BUILDERS.register("pref-acl", summary="Pref-LaMP recipe on ACL Anthology authors (title gen.)")
 def build_pref_acl(options: BuildOptions, out: str | Path) -> dict[str, Any]:
     """Pref-ACL: ACL Anthology abstracts and titles, per author, with mined hard negatives."""
-
     options = with_defaults(options, min_items=10)
     corpus = load_acl(options.source, include=options.include)
     return build_pref_benchmark("pref-acl", corpus, options, out)
@@ -259,7 +257,6 @@ def build_pref_acl(options: BuildOptions, out: str | Path) -> dict[str, Any]:
 @BUILDERS.register("pref-lamp", summary="Pref-LaMP: LaMP-5 titles with mined hard negatives")
 def build_pref_lamp(options: BuildOptions, out: str | Path) -> dict[str, Any]:
     """Pref-LaMP: LaMP-5 profiles (abstract -> the user's own title), mined hard negatives."""
-
     options = with_defaults(options, min_items=10)
     corpus = load_lamp5(options.source)
     return build_pref_benchmark("pref-lamp", corpus, options, out)

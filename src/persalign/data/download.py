@@ -236,7 +236,6 @@ def _anthology_member(parts: tuple[str, ...]) -> str | None:
 
 def download_acl(url: str | None = None, *, progress: bool = True) -> Path:
     """The Anthology's data folder in the cache, downloaded and extracted once per URL."""
-
     url = url or os.environ.get(ACL_URL_ENV) or DEFAULT_ACL_URL
 
     def build(folder: Path) -> dict[str, Any]:

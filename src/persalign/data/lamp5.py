@@ -183,7 +183,6 @@ def download_lamp5(
     split: str = "dev", *, variant: str = "user", base_url: str | None = None, progress: bool = True
 ) -> Path:
     """The folder in the cache holding ``{split}_questions.json`` (and outputs, except test)."""
-
     base = (base_url or os.environ.get(LAMP5_URL_ENV) or DEFAULT_LAMP5_URL).rstrip("/")
     folder = cache_dir() / "lamp5" / sanitize_key(base) / variant / split
     names = [f"{split}_questions.json"] + ([f"{split}_outputs.json"] if split != "test" else [])

@@ -145,7 +145,6 @@ def icl_prompts(
 ) -> list[list[int]]:
     """The policy prompt ids the ``decoder`` ("icl" or "icl-rag") generates from for each
     preference's prompt (request id = preference id): the same demonstrations as generation."""
-
     icl = create_decoder(decoder, policy, support=support, shots=shots, seed=seed, **settings)
     built = icl.build_all([GenerationRequest(p.id, p.user, p.prompt) for p in prefs])
     if icl.dropped_demonstrations or icl.truncated_queries:

@@ -139,7 +139,6 @@ def bundled_model_path(name: str, kind: ModelKind | None = None) -> Path:
 
 def convert_gguf_folder(gguf: Path, folder: Path) -> None:
     """Dequantize a GGUF causal LM and save it with its tokenizer as a safetensors folder."""
-
     log.info("converting %s to a dense safetensors model (once; takes about a minute)", gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(

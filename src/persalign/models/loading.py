@@ -88,7 +88,6 @@ def load_tokenizer(spec: str | Path, *, trust_remote_code: bool = False) -> PreT
     The padding side is left as the model ships it: callers set ``tokenizer.padding_side``
     ("left" for batched generation, "right" for scoring whole sequences).
     """
-
     path = resolve_model_path(spec)
     tokenizer = _from_pretrained(AutoTokenizer, path, spec, trust_remote_code=trust_remote_code)
     return ensure_pad_token(tokenizer, str(spec))
@@ -102,7 +101,6 @@ def load_causal_lm(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """A causal LM on ``device`` in ``dtype`` (chosen automatically when None), in eval mode."""
-
     path = resolve_model_path(spec, kind="causal-lm")
     target_device = pick_device(device)
     target_dtype = pick_dtype(target_device, dtype)

@@ -155,7 +155,6 @@ class RewardModel(nn.Module):
         self, pairs: Sequence[Preference], optimizers: list[torch.optim.Optimizer], step: int
     ) -> dict[str, float]:
         """One step on a batch of pairs; returns at least ``loss`` and ``accuracy``."""
-
         return default_training_step(self, pairs, optimizers)
 
     # ------------------------------------------------------------------ users
@@ -244,12 +243,10 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------------ training, adaptation
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Learn theta and the train users' z_k (Bradley-Terry unless the method says otherwise)."""
-
         return fit(self, prefs, **kw)
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn a new user's z_k from ``support`` with theta frozen (global methods: no-op)."""
-
         if self.personalized:
             adapt_user_vector(self, user, support)
 
@@ -272,21 +269,17 @@ class RewardModel(nn.Module):
     # ------------------------------------------------------------------ decoding hooks
     def start(self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]):
         """Encode the prompts once; the state that ``step_rewards`` / ``commit`` advance."""
-
         return start_hidden(self, prompt_ids, users)
 
     def step_rewards(self, state, candidates: torch.Tensor) -> torch.Tensor:
         """[B, k] rewards of the prefixes extended by each of k candidate tokens [B, k]."""
-
         return step_hidden(self, state, candidates)
 
     def commit(self, state, choice: torch.Tensor) -> None:
         """Append candidate ``choice`` [B] (an index into the last candidates) to each prefix."""
-
         commit_hidden(self, state, choice)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str) -> None:
         """safetensors weights (LoRA, head, users) + a JSON config; never pickle."""
-
         save_reward_model(self, path)

@@ -42,7 +42,6 @@ class Outcome:
 
 def run_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
     """Run one job given as plain data (what a Ray task receives)."""
-
     load_plugins(job_json.get("plugins", ()))  # a Ray worker has not imported them yet
     previous = torch.get_num_threads()
     if job_json.get("threads"):

@@ -47,7 +47,6 @@ def benchmark_hash(folder: Path) -> str:
 
 def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> PreparedBenchmark:
     """The benchmark's folder, building it under ``run_dir/benchmarks/<label>`` if needed."""
-
     if config.path is not None:
         folder = Path(config.path)
         if not (folder / BENCHMARK_FILES["train"]).is_file():

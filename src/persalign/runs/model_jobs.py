@@ -42,7 +42,6 @@ def model_finished(folder: Path, spec_hash: str) -> bool:
 
 def heldout_split(bench: Benchmark, spec: ModelJobSpec) -> tuple[list, list]:
     """(preferences to fit on, held-out train-user preferences) of a model spec."""
-
     per_user, users = spec.heldout.per_user, spec.heldout.users
     if per_user < 1:
         return list(bench.train), []
@@ -51,7 +50,6 @@ def heldout_split(bench: Benchmark, spec: ModelJobSpec) -> tuple[list, list]:
 
 def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
     """Train, adapt, save and score one reward model (skipped when finished, unless force)."""
-
     job = Job.from_json(job_json)
     folder = job.folder(run_dir)
     if not force and model_finished(folder, job.spec_hash):

@@ -52,7 +52,6 @@ def marker_matches(path: Path, key: str, spec_hash: str) -> bool:
 
 def benchmark(path: str | Path):
     """The benchmark in ``path`` (loaded once per process)."""
-
     key = str(Path(path).resolve())
     if key not in _benchmarks:
         _benchmarks[key] = load_benchmark(key)
@@ -77,7 +76,6 @@ def policy_for(spec: PolicyConfig) -> Policy:
 
 def reward_model(folder: Path, spec_hash: str):
     """The trained reward model in ``folder`` (checked against the model job's hash)."""
-
     if not marker_matches(folder / MODEL_MARKER, "hash", spec_hash):
         raise RuntimeError(f"{folder} holds another model than this cell expects")
     key = f"{folder.resolve()}:{spec_hash}"
@@ -135,7 +133,6 @@ def generate_resumable(
     """Generations for ``requests`` in fixed batches, appended to a partial file after each
     batch; a rerun continues after the last whole batch, so every batch holds the same
     requests as in an uninterrupted run. The finished file is renamed into place."""
-
     final = folder / GENERATIONS
     if final.is_file():
         return read_generations(final)
