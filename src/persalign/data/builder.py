@@ -183,8 +183,6 @@ def build_pref_benchmark(
 ) -> dict[str, Any]:
     """Run the recipe on ``corpus`` and write the benchmark folder; returns the manifest."""
     options = with_defaults(options, min_items=10)
-    if options.negatives_top_k < 1:
-        raise ConfigError(f"--negatives-top-k must be at least 1, got {options.negatives_top_k}")
     skips = SkipReport()
     skips.merge(corpus.skips)
     train, adapt = select_users(corpus, options, skips)

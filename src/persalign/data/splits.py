@@ -159,8 +159,6 @@ def write_preference_benchmark(
     query: list[Preference] = []
     uncapped_query = 0
     order = _time_order if options.split == "time" else None
-    if options.split not in ("random", "time"):
-        raise ConfigError(f"--split must be 'random' or 'time', got {options.split!r}")
     for user in adapt:
         s, q = split_items(
             by_user[user],

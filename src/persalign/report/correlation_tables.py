@@ -40,10 +40,6 @@ from persalign.report.tabular import Table
 log = logging.getLogger(__name__)
 
 MIN_METHODS = 3  # fewer points than this: no correlation ("--")
-CORR_NOTE = (
-    "Correlations across the reward methods that have both values at that scale (method means "
-    "over seeds), two-sided p-values; -- where fewer than 3 methods or a constant input."
-)
 UNITS = {
     "methods": "one point per reward method (its mean over seeds)",
     "method-seed": "one point per reward method and seed",
