@@ -17,26 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from persalign.data.benchmark_folder import write_benchmark
-from persalign.types import Completion, Preference
-
-
-def toy_benchmark(path: Path, *, same: bool = False) -> Path:
-    """Two train users, one adaptation user; ``same``: every chosen equals its rejected."""
-
-    def pref(user: str, i: int) -> Preference:
-        return Preference(f"{user}/{i}", user, f"prompt {user} {i}", "c", "c" if same else "r")
-
-    query = [pref("a", 2), pref("a", 3)]
-    write_benchmark(
-        path,
-        train=[pref("t", i) for i in range(5)] + [pref("s", i) for i in range(3)],
-        support=[pref("a", 0), pref("a", 1)],
-        query=query,
-        completions=[Completion(q.id, q.user, q.prompt, "gt") for q in query],
-        manifest={"name": "toy"},
-    )
-    return path
+from .test_cli import toy_benchmark
 
 
 @dataclass

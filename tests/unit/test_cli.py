@@ -22,9 +22,11 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def toy_benchmark(path: Path) -> None:
+def toy_benchmark(path: Path, *, same: bool = False) -> Path:
+    """Two train users, one adaptation user; ``same``: every chosen equals its rejected."""
+
     def pref(user: str, i: int) -> Preference:
-        return Preference(f"{user}/{i}", user, f"prompt {user} {i}", "c", "r")
+        return Preference(f"{user}/{i}", user, f"prompt {user} {i}", "c", "c" if same else "r")
 
     query = [pref("a", 2), pref("a", 3)]
     write_benchmark(
@@ -35,6 +37,7 @@ def toy_benchmark(path: Path) -> None:
         completions=[Completion(q.id, q.user, q.prompt, "gt") for q in query],
         manifest={"name": "toy", "skipped": {"empty title": {"count": 2, "examples": []}}},
     )
+    return path
 
 
 def test_ls_lists_every_dataset_builder(capsys):
