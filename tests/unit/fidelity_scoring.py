@@ -19,7 +19,6 @@ import torch
 from scipy import stats
 
 import persalign.rewards as rewards
-from persalign.data.benchmark_folder import write_benchmark
 from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, compute_cell_metrics
@@ -38,9 +37,9 @@ from persalign.runs.config import parse_config
 from persalign.runs.plan import make_plan
 from persalign.runs.runner import run_experiment
 from persalign.runs.sections import MetricsConfig
-from persalign.types import Benchmark, Completion
+from persalign.types import Benchmark
 
-from .rewards_synthetic import two_group_task
+from .rewards_synthetic import two_group_task, write_two_group_benchmark
 
 FAST = dict(device="cpu", seed=0, eval_batch_size=3, max_response_tokens=32)
 PROMPTS = ["Say about cat sun", "Hi", "Write a line about the dog and the owl"]
@@ -211,27 +210,14 @@ def test_02_cumulative_token_rewards_enter_eqs_5_6_once(pdpo, policy, tiny_lm):
 def prepared(tmp_path: Path) -> dict:
     folder = tmp_path / "bench"
     if not folder.is_dir():
-        write_toy_bench(folder)
+        write_two_group_benchmark(folder)
     return {"toy": PreparedBenchmark(label="toy", path=folder, hash="h")}
-
-
-def write_toy_bench(folder: Path) -> None:
-    train, new = two_group_task(per_user=4, n_train=2, n_new=2, support=2, query=3)
-    query = [p for _, q in new.values() for p in q]
-    write_benchmark(
-        folder,
-        train=train,
-        support=[p for s, _ in new.values() for p in s],
-        query=query,
-        completions=[Completion(q.id, q.user, q.prompt, q.chosen) for q in query],
-        manifest={"name": "toy"},
-    )
 
 
 def tiny_config(tmp_path: Path, lm: str, methods: dict, **extra):
     folder = tmp_path / "bench"
     if not folder.is_dir():
-        write_toy_bench(folder)
+        write_two_group_benchmark(folder)
     raw = {
         "name": "fidelity",
         "seeds": [0],

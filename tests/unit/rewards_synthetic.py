@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
-from persalign.types import Preference
+from persalign.data.benchmark_folder import write_benchmark
+from persalign.types import Completion, Preference
 
 WORDS = ["cat", "dog", "sun", "map", "pen", "cup", "box", "hat", "car", "bee", "owl", "fig"]
 
@@ -41,3 +43,19 @@ def two_group_task(
         prefs = style_pairs(f"new{u}", support + query, u % 2 == 0 or not opposite, seed + 1)
         new[f"new{u}"] = (prefs[:support], prefs[support:])
     return train, new
+
+
+def write_two_group_benchmark(folder: Path) -> Path:
+    """2 train users x 4 preferences, 2 adaptation users x (2 support, 3 query + completions:
+    each query's chosen response), written as a benchmark folder."""
+    train, new = two_group_task(per_user=4, n_train=2, n_new=2, support=2, query=3)
+    query = [p for _, q in new.values() for p in q]
+    write_benchmark(
+        folder,
+        train=train,
+        support=[p for s, _ in new.values() for p in s],
+        query=query,
+        completions=[Completion(q.id, q.user, q.prompt, q.chosen) for q in query],
+        manifest={"name": "toy"},
+    )
+    return folder

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from persalign.data.benchmark_folder import write_benchmark
 from persalign.errors import ConfigError
 from persalign.report.writer import report_html
 from persalign.runs.config import config_hash, parse_config
 from persalign.runs.runner import RunFailed, run_experiment
-from persalign.types import Completion
 
-from .rewards_synthetic import two_group_task
+from .rewards_synthetic import write_two_group_benchmark
 from .test_cli import run as run_cli
 
 SEEDS = (0, 1)
@@ -53,18 +51,7 @@ CONTRACT_KEYS = {
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 train users x 4 preferences, 2 adaptation users x (2 support, 3 query + completions)."""
-    folder = tmp_path_factory.mktemp("bench") / "toy"
-    train, new = two_group_task(per_user=4, n_train=2, n_new=2, support=2, query=3)
-    query = [p for _, q in new.values() for p in q]
-    write_benchmark(
-        folder,
-        train=train,
-        support=[p for s, _ in new.values() for p in s],
-        query=query,
-        completions=[Completion(q.id, q.user, q.prompt, q.chosen) for q in query],
-        manifest={"name": "toy"},
-    )
-    return folder
+    return write_two_group_benchmark(tmp_path_factory.mktemp("bench") / "toy")
 
 
 def raw_config(bench: Path, lm: str, name: str = "tiny") -> dict:
