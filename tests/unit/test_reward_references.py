@@ -21,19 +21,10 @@ from transformers import AutoModelForCausalLM
 import persalign.rewards as rewards
 
 from .rewards_synthetic import two_group_task
+from .test_rewards_contract import FAST as CONTRACT_FAST
 
 REFERENCE_METHODS = ["global-rm", "global-rm-v2", "mpu", "mpu-avg", "vpl"]
-FAST = dict(
-    device="cpu",
-    batch_size=8,
-    eval_batch_size=8,
-    seed=0,
-    backbone_lr=2e-3,
-    head_lr=3e-3,
-    user_lr=5e-2,
-    adapt_steps=10,
-    max_response_tokens=32,
-)
+FAST = {**CONTRACT_FAST, "adapt_steps": 10}  # the contract tests' tiny-task settings
 SMALL = {"vpl": dict(latent_dim=4, encoder_width=16, decoder_width=16, context_size=4)}
 
 
