@@ -207,10 +207,42 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
         parse_config(raw, overrides=["baselines.demonstrations=rejected"], base_dir=tmp_path)
 
 
-def test_05_run_cells_give_the_icl_scorer_the_rendering():
-    from persalign.runs.cells import ICL_KEYS
+@pytest.mark.parametrize("rendering", ["chosen", "pair"])
+def test_05_run_cells_give_the_icl_scorer_the_rendering(tmp_path, tiny_lm, monkeypatch, rendering):
+    """A run's ICL cells score policy accuracy with the demonstrations their decoder renders."""
+    from persalign.runs.runner import run_experiment
 
-    assert "demonstrations" in ICL_KEYS
+    from .rewards_synthetic import write_two_group_benchmark
+
+    seen: list[tuple[str, dict]] = []
+    real = policy_metrics.policy_accuracy
+
+    def spy(policy, prefs, **kwargs):
+        if kwargs.get("scorer") == "icl":
+            seen.append((kwargs["icl_decoder"], dict(kwargs["icl_settings"])))
+        return real(policy, prefs, **kwargs)
+
+    monkeypatch.setattr(policy_metrics, "policy_accuracy", spy)
+    bench = write_two_group_benchmark(tmp_path / "bench")
+    raw = {
+        "name": "icl",
+        "threads": 1,
+        "benchmarks": {"toy": {"path": str(bench)}},
+        "policies": {"tiny": {"spec": tiny_lm, "params_m": 0.1}},
+        "baselines": {
+            "zero_shot": False,
+            "icl": [1],
+            "icl_rag": [1],
+            "retrieval": "bm25",
+            "demonstrations": rendering,
+        },
+        "decoding": {"generate": False},
+        "lambda": {"grid": [1.0]},
+        "metrics": {"bertscore_model": None},
+    }
+    run_experiment(parse_config(raw), tmp_path / "runs")
+    assert sorted(decoder for decoder, _ in seen) == ["icl", "icl-rag"]
+    assert all(settings["demonstrations"] == rendering for _, settings in seen)
 
 
 # ------------------------------------------------------------------------------------ item 13

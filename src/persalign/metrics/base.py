@@ -91,7 +91,8 @@ class CellContext:
     ``settings``: the run config's ``metrics`` section as a plain dict (bertscore_model,
     bertscore_num_layers, batch_size, perplexity, win_rate). ``decoder``: the method cell's
     decoder ("args"), or the baseline itself ("zero-shot", "icl", "icl-rag"). ``shots`` and
-    ``icl`` (the spec's ``icl`` settings): ICL and ICL-RAG cells only. ``model_results``: files
+    ``icl`` (the cell decoder's settings, which the ICL scorer renders demonstrations with):
+    cells whose decoder uses the support set (ICL, ICL-RAG) only. ``model_results``: files
     the model job wrote (``{"rm_accuracy": {...}}``). ``results``: what earlier metrics of this
     cell computed (filled in as they run).
     """

@@ -335,7 +335,8 @@ class PolicyAccuracy(CellMetric):
             seed=ctx.seed,
             batch_size=batch,
             icl_decoder=ctx.decoder,
-            icl_settings=ctx.icl,
+            # the cell decoder's own settings: the scorer renders what generation rendered
+            icl_settings={k: v for k, v in (ctx.icl or {}).items() if k not in ("shots", "seed")},
         )
 
 

@@ -37,10 +37,6 @@ from persalign.runs.workspace import GENERATIONS, PARTIAL, job_log
 from persalign.types import Benchmark
 
 log = logging.getLogger(__name__)
-# the ICL scorer builds its demonstrations as the cell's decoder does
-ICL_KEYS = ("retrieval", "embedder", "max_prompt_tokens", "demonstrations")
-
-
 def cell_finished(folder: Path, spec_hash: str) -> bool:
     return workspace.marker_matches(folder / METRICS_FILE, "spec_hash", spec_hash)
 
@@ -188,7 +184,7 @@ def evaluate_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
         reward_model=rm,
         lam=out.get("lambda"),
         shots=spec.shots,
-        icl={k: v for k, v in spec.decoder_settings.items() if k in ICL_KEYS} or None,
+        icl=dict(spec.decoder_settings) if decoder_class.needs_support else None,
         generations=gens,
         zero_shot=_zero_shot(run_dir, spec) if spec.kind == "method" else None,
         model_results=model_results,
