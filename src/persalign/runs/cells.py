@@ -113,14 +113,13 @@ def choose_lambda(spec: CellJobSpec, bench: Benchmark, policy, rm: RewardModel) 
     if len(lam.grid) == 1:
         return {"lambda": float(lam.grid[0])}
     _, heldout = split_train_heldout(bench, lam.heldout_per_user, lam.heldout_users, spec.seed)
-    settings = {k: v for k, v in spec.decoder_settings.items() if k != "seed"}
     selection = select_lambda(
         policy,
         rm,
         heldout,
         lam.grid,
         objective=lam.objective,
-        decode_settings={**settings, "seed": spec.seed},
+        decode_settings=dict(spec.decoder_settings),  # the cell's decoder settings, seed included
         batch_size=spec.metrics.batch_size,
         progress=False,
     )
