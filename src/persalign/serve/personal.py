@@ -1,0 +1,85 @@
+"""Whose vector guides a request, and onboarding a user with the method's own ``adapt``.
+
+    people = Personalizer(rm, unknown_user="default")
+    people.reward_user("alice")        # "alice" when known, else the population's default row
+    z = people.adapt("alice", prefs)   # on the model thread; the model's users are unchanged
+    people.install("alice", z)         # used from the next request on
+
+Every adaptation starts from the trained model's own users (its table as loaded), so a user's
+vector depends only on the model and that user's accepted preferences (all of them, in journal
+order), never on who was onboarded before: replaying the journal after a restart gives the same
+vectors. Unknown users get the method's ``new_user_vector()`` of the loaded model (the train
+users' mean for most methods), installed under a reserved id that no valid user id can take,
+or a 404, by the server's flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from persalign.serve.schemas import DEFAULT_USER
+from persalign.types import Preference
+
+
+class UnknownUser(LookupError):
+    """A request named a user the server does not know (and unknown users are refused)."""
+
+
+class Personalizer:
+    """The reward model's users, as served (train users, onboarded users, the default)."""
+
+    def __init__(self, rm: Any, unknown_user: str = "default"):
+        self.rm = rm
+        self.unknown_user = unknown_user
+        self.personalized = bool(rm is not None and rm.personalized)
+        self.base_users: list[str] = []
+        self.onboarded: dict[str, torch.Tensor | None] = {}
+        if self.personalized:
+            self.base_users = sorted(rm.user_ids, key=rm.user_ids.__getitem__)
+            self.base_table = rm.user_table.detach().clone()  # [U, D]
+            self.default = rm.new_user_vector().detach().clone()  # [D]
+            rm.add_user(DEFAULT_USER, self.default)
+
+    def known(self, user: str | None) -> bool:
+        return user is not None and (user in self.onboarded or user in self.base_users)
+
+    def reward_user(self, user: str | None) -> str:
+        """The reward model's id for ``user``; raises UnknownUser when unknown ones are refused."""
+        if self.known(user):
+            return user if self.personalized else DEFAULT_USER
+        if self.unknown_user == "404":
+            raise UnknownUser(
+                f"unknown user {user!r}: onboard them with POST /v1/users/{{id}}/preferences"
+            )
+        return DEFAULT_USER
+
+    def adapt(self, user: str, prefs: Sequence[Preference]) -> torch.Tensor | None:
+        """``user``'s vector adapted from ``prefs`` (model thread); the model is left as it was."""
+        if not self.personalized:
+            return None
+        rm = self.rm
+        ids = sorted(rm.user_ids, key=rm.user_ids.__getitem__)
+        table = rm.user_table.detach().clone()
+        rm.set_users(self.base_users, self.base_table)
+        try:
+            rm.adapt(user, list(prefs))
+            return rm.user_table[rm.user_ids[user]].detach().clone()
+        finally:
+            rm.set_users(ids, table)
+
+    def install(self, user: str, vector: torch.Tensor | None) -> None:
+        """Serve ``vector`` for ``user`` from now on (model thread)."""
+        self.onboarded[user] = vector
+        if self.personalized and vector is not None:
+            self.rm.add_user(user, vector)
+
+    def vector(self, user: str) -> torch.Tensor | None:
+        """What the server uses for ``user`` (None for global methods)."""
+        if not self.personalized:
+            return None
+        if self.known(user):
+            return self.rm.user_table[self.rm.user_ids[user]].detach().clone()
+        return self.default

@@ -1,0 +1,152 @@
+"""The scheduler thread: the only code that touches the models while the server runs.
+
+    scheduler = Scheduler(engine, max_batch=16)
+    scheduler.start()
+    scheduler.submit(row)                         # decoded with whatever else is running
+    future = scheduler.call(lambda: rm.adapt(...))  # run on the model thread, between steps
+    scheduler.stop()                              # finishes the rows it holds, then returns
+
+Continuous batching: between two decoding steps the thread admits waiting rows (up to
+``max_batch`` live rows in all), prefills them as a small batch and joins them into the running
+batch with the same key (``Engine.extend``); a batch whose state cannot be joined exactly gets
+the new rows as a batch of its own, stepped alongside. Every batch advances one token per
+round, finished rows retire at once, so no request waits for another one to finish, and rows
+of different users share every policy and reward-model forward. Jobs (onboarding a user) run
+on this thread too, between rounds, so nothing else touches a model concurrently.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from persalign.serve.engine import Batch, Engine, Row
+from persalign.serve.metrics import ServeMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Scheduler:
+    """Admits rows and jobs from any thread; decodes on its own thread."""
+
+    def __init__(self, engine: Engine, max_batch: int = 16, metrics: ServeMetrics | None = None):
+        self.engine = engine
+        self.max_batch = max_batch
+        self.metrics = metrics or ServeMetrics()
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.waiting: collections.deque[Row] = collections.deque()
+        self.batches: list[Batch] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="persalign-scheduler", daemon=True)
+
+    # ------------------------------------------------------------------ any thread
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, row: Row) -> None:
+        """Queue ``row``; its events go to ``row.sink`` from the scheduler thread."""
+        self.inbox.put(row)
+
+    def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run ``fn`` on the scheduler thread between two steps; its result as a Future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self.inbox.put((fn, future))
+        return future
+
+    @property
+    def live(self) -> int:
+        return sum(len(b.rows) for b in self.batches)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Finish every row already submitted, then end the thread."""
+        self._stopping.set()
+        self.inbox.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ scheduler thread
+    def _run(self) -> None:
+        while True:
+            idle = not self.batches and not self.waiting
+            if idle and self._stopping.is_set() and self.inbox.empty():
+                return
+            self._drain_inbox(block=idle)
+            try:
+                self._admit()
+                self._round()
+            except Exception as exc:  # a bug or an OOM must not kill the server silently
+                log.exception("decoding failed")
+                self._fail_all(f"decoding failed: {exc}")
+            self.metrics.live.set(self.live)
+            self.metrics.waiting.set(len(self.waiting))
+
+    def _drain_inbox(self, block: bool) -> None:
+        try:
+            item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if isinstance(item, Row):
+                self.waiting.append(item)
+            elif isinstance(item, tuple):
+                fn, future = item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _admit(self) -> None:
+        """Move waiting rows into batches while there is room (same key: one prefill)."""
+        fresh: dict[tuple, list[Row]] = {}
+        room = self.max_batch - self.live
+        while self.waiting and room > 0:
+            row = self.waiting.popleft()
+            if row.cancelled:
+                row.finish = "cancelled"
+                self.engine.close(row)
+                continue
+            fresh.setdefault(row.key, []).append(row)
+            room -= 1
+        for key, rows in fresh.items():
+            try:
+                new = self.engine.start(rows)
+            except Exception as exc:  # e.g. out of memory: these rows fail, the others go on
+                log.exception("prefill failed")
+                for row in rows:
+                    row.sink("error", f"prefill failed: {exc}")
+                continue
+            for row in rows:
+                self.metrics.queue_wait.observe(row.admitted - row.submitted)
+            target = next((b for b in self.batches if b.rows[0].key == key), None)
+            if target is not None and target.joinable and new.joinable:
+                self.engine.extend(target, new)
+            else:
+                self.batches.append(new)
+
+    def _round(self) -> None:
+        """One step of every batch; finished rows are closed and leave."""
+        for batch in list(self.batches):
+            self.metrics.batch_size.observe(len(batch.rows))
+            for row in self.engine.step(batch):
+                self.metrics.tokens.inc(len(row.tokens))
+                self.metrics.latency.observe(time.perf_counter() - row.submitted)
+                self.engine.close(row)
+            if not batch.rows:
+                self.batches.remove(batch)
+
+    def _fail_all(self, message: str) -> None:
+        for batch in self.batches:
+            for row in batch.rows:
+                row.sink("error", message)
+        self.batches = []

@@ -1,0 +1,72 @@
+"""Build a Service from a policy spec and a reward model folder, and run it under uvicorn.
+
+    service = build_service("bundled:smollm2-135m-instruct", "runs/lore", ServeLimits())
+    run(service, host="127.0.0.1", port=8000, api_key=None)   # returns after SIGTERM / Ctrl-C
+
+SIGTERM (or Ctrl-C) stops accepting connections, lets every in-flight request finish (uvicorn's
+graceful shutdown; ``drain_seconds`` at most), then stops the scheduler; ``run`` then returns
+normally, so the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from persalign.decoding import Policy
+from persalign.rewards import load
+from persalign.serve.app import create_app
+from persalign.serve.schemas import ServeLimits
+from persalign.serve.service import Service
+
+log = logging.getLogger(__name__)
+
+
+def build_service(
+    policy: str,
+    reward: str | Path | None,
+    limits: ServeLimits,
+    state_dir: str | Path | None = None,
+    device: str | None = None,
+    icl_options: dict[str, Any] | None = None,
+) -> Service:
+    """Load the models and replay the user journal (default state folder: REWARD/serving)."""
+    rm = load(reward, **({"device": device} if device else {})) if reward is not None else None
+    model = Policy.load(policy, device=device)
+    if state_dir is None and reward is not None:
+        state_dir = Path(reward) / "serving"
+    service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options)
+    service.start()
+    return service
+
+
+def run(
+    service: Service,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    drain_seconds: float = 120.0,
+) -> None:
+    """Serve until SIGTERM or Ctrl-C, drain, stop."""
+    app = create_app(service, api_key=api_key)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=drain_seconds,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it on exit
+    try:
+        log.info("serving %s on http://%s:%d", service.limits.model_name, host, port)
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    log.info("drained and stopped")

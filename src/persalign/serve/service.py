@@ -1,0 +1,233 @@
+"""The server's state: models, limits, scheduler, users; turns request bodies into rows.
+
+    service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")
+    service.start()                                  # replays the journal, starts the thread
+    spec = service.completion_spec(body)             # a RowSpec, or an ApiError (4xx)
+    info = await service.onboard("alice", prefs)     # adapt, journal, persist, install
+    service.stop()                                   # finishes in-flight rows
+
+Prompts are never cut to fit: one over the policy's or the reward model's prompt budget, or
+whose prompt plus ``max_tokens`` exceeds the policy's context, is a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from persalign.decoding import Policy, create_decoder
+from persalign.decoding.base import GenerationRequest
+from persalign.models.encoding import PromptFormatter
+from persalign.serve.engine import Engine, RowSpec
+from persalign.serve.metrics import ServeMetrics
+from persalign.serve.personal import Personalizer, UnknownUser
+from persalign.serve.scheduler import Scheduler
+from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
+from persalign.serve.users import UserStore
+from persalign.types import Preference
+
+log = logging.getLogger(__name__)
+DECODERS = ("args", "zero-shot", "icl-rag")
+
+
+class ApiError(Exception):
+    """A request the server refuses: HTTP status plus an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param=None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
+        }
+
+
+def full_prompt_ids(formatter: PromptFormatter, prompt: str) -> list[int]:
+    """``formatter.prompt_ids(prompt)`` without its middle cut (the server rejects instead)."""
+    text = formatter.render(prompt)
+    return list(
+        formatter.tokenizer(text, add_special_tokens=not formatter.use_chat_template)["input_ids"]
+    )
+
+
+class Service:
+    """Everything a request handler needs, built once per server."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        reward_model: Any,
+        limits: ServeLimits,
+        state_dir: str | Path | None = None,
+        icl_options: dict[str, Any] | None = None,
+    ):
+        self.policy, self.rm, self.limits = policy, reward_model, limits
+        self.metrics = ServeMetrics()
+        self.people = Personalizer(reward_model, limits.unknown_user)
+        self.store = UserStore(state_dir) if state_dir is not None else None
+        self.support: dict[str, list[Preference]] = {}
+        self.icl = create_decoder("icl-rag", policy, support=self.support, **(icl_options or {}))
+        self.scheduler = Scheduler(Engine(policy, reward_model), limits.max_batch, self.metrics)
+        self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
+        self.onboarding = threading.Lock()
+        self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
+        self.sets: dict[str, int] = {}
+        if limits.decoder not in self.decoders():
+            raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
+
+    def decoders(self) -> tuple[str, ...]:
+        return DECODERS if self.rm is not None else ("zero-shot", "icl-rag")
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Replay the journal (re-adapting stale vectors), then start decoding."""
+        if self.store is not None:
+            for user, record in self.store.load().items():
+                self.support[user] = list(record.preferences)
+                saved = self.store.read_vector(user)
+                if self.people.personalized and (saved is None or saved[0] != record.seq):
+                    log.info("adapting %s again from the journal (seq %d)", user, record.seq)
+                    vector = self.people.adapt(user, record.preferences)
+                    self.store.write_vector(user, record.seq, vector)
+                    saved = (record.seq, vector)
+                self.people.install(user, saved[1] if saved else None)
+                self.sets[user] = record.sets
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    # ------------------------------------------------------------------ requests
+    def _options(self, body: _Common) -> tuple[str, float, int, int]:
+        lim, opts = self.limits, body.persalign
+        model = body.model
+        if model != lim.model_name:
+            raise ApiError(404, f"model {model!r} not found (GET /v1/models)", param="model")
+        decoder = opts.decoder or lim.decoder
+        if decoder not in self.decoders():
+            raise ApiError(
+                400,
+                f"decoder must be one of {', '.join(self.decoders())}",
+                param="persalign.decoder",
+            )
+        lam = lim.lam if opts.lam is None else opts.lam
+        k = lim.k if opts.k is None else opts.k
+        if lam > lim.max_lam:
+            raise ApiError(400, f"lam must be in [0, {lim.max_lam}]", param="persalign.lam")
+        if k > lim.max_k:
+            raise ApiError(400, f"k must be in [1, {lim.max_k}]", param="persalign.k")
+        tokens = body.max_tokens
+        if isinstance(body, ChatRequest) and body.max_completion_tokens is not None:
+            tokens = body.max_completion_tokens
+        tokens = lim.default_max_tokens if tokens is None else tokens
+        if not 1 <= tokens <= lim.max_tokens:
+            raise ApiError(400, f"max_tokens must be in [1, {lim.max_tokens}]", param="max_tokens")
+        return decoder, lam, k, tokens
+
+    def _check_length(self, ids: list[int], formatter: PromptFormatter, tokens: int, what: str):
+        if len(ids) > formatter.max_prompt_tokens:
+            raise ApiError(
+                400,
+                f"the {what} prompt has {len(ids)} tokens, more than the "
+                f"{formatter.max_prompt_tokens} allowed (it is not truncated)",
+                param="prompt",
+            )
+        if what == "policy" and len(ids) + tokens > self.context:
+            raise ApiError(
+                400,
+                f"prompt ({len(ids)} tokens) plus max_tokens ({tokens}) exceeds "
+                f"the context of {self.context} tokens",
+                param="max_tokens",
+            )
+
+    def spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
+        """The row for a validated request body; ApiError when it is outside the limits."""
+        with self.preparing:
+            return self._spec(body)
+
+    def _spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
+        decoder, lam, k, tokens = self._options(body)
+        try:
+            reward_user = self.people.reward_user(body.user)
+        except UnknownUser as exc:
+            raise ApiError(404, str(exc), param="user") from None
+        if isinstance(body, ChatRequest):
+            if decoder == "icl-rag":
+                raise ApiError(400, "icl-rag takes /v1/completions", param="persalign.decoder")
+            messages = [{"role": m.role, "content": m.content} for m in body.messages]
+            policy_ids = self.policy.formatter.messages_ids(messages)
+            reward_ids = self.rm.formatter.messages_ids(messages) if self.rm else None
+        elif decoder == "icl-rag":
+            request = GenerationRequest("q", body.user or "", body.prompt)
+            policy_ids = list(self.icl.prepare([request])[0].prompt_ids or [])
+            reward_ids = None
+        else:
+            policy_ids = full_prompt_ids(self.policy.formatter, body.prompt)
+            reward_ids = full_prompt_ids(self.rm.formatter, body.prompt) if self.rm else None
+        self._check_length(policy_ids, self.policy.formatter, tokens, "policy")
+        if decoder != "args":
+            reward_ids = None
+        elif reward_ids is not None:
+            self._check_length(reward_ids, self.rm.formatter, tokens, "reward model")
+        return RowSpec(
+            policy_ids=policy_ids,
+            max_tokens=tokens,
+            reward_ids=reward_ids,
+            reward_user=reward_user,
+            lam=lam,
+            k=k,
+            temperature=body.temperature or 0.0,
+            seed=body.seed or 0,
+            stop=body.stops(),
+            ignore_eos=body.persalign.ignore_eos,
+        )
+
+    # ------------------------------------------------------------------ users
+    async def onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
+        """Adapt ``user`` on all their accepted sets plus ``items``; journal, persist, install."""
+        if self.store is None:
+            raise ApiError(409, "this server has no state folder (--state-dir)")
+        return await asyncio.to_thread(self._onboard, user, items)
+
+    def _onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
+        with self.onboarding:  # one onboarding at a time: journal order = adaptation order
+            seq0 = self.store.next_seq
+            new = [
+                Preference(f"{user}/{seq0}/{i}", user, p.prompt, p.chosen, p.rejected)
+                for i, p in enumerate(items)
+            ]
+            prefs = self.support.get(user, []) + new
+            vector = self.scheduler.call(lambda: self.people.adapt(user, prefs)).result()
+            seq, _ = self.store.append(user, new)  # acknowledged from here on
+            if vector is not None:
+                self.store.write_vector(user, seq, vector)
+            self.scheduler.call(lambda: self.people.install(user, vector)).result()
+            self.support[user] = prefs
+            self.sets[user] = self.sets.get(user, 0) + 1
+            return self.user_info(user)
+
+    def user_info(self, user: str) -> dict[str, Any]:
+        prefs = self.support.get(user, [])
+        vector = self.people.vector(user)
+        status = (
+            "onboarded"
+            if user in self.people.onboarded
+            else "trained"
+            if user in self.people.base_users
+            else "unknown"
+        )
+        return {
+            "id": user,
+            "object": "user",
+            "status": status,
+            "preference_sets": self.sets.get(user, 0),
+            "preferences": len(prefs),
+            "uses": "own vector"
+            if status != "unknown"
+            else ("default vector" if self.limits.unknown_user == "default" else "refused"),
+            "vector": None if vector is None else [round(float(v), 6) for v in vector],
+        }
