@@ -11,6 +11,12 @@ cut prompts to 128 tokens, responses to 48, and cap support and query sets; pass
 a GPU machine. ``--set key=value`` (repeatable) overrides any field of every method's config
 (e.g. P-DPO's ``adapt_steps``, whose paper default of 100 full backbone passes per user takes hours
 on 2 cores); the overrides are recorded in the output. Prints one JSON object.
+
+    python benchmarks/bench_rewards.py --methods p-dpo --pdpo-before --max-users 4
+
+adapts the same users twice from the same trained model: first the old way (two sequences per
+support pair, all ``adapt_steps``: ``*_before`` keys), then with the method's settings, and
+reports adaptation seconds per user, mean steps and RM accuracy of both.
 """
 
 from __future__ import annotations
@@ -24,6 +30,41 @@ import tempfile
 import time
 from pathlib import Path
 
+# P-DPO's adaptation before issue 13: two sequences per support pair, all adapt_steps
+PDPO_BEFORE = {"adapt_shared_prompt": False, "adapt_patience": None}
+
+
+def adapt_and_score(rm, users, args, suffix: str, **settings) -> dict:
+    """Adapt ``users`` (config fields ``settings`` changed for this call), then RM accuracy on
+    their query pairs; seconds per user, mean adaptation steps, accuracy, keys + ``suffix``."""
+    from persalign.metrics.ranking import rm_accuracy
+
+    config = rm.config
+    rm.config = config.model_copy(update=settings)
+    start = time.perf_counter()
+    for user in users:
+        rm.adapt(user.user, list(user.support)[: args.max_support])
+    adapt_seconds = time.perf_counter() - start
+    rm.config = config
+    start = time.perf_counter()
+    query = [q for user in users for q in list(user.query)[: args.max_query]]
+    accuracy = rm_accuracy(rm, query)
+    steps = [len(rm.adapt_losses.get(u.user, [])) for u in users] if rm.name == "p-dpo" else []
+    out = {
+        "rm_accuracy": round(accuracy["mean"], 4),
+        "rm_accuracy_pooled": round(accuracy["pooled"], 4),
+        "query_pairs": accuracy["pairs"],
+        "adapt_users": len(users),
+        "adapt_seconds": round(adapt_seconds, 1),
+        "adapt_seconds_per_user": round(adapt_seconds / max(1, len(users)), 2),
+        "eval_seconds": round(time.perf_counter() - start, 1),
+    }
+    if steps:
+        out["adapt_steps_mean"] = round(sum(steps) / len(steps), 1)
+        losses = rm.adapt_losses.get(users[0].user, [])
+        out["adapt_losses_first_user"] = [round(x, 5) for x in losses]
+    return {key + suffix: value for key, value in out.items()}
+
 
 def child(args: argparse.Namespace) -> None:
     """Train, adapt and evaluate one method in this process; print its JSON line."""
@@ -31,7 +72,6 @@ def child(args: argparse.Namespace) -> None:
 
     from persalign.data import load_benchmark
     from persalign.logs import setup_logging
-    from persalign.metrics.ranking import rm_accuracy
     from persalign.overrides import parse_overrides
     from persalign.rewards import create
     from persalign.sysinfo import peak_rss_mib
@@ -52,29 +92,22 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     history = rm.fit(bench.train, progress=False)
     train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    query = []
-    for user in bench.adapt_users():
-        rm.adapt(user.user, list(user.support)[: args.max_support])
-        query += list(user.query)[: args.max_query]
-    adapt_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    accuracy = rm_accuracy(rm, query)
-    eval_seconds = time.perf_counter() - start
+    users = bench.adapt_users()[: args.max_users] if args.max_users else bench.adapt_users()
+    before = {}
+    if args.method == "p-dpo" and args.pdpo_before:
+        before = adapt_and_score(rm, users, args, "_before", **PDPO_BEFORE)
+    adapted = adapt_and_score(rm, users, args, "")
     pairs = sum(r["pairs"] for r in history)
     print(
         json.dumps(
             {
                 "method": args.method,
-                "rm_accuracy": round(accuracy["mean"], 4),
-                "rm_accuracy_pooled": round(accuracy["pooled"], 4),
-                "query_pairs": accuracy["pairs"],
+                **adapted,
+                **before,
                 "train_steps": len(history),
                 "train_pairs_per_second": round(pairs / train_seconds, 3),
                 "final_train_loss": round(history[-1]["loss"], 4),
                 "train_seconds": round(train_seconds, 1),
-                "adapt_seconds": round(adapt_seconds, 1),
-                "eval_seconds": round(eval_seconds, 1),
                 "peak_rss_mib": peak_rss_mib(),
             }
         )
@@ -93,6 +126,13 @@ def main() -> None:
     parser.add_argument("--max-response-tokens", type=int, default=48)
     parser.add_argument("--max-support", type=int, default=16)
     parser.add_argument("--max-query", type=int, default=16)
+    parser.add_argument("--max-users", type=int, default=0, help="adaptation users; 0: all")
+    parser.add_argument(
+        "--pdpo-before",
+        action="store_true",
+        help="P-DPO: also adapt with the old path (two sequences, no early stopping), report "
+        "its seconds per user and RM accuracy as *_before",
+    )
     parser.add_argument("--tldr", default=str(Path(shared) / "tldr"))
     parser.add_argument(
         "--set", action="append", default=[], help="key=value for every method's config"
@@ -134,8 +174,11 @@ def main() -> None:
                 "max_response_tokens",
                 "max_support",
                 "max_query",
+                "max_users",
             ):
                 cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+            if args.pdpo_before:
+                cmd.append("--pdpo-before")
             for item in args.set:
                 cmd += ["--set", item]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -166,6 +209,8 @@ def main() -> None:
                         "max_response_tokens",
                         "max_support",
                         "max_query",
+                        "max_users",
+                        "pdpo_before",
                         "set",
                     )
                 },

@@ -61,3 +61,17 @@ def test_view_is_rebuilt_after_the_weights_change(tiny_lm: str):
     real = mask.bool()
     assert (after[real] - before[real]).abs().max() > 1e-3
     torch.testing.assert_close(after[real], expect[real], atol=1e-4, rtol=1e-4)
+
+
+def test_transposed_linear_equals_the_linear_layer_on_every_kernel(monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    for onednn in (True, False):
+        monkeypatch.setattr("persalign.rewards.inference.use_onednn", lambda w, o=onednn: o)
+        fast = TransposedLinear(layer.weight, layer.bias)
+        assert fast.onednn == onednn and fast.weight.shape == (40, 24)
+        assert fast.in_features == 24 and fast.out_features == 40
+        for shape in ((1, 24), (10, 24), (2, 10, 24), (3, 1, 24)):
+            x = torch.randn(shape)
+            with torch.no_grad():
+                torch.testing.assert_close(fast(x), layer(x), rtol=1e-5, atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,8 @@ from transformers import AutoModelForCausalLM
 
 import persalign.rewards as rewards
 from persalign.rewards.methods.likelihood import adapters_disabled
+from persalign.rewards.methods.pdpo_adapt import pair_logprob_sums, should_stop
+from persalign.rewards.pair_batching import collate_shared, tokenize_pairs
 
 from .rewards_synthetic import two_group_task
 
@@ -171,7 +175,8 @@ def test_step_rewards_after_dropping_rows(pdpo):
         pdpo.commit(state, torch.tensor([0, 1, 1]))
     part.select(torch.tensor([0, 2]))
     expect = pdpo.step_rewards(full, candidates)[[0, 2]]
-    torch.testing.assert_close(pdpo.step_rewards(part, candidates[[0, 2]]), expect)
+    got = pdpo.step_rewards(part, candidates[[0, 2]])  # 2 rows vs 3: float32-sized
+    torch.testing.assert_close(got, expect, rtol=1e-5, atol=1e-5)
 
 
 def naive_greedy(rm, prompt_ids: list[int], user: str, steps: int, stops: set[int]) -> list[int]:
@@ -210,3 +215,69 @@ def test_generate_stops_at_eos(pdpo, monkeypatch):
     assert stopped[0] == free[0][: free[0].index(stop)]
     cut = free[1].index(stop) if stop in free[1] else len(free[1])
     assert stopped[1] == free[1][:cut]
+
+
+def adapted(rm, user: str, support, **settings) -> tuple[torch.Tensor, list[float]]:
+    """z and support losses of ``user`` adapted with the config fields ``settings``."""
+    old = rm.config
+    rm.config = old.model_copy(update=settings)
+    try:
+        rm.adapt(user, support)
+    finally:
+        rm.config = old
+    return rm.user_vectors([user])[0].clone(), rm.adapt_losses[user]
+
+
+def packed_pairs(rm, pairs):
+    return collate_shared(tokenize_pairs(rm.formatter, pairs), rm.formatter.tokenizer.pad_token_id)
+
+
+def test_shared_prompt_logprobs_equal_two_sequences(pdpo):
+    support, _ = two_group_task()[1]["new0"]
+    pairs = support[:5]
+    z = pdpo.user_vectors(["new0"] * len(pairs))
+    batch = pdpo.encode(
+        [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    )
+    packed = packed_pairs(pdpo, pairs)
+    with torch.no_grad():
+        expect = pdpo.policy_logprobs(batch, torch.cat([z, z])).sum(dim=1)  # [2n]
+        chosen, rejected = pair_logprob_sums(pdpo.backbone, packed, pdpo.soft_tokens(z))
+        ref = pdpo.reference_logprobs(batch).sum(dim=1)
+        with adapters_disabled(pdpo.backbone):
+            ref_c, ref_r = pair_logprob_sums(pdpo.backbone, packed)
+    torch.testing.assert_close(torch.cat([chosen, rejected]), expect, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat([ref_c, ref_r]), ref, rtol=1e-5, atol=1e-5)
+    # a response must not see the other one: changing the chosen text moves only chosen sums
+    swapped = [dataclasses.replace(p, chosen=p.chosen + " extra") for p in pairs]
+    packed2 = packed_pairs(pdpo, swapped)
+    with torch.no_grad():
+        _, rejected2 = pair_logprob_sums(pdpo.backbone, packed2, pdpo.soft_tokens(z))
+    torch.testing.assert_close(rejected2, rejected, rtol=1e-5, atol=1e-5)
+
+
+def test_shared_prompt_adaptation_equals_the_two_sequence_path(pdpo):
+    support, _ = two_group_task()[1]["new1"]
+    fast, fast_losses = adapted(pdpo, "fast", support, adapt_shared_prompt=True)
+    slow, slow_losses = adapted(pdpo, "slow", support, adapt_shared_prompt=False)
+    assert len(fast_losses) == len(slow_losses) == FAST["adapt_steps"]
+    torch.testing.assert_close(
+        torch.tensor(fast_losses), torch.tensor(slow_losses), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+    assert fast.abs().sum() > 0
+
+
+def test_early_stopping_on_the_support_loss(pdpo):
+    assert not should_stop([0.7, 0.6, 0.5], None, 0.0)
+    assert not should_stop([0.7, 0.6, 0.65], 2, 0.0)  # 0.6 beat 0.7 one step ago
+    assert should_stop([0.7, 0.6, 0.65, 0.61], 2, 0.0)
+    assert should_stop([0.7, 0.69, 0.68], 2, 0.05)  # progress smaller than min_delta
+    support, _ = two_group_task()[1]["new0"]
+    # any drop below 1e9 is "no progress": the first loss is the best, 2 more steps, then stop
+    stopped, losses = adapted(pdpo, "early", support, adapt_patience=2, adapt_min_delta=1e9)
+    assert len(losses) == 3
+    two_steps, _ = adapted(pdpo, "two", support, adapt_steps=2)
+    torch.testing.assert_close(stopped, two_steps, rtol=1e-6, atol=0.0)  # z after 2 updates
+    _, patient = adapted(pdpo, "patient", support, adapt_patience=50)
+    assert len(patient) == FAST["adapt_steps"]

@@ -7,7 +7,9 @@
 Appendix F: LoRA rank 8, alpha 16, rsLoRA, on every linear layer of the decoder (not the LM
 head). Only the LoRA weights train; the base weights stay frozen. ``attention_mask`` may be the
 usual 2D [B, T] padding mask or a 4D additive mask [B, 1, T, past + T] (0 = attend), which is how
-reward-guided decoding scores k candidate tokens at one position against a shared cache.
+reward-guided decoding scores k candidate tokens at one position against a shared cache, and how
+training encodes a pair's two responses after one copy of its prompt (``pair_batching``).
+``set_gradient_checkpointing(True)`` trades a second forward per layer for activation memory.
 """
 
 from __future__ import annotations
@@ -143,6 +145,22 @@ class Backbone(nn.Module):
 
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.model.config)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute each decoder layer's activations in backward instead of keeping them
+        (non-reentrant, so LoRA inputs need no ``requires_grad``); applies in train mode only."""
+        base = self.base
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            return
+        # transformers >= 5.2x renamed gradient_* to activation_checkpointing_*
+        if not enabled:
+            disable = getattr(base, "activation_checkpointing_disable", None)
+            (disable or base.gradient_checkpointing_disable)()
+            return
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        (enable or base.gradient_checkpointing_enable)({"use_reentrant": False})
+        if hasattr(base, "_require_grads_hook"):  # only reentrant checkpoints need it
+            base.disable_input_require_grads()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

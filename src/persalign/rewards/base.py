@@ -75,6 +75,10 @@ class RewardModel(nn.Module):
     supports_rgd: ClassVar[bool] = True  # False: no reward-guided decoding (PAL): no ARGS, no RGD
     has_rm_accuracy: ClassVar[bool] = True  # False: no RM accuracy (P-DPO: "-" in the tables)
     default_decoder: ClassVar[str] = "args"  # a run's decoder when its config names none
+    # True: a pair's responses may be scored after one shared copy of its prompt (4D mask), as
+    # the reward reads hidden states (head_values) or token log-probs at each response's own
+    # positions; False (soft tokens before the prompt, P-DPO): two sequences per pair.
+    shares_prompt: ClassVar[bool] = True
 
     def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
         super().__init__()

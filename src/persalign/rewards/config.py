@@ -40,6 +40,22 @@ class RewardConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm; None: off.")
     adapt_steps: int = Field(100, ge=0, description="Optimisation steps of a new user's z_k.")
     adapt_lr: float | None = Field(None, gt=0, description="Adaptation LR; None: user_lr.")
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute backbone activations in backward during training (less memory, "
+        "about a third more compute).",
+    )
+    max_tokens_per_microbatch: int | None = Field(
+        8192,
+        ge=16,
+        description="Padded tokens per forward pass in training and feature extraction; larger "
+        "batches run in micro-batches with exact gradient accumulation. None: no limit.",
+    )
+    shared_prompt: bool = Field(
+        True,
+        description="Encode each pair's prompt once, both responses after it (4D mask); "
+        "methods that cannot (shares_prompt False) always use two sequences.",
+    )
     eval_batch_size: int = Field(16, ge=1, description="Sequences per scoring forward pass.")
     max_prompt_tokens: int = Field(512, ge=8, description="Longer prompts lose their middle.")
     max_response_tokens: int = Field(128, ge=1, description="Longer responses are cut.")

@@ -6,7 +6,10 @@
 ``fit`` is seeded (initialisation, shuffling), shows a rich progress bar and writes one JSON line
 per step (step, epoch, loss, pairwise accuracy). Methods change what a step does through
 ``RewardModel.training_step`` (LoRE-Alt alternates two optimisers) and what the loss is through
-``pair_loss`` / ``pair_objective``.
+``pair_loss`` / ``pair_objective``. The default step back-propagates in micro-batches of at most
+``max_tokens_per_microbatch`` tokens (exact for any ``pair_loss``; see ``pair_rewards``), with
+each pair's prompt encoded once (``shared_prompt``) and, during ``fit`` only, gradient
+checkpointing on the backbone (``gradient_checkpointing``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
-from persalign.rewards.aggregation import aggregate, response_index
+from persalign.rewards.aggregation import aggregate
+from persalign.rewards.memory import limit_heap_fragmentation
+from persalign.rewards.pair_rewards import backward_pair_loss, response_hidden
 
 if TYPE_CHECKING:  # annotations only: RewardModel calls into this module
     from persalign.rewards.base import RewardModel
@@ -47,26 +52,14 @@ def usable_pairs(prefs: Sequence[Preference], skips: SkipReport) -> list[Prefere
     return kept
 
 
-def pair_rewards(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence rewards (with gradients) of the chosen and rejected responses, [B] each."""
-    prompts = [p.prompt for p in pairs] * 2
-    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    users = [p.user for p in pairs] * 2
-    batch = rm.encode(prompts, responses)
-    prefix = rm.batch_prefix_rewards(batch, users)  # [2B, R]
-    last = prefix[torch.arange(len(responses)), batch.response_lengths - 1]  # [2B]
-    return last[: len(pairs)], last[len(pairs) :]
-
-
 def default_training_step(
     rm: RewardModel, pairs: Sequence[Preference], optimizers: list[torch.optim.Optimizer]
 ) -> dict[str, float]:
-    """One optimisation step on ``pairs``: forward, loss, backward, clip, step."""
+    """One optimisation step on ``pairs``: forward, loss, backward (in micro-batches under the
+    token budget, exactly), clip, step."""
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
-    chosen, rejected = pair_rewards(rm, pairs)
-    loss = rm.pair_loss(chosen, rejected, pairs)
-    loss.backward()
+    chosen, rejected, loss = backward_pair_loss(rm, pairs)
     if rm.config.grad_clip:
         params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
         nn.utils.clip_grad_norm_(params, rm.config.grad_clip)
@@ -105,6 +98,8 @@ def fit(
     history: list[dict[str, float]] = []
     handle = _open_log(log_path)
     rm.train()
+    rm.backbone.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    limit_heap_fragmentation()
     try:
         with progress_bar(show=progress) as bar:
             task = bar.add_task(f"training {rm.name}", total=total)
@@ -131,6 +126,7 @@ def fit(
     finally:
         if handle:
             handle.close()
+        rm.backbone.set_gradient_checkpointing(False)
         rm.eval()
         rm.user_table.requires_grad_(False)
     return history
@@ -163,21 +159,9 @@ def frozen(module: nn.Module):
 
 @torch.no_grad()
 def response_features(rm: RewardModel, pairs: Sequence[Preference]) -> dict[str, Any]:
-    """Frozen hidden states of the chosen and rejected responses: [2n, R, H] and validity."""
-    prompts = [p.prompt for p in pairs] * 2
-    responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-    hidden_rows, valid_rows = [], []
-    size = rm.config.eval_batch_size
-    for start in range(0, len(prompts), size):
-        batch = rm.encode(prompts[start : start + size], responses[start : start + size])
-        hidden, _ = rm.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
-        index, valid = response_index(batch)  # [b, R]
-        gathered = hidden.float().gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-        hidden_rows.append(gathered)
-        valid_rows.append(valid)
-    width = max(h.shape[1] for h in hidden_rows)
-    hidden = torch.cat([nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h in hidden_rows])
-    valid = torch.cat([nn.functional.pad(v, (0, width - v.shape[1])) for v in valid_rows])
+    """Frozen hidden states of the chosen and rejected responses: [2n, R, H] and validity
+    (each pair's prompt encoded once where the method shares it)."""
+    hidden, valid = response_hidden(rm, pairs)
     return {"hidden": hidden, "valid": valid, "n": len(pairs)}
 
 

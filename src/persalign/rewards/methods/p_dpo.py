@@ -25,6 +25,8 @@ preference. The repo's defaults: beta = 0.5, alpha = 0.5, one learning rate 5e-5
 generic tokens and user tokens alike, so ``head_lr`` and ``user_lr`` default to 5e-5 and a new
 user adapts at it too (``adapt_lr`` None: ``user_lr``); set them apart for separate rates.
 ``adapt`` trains only o_new by DPO on the support set; LoRA and e_0 stay bitwise unchanged.
+It runs each support pair's prompt once (``pdpo_adapt``: chosen and rejected after one prompt
+copy, 4D mask) and can stop early on the support loss (``adapt_patience``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from persalign.rewards.methods.likelihood import (
     open_stream,
     response_logprobs,
 )
+from persalign.rewards.methods.pdpo_adapt import train_user_tokens
 from persalign.rewards.training import frozen, start_user_vector
 from persalign.types import Preference
 
@@ -70,6 +73,20 @@ class PDPOConfig(RewardConfig):
     user_lr: float = Field(
         5e-5, gt=0, description="LR of the user soft tokens, train and adapt (P-RLHF: 5e-5)."
     )
+    adapt_shared_prompt: bool = Field(
+        True,
+        description="Adapt a new user on one row per support pair (prompt run once, 4D mask); "
+        "False: the two-sequence path (same result up to rounding, slower).",
+    )
+    adapt_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop a new user's adaptation once the support loss has not dropped by "
+        "more than adapt_min_delta below its best for this many steps; None: all adapt_steps.",
+    )
+    adapt_min_delta: float = Field(
+        0.0, ge=0, description="Support-loss drop that counts as progress (adapt_patience)."
+    )
 
 
 @register_method("p-dpo", summary="Personalized DPO: user soft tokens, implicit DPO reward")
@@ -80,6 +97,7 @@ class PDPO(LikelihoodRM):
     personalized = True
     uses_reference = True
     has_rm_accuracy = False  # Tables 2-12: "-"; scored as a policy (personalized-policy)
+    shares_prompt = False  # training: soft tokens + reference model (adaptation packs its own)
     default_decoder = "p-dpo"  # it writes with its own personalized policy
     config: PDPOConfig
 
@@ -88,6 +106,7 @@ class PDPO(LikelihoodRM):
         return self.config.n_soft_tokens * self.backbone.hidden_size
 
     def build(self, hidden_size: int) -> None:
+        self.adapt_losses: dict[str, list[float]] = {}  # each adapted user's support losses
         self.generic_tokens = nn.Parameter(self._initial_tokens(self.config.n_soft_tokens))
 
     def _initial_tokens(self, count: int) -> torch.Tensor:
@@ -186,33 +205,18 @@ class PDPO(LikelihoodRM):
         return torch.cat(sums), torch.cat(lengths).long()
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
-        """Learn o_user by DPO on ``support`` (Adam, ``adapt_steps``); theta is frozen."""
+        """Learn o_user by DPO on ``support`` (Adam, ``adapt_steps``, early stopping with
+        ``adapt_patience``); theta is frozen."""
         start = start_user_vector(self, user, support)
         if start is None:
             return
         pairs, z = start
         was_training = self.training
         self.eval()
-        per_chunk = max(1, self.config.eval_batch_size // 2)
-        chunks = []
-        for start in range(0, len(pairs), per_chunk):
-            part = pairs[start : start + per_chunk]
-            batch = self.encode(
-                [p.prompt for p in part] * 2, [p.chosen for p in part] + [p.rejected for p in part]
-            )
-            chunks.append((part, batch, self.reference_logprobs(batch).sum(dim=1)))
-        optimizer = torch.optim.Adam([z], lr=self.config.adapt_lr or self.config.user_lr)
         with frozen(self):
-            for _ in range(self.config.adapt_steps):
-                optimizer.zero_grad(set_to_none=True)
-                for part, batch, reference in chunks:
-                    rows = z[None].expand(2 * len(part), -1)
-                    policy = self.policy_logprobs(batch, rows).sum(dim=1)
-                    reward = self.reward_scale() * (policy - reference)
-                    loss = self.pair_loss(reward[: len(part)], reward[len(part) :], part)
-                    (loss * len(part) / len(pairs)).backward()
-                optimizer.step()
+            losses = train_user_tokens(self, pairs, z)
         self.train(was_training)
+        self.adapt_losses[user] = losses
         self.add_user(user, z.detach())
 
     # ------------------------------------------------------------------ generation

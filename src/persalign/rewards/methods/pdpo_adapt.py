@@ -1,0 +1,143 @@
+"""P-DPO's few-shot adaptation, fast: each support pair's prompt encoded once, early stopping.
+
+    shared = collate_shared(tokenize_pairs(rm.formatter, pairs), pad_id)   # pair_batching
+    chosen, rejected = pair_logprob_sums(rm.backbone, shared, soft)   # [B] each, with gradients
+    losses = train_user_tokens(rm, pairs, z)                  # Adam on z; the support losses
+
+A support pair's chosen and rejected responses share its prompt, and in P-DPO both sit after the
+same soft tokens, so one row holds [soft | prompt | chosen | rejected] (``pair_batching``'s
+shared-prompt row with the soft tokens put in front) with a 4D mask: the chosen
+tokens see the soft tokens, the prompt and the earlier chosen tokens; the rejected tokens see the
+soft tokens, the prompt and the earlier rejected tokens (never the chosen ones), and both
+continue the positions from the prompt. Every log-prob equals the two-sequence path's (the
+``adapt_shared_prompt=False`` path) up to float rounding, and the prompt, usually the longest
+part (TL;DR posts), is run once instead of twice, forward and backward, at every step.
+
+Early stopping (``adapt_patience``): the support loss is computed at every step anyway; when it
+has not dropped by more than ``adapt_min_delta`` below its best for ``adapt_patience`` steps in
+a row, adaptation stops there (z keeps the last update).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from persalign.rewards.methods.likelihood import adapters_disabled
+from persalign.rewards.pair_batching import (
+    SharedBatch,
+    collate_shared,
+    length_buckets,
+    shared_cost,
+    tokenize_pairs,
+)
+from persalign.types import Preference
+
+
+def with_soft_prefix(shared: SharedBatch, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask [B, 1, n + T, n + T] and positions [B, n + T] of ``shared`` with n soft tokens
+    in front: they see each other causally, and every token sees all of them."""
+    batch, _, length, _ = shared.attention_mask.shape
+    mask = shared.attention_mask.new_zeros(batch, 1, n + length, n + length)
+    blocked = torch.finfo(mask.dtype).min
+    mask[:, :, :n, n:] = blocked  # soft tokens come first: they see no later token
+    mask[:, :, :n, :n] = torch.full((n, n), blocked, device=mask.device).triu(1).to(mask.dtype)
+    mask[:, :, n:, n:] = shared.attention_mask
+    first = torch.arange(n, device=shared.position_ids.device).expand(batch, n)
+    return mask, torch.cat([first, shared.position_ids + n], dim=1)
+
+
+def pair_logprob_sums(
+    backbone, shared: SharedBatch, soft: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_t log p(y_t | soft, x, y_<t) of the chosen and the rejected responses, [B] each."""
+    if bool((shared.prompt_lengths < 1).any()):
+        raise ValueError("a likelihood reward needs a non-empty prompt before the response")
+    ids = shared.input_ids
+    if soft is None:
+        n = 0
+        hidden, _ = backbone.hidden(ids, shared.attention_mask, shared.position_ids)
+    else:
+        n = soft.shape[1]
+        mask, positions = with_soft_prefix(shared, n)
+        embeds = torch.cat([soft.to(backbone.dtype), backbone.embed(ids)], dim=1)  # [B, n+T, H]
+        hidden, _ = backbone.hidden(None, mask, positions, inputs_embeds=embeds)
+    sums = []
+    for side in ("chosen", "rejected"):
+        index, valid = shared.response_index(side)  # [B, R]
+        source = (shared.predictor_index(side) + n)[..., None].expand(-1, -1, hidden.shape[-1])
+        logits = backbone.lm_head(hidden.gather(1, source)).float()  # [B, R, V]
+        picked = logits.gather(-1, ids.gather(1, index)[..., None]).squeeze(-1)  # [B, R]
+        sums.append(((picked - logits.logsumexp(dim=-1)) * valid).sum(dim=1))  # [B]
+    return sums[0], sums[1]
+
+
+def should_stop(losses: Sequence[float], patience: int | None, min_delta: float) -> bool:
+    """Whether the last ``patience`` losses all failed to beat the best before them by more
+    than ``min_delta`` (None: never stop early)."""
+    if patience is None or len(losses) <= patience:
+        return False
+    best = min(losses[:-patience])
+    return all(loss >= best - min_delta for loss in losses[-patience:])
+
+
+@torch.no_grad()
+def shared_prompt_chunks(rm, pairs: Sequence[Preference]) -> list[tuple]:
+    """(pairs, SharedBatch, pi_ref's ([b], [b]) log-prob sums) per chunk of similar lengths."""
+    size = max(1, rm.config.eval_batch_size // 2)  # a row holds a pair: <= the old path's tokens
+    items = tokenize_pairs(rm.formatter, pairs)
+    (order,) = length_buckets([shared_cost(item) for item in items], None)
+    pad_id, dtype = rm.formatter.tokenizer.pad_token_id, rm.backbone.dtype
+    chunks = []
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        shared = collate_shared([items[i] for i in rows], pad_id, dtype).to(rm.backbone.device)
+        with adapters_disabled(rm.backbone):
+            reference = pair_logprob_sums(rm.backbone, shared)
+        chunks.append(([pairs[i] for i in rows], shared, reference))
+    return chunks
+
+
+@torch.no_grad()
+def two_sequence_chunks(rm, pairs: Sequence[Preference]) -> list[tuple]:
+    """The old layout: (pairs, EncodedBatch of chosen rows then rejected rows, pi_ref's sums)."""
+    size = max(1, rm.config.eval_batch_size // 2)
+    chunks = []
+    for start in range(0, len(pairs), size):
+        part = pairs[start : start + size]
+        responses = [p.chosen for p in part] + [p.rejected for p in part]
+        batch = rm.encode([p.prompt for p in part] * 2, responses)
+        reference = rm.reference_logprobs(batch).sum(dim=1)  # [2b]
+        chunks.append((part, batch, (reference[: len(part)], reference[len(part) :])))
+    return chunks
+
+
+def train_user_tokens(rm, pairs: Sequence[Preference], z: torch.nn.Parameter) -> list[float]:
+    """Adam on ``z`` by DPO on ``pairs`` (theta frozen by the caller); the support loss before
+    each update. One row per pair unless ``adapt_shared_prompt`` is off; stops early as
+    ``should_stop`` says."""
+    cfg = rm.config
+    shared = cfg.adapt_shared_prompt
+    chunks = shared_prompt_chunks(rm, pairs) if shared else two_sequence_chunks(rm, pairs)
+    optimizer = torch.optim.Adam([z], lr=cfg.adapt_lr or cfg.user_lr)
+    losses: list[float] = []
+    scale = rm.reward_scale()
+    for _ in range(cfg.adapt_steps):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for part, batch, (ref_c, ref_r) in chunks:
+            if shared:
+                soft = rm.soft_tokens(z[None].expand(len(part), -1))  # [b, n, H]
+                chosen, rejected = pair_logprob_sums(rm.backbone, batch, soft)
+            else:
+                policy = rm.policy_logprobs(batch, z[None].expand(2 * len(part), -1)).sum(dim=1)
+                chosen, rejected = policy[: len(part)], policy[len(part) :]
+            loss = rm.pair_loss(scale * (chosen - ref_c), scale * (rejected - ref_r), part)
+            (loss * len(part) / len(pairs)).backward()
+            total += float(loss.detach()) * len(part) / len(pairs)
+        losses.append(total)
+        if should_stop(losses, cfg.adapt_patience, cfg.adapt_min_delta):
+            break
+        optimizer.step()
+    return losses

@@ -1,0 +1,202 @@
+"""Rewards of preference pairs for training, with one shared prompt per pair and token budgets.
+
+    chosen, rejected = pair_rewards(rm, pairs)                 # [B] each, with gradients
+    chosen, rejected, loss = backward_pair_loss(rm, pairs)     # loss.backward() done, exactly
+    hidden, valid = response_hidden(rm, pairs)                 # [2n, R, H] frozen features
+
+``shared_prompt_mode(rm)`` says how a method's pairs are encoded: "hidden" (the reward is
+``head_values`` of the backbone's hidden state at each response position), "logprobs" (a
+likelihood reward: log p of each response token, no soft tokens, no reference model; GenARM), or
+None (two sequences per pair: the method sets ``shares_prompt = False``, e.g. P-DPO's soft tokens
+go before the prompt, or ``config.shared_prompt`` is off).
+
+``backward_pair_loss`` splits a batch into micro-batches of at most ``max_tokens_per_microbatch``
+padded tokens (length buckets). With one micro-batch it is the plain forward/backward. With
+several it is exact for any ``pair_loss``, even one that couples the pairs (a margin, a length
+normalisation, a batch statistic): a first pass without gradients gives every reward, the loss
+and dloss/dreward are computed on those (detached) rewards, then each micro-batch runs again
+with gradients and back-propagates sum(reward * dloss/dreward), which is the chain rule of the
+full batch. Only one micro-batch's graph is alive at a time; the price is one extra forward
+without gradients. The RNG state is replayed so dropout masks match between the two passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from persalign.rewards.aggregation import aggregate, response_index
+from persalign.rewards.pair_batching import (
+    PairTokens,
+    SharedBatch,
+    collate_shared,
+    collate_two,
+    length_buckets,
+    shared_cost,
+    tokenize_pairs,
+    two_sequence_cost,
+)
+from persalign.types import Preference
+
+if TYPE_CHECKING:  # annotations only: RewardModel calls into this module
+    from persalign.rewards.base import RewardModel
+
+
+def shared_prompt_mode(rm: RewardModel) -> str | None:
+    """ "hidden", "logprobs" or None (two sequences per pair); see the module docstring."""
+    if not (rm.shares_prompt and rm.config.shared_prompt):
+        return None
+    if not rm.cumulative:
+        return "hidden"
+    likelihood = hasattr(rm, "reward_scale") and hasattr(rm, "soft_tokens")
+    if likelihood and not getattr(rm, "uses_reference", True) and rm.aggregation == "sum":
+        return "logprobs"
+    return None
+
+
+def microbatches(rm: RewardModel, items: Sequence[PairTokens], mode: str | None) -> list[list[int]]:
+    """Pair indices grouped under the token budget (length buckets)."""
+    cost = shared_cost if mode else two_sequence_cost
+    return length_buckets([cost(it) for it in items], rm.config.max_tokens_per_microbatch)
+
+
+def rewards_of(
+    rm: RewardModel, items: Sequence[PairTokens], users: Sequence[str], mode: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence rewards [b] of the chosen and rejected responses of one micro-batch."""
+    pad_id = rm.formatter.tokenizer.pad_token_id
+    device = rm.backbone.device
+    if mode is None:
+        batch = collate_two(items, pad_id).to(device)
+        prefix = rm.batch_prefix_rewards(batch, list(users) * 2)  # [2b, R]
+        last = prefix[torch.arange(2 * len(items)), batch.response_lengths - 1]  # [2b]
+        return last[: len(items)], last[len(items) :]
+    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(device)
+    hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
+    z = rm.user_vectors(users)
+    out = []
+    for side in ("chosen", "rejected"):
+        index, valid = shared.response_index(side)  # [b, R]
+        if mode == "hidden":
+            values = rm.head_values(_gather(hidden, index).float(), z)  # [b, R]
+        else:
+            values = _logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
+        prefix = aggregate(values, valid, rm.aggregation)  # [b, R]
+        lengths = valid.sum(dim=1)
+        out.append(prefix[torch.arange(len(items), device=device), lengths - 1])
+    return out[0], out[1]
+
+
+def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden [b, T, H] at positions index [b, R] -> [b, R, H]."""
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+
+
+def _logprobs(rm: RewardModel, hidden: torch.Tensor, shared: SharedBatch, side: str):
+    """log p(y_t | x, y_<t) of one side's response tokens, [b, R] (0 beyond each response)."""
+    index, valid = shared.response_index(side)
+    states = _gather(hidden, shared.predictor_index(side))  # [b, R, H]
+    logits = rm.backbone.lm_head(states).float()  # [b, R, V]
+    targets = shared.input_ids.gather(1, index)  # [b, R]
+    picked = logits.gather(-1, targets[..., None]).squeeze(-1)  # [b, R]
+    return (picked - logits.logsumexp(dim=-1)) * valid
+
+
+def pair_rewards(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence rewards (with gradients) of the chosen and rejected responses, [B] each, in one
+    forward pass (no token budget: for callers that keep the whole graph anyway)."""
+    mode = shared_prompt_mode(rm)
+    items = tokenize_pairs(rm.formatter, pairs)
+    return rewards_of(rm, items, [p.user for p in pairs], mode)
+
+
+def backward_pair_loss(
+    rm: RewardModel, pairs: Sequence[Preference]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Back-propagate ``rm.pair_loss`` of ``pairs`` under the token budget; returns the
+    (detached) chosen and rejected rewards [B] and the loss."""
+    mode = shared_prompt_mode(rm)
+    items = tokenize_pairs(rm.formatter, pairs)
+    users = [p.user for p in pairs]
+    groups = microbatches(rm, items, mode)
+    if len(groups) == 1:
+        chosen, rejected = rewards_of(rm, items, users, mode)
+        loss = rm.pair_loss(chosen, rejected, pairs)
+        loss.backward()
+        return chosen.detach(), rejected.detach(), loss.detach()
+    device = rm.backbone.device
+    chosen = torch.zeros(len(pairs), device=device)
+    rejected = torch.zeros(len(pairs), device=device)
+    states = []
+    for group in groups:
+        states.append(_rng_state())
+        with torch.no_grad():
+            c, r = rewards_of(rm, [items[i] for i in group], [users[i] for i in group], mode)
+        index = torch.tensor(group, device=device)
+        chosen[index], rejected[index] = c.float(), r.float()
+    chosen.requires_grad_(True)
+    rejected.requires_grad_(True)
+    loss = rm.pair_loss(chosen, rejected, pairs)
+    loss.backward()  # dloss/dreward into chosen.grad, rejected.grad (and any direct terms)
+    for group, state in zip(groups, states, strict=True):
+        _set_rng_state(state)
+        c, r = rewards_of(rm, [items[i] for i in group], [users[i] for i in group], mode)
+        index = torch.tensor(group, device=device)
+        surrogate = (c * chosen.grad[index]).sum() + (r * rejected.grad[index]).sum()
+        surrogate.backward()
+    return chosen.detach(), rejected.detach(), loss.detach()
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1]:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+@torch.no_grad()
+def response_hidden(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, ...]:
+    """Hidden states [2n, R, H] (float32) of the chosen then rejected response tokens and their
+    validity [2n, R]: the prompt encoded once per pair unless the method cannot share it."""
+    mode = "hidden" if shared_prompt_mode(rm) == "hidden" else None
+    items = tokenize_pairs(rm.formatter, pairs)
+    n, device = len(items), rm.backbone.device
+    width = max(max(len(it.chosen), len(it.rejected)) for it in items)
+    hidden = torch.zeros(2 * n, width, rm.backbone.hidden_size, device=device)
+    valid = torch.zeros(2 * n, width, dtype=torch.bool, device=device)
+    pad_id = rm.formatter.tokenizer.pad_token_id
+    for group in microbatches(rm, items, mode):
+        part = [items[i] for i in group]
+        rows = torch.tensor(group, device=device)
+        sides = _shared_sides(rm, part, pad_id) if mode else _two_sides(rm, part, pad_id)
+        for offset, (states, ok) in zip((0, n), sides, strict=True):
+            hidden[rows + offset, : states.shape[1]] = states.float()
+            valid[rows + offset, : ok.shape[1]] = ok
+    return hidden, valid
+
+
+def _shared_sides(rm: RewardModel, part: Sequence[PairTokens], pad_id: int):
+    shared = collate_shared(part, pad_id, rm.backbone.dtype).to(rm.backbone.device)
+    states, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
+    out = []
+    for side in ("chosen", "rejected"):
+        index, ok = shared.response_index(side)
+        out.append((_gather(states, index), ok))
+    return out
+
+
+def _two_sides(rm: RewardModel, part: Sequence[PairTokens], pad_id: int):
+    from_rows = collate_two(part, pad_id).to(rm.backbone.device)
+    states, _ = rm.backbone.hidden(
+        from_rows.input_ids, from_rows.attention_mask, from_rows.position_ids
+    )
+    index, ok = response_index(from_rows)  # [2b, R]
+    gathered = _gather(states, index)
+    b = len(part)
+    return [(gathered[:b], ok[:b]), (gathered[b:], ok[b:])]
