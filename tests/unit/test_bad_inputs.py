@@ -3,12 +3,18 @@
 Each row writes its own tiny inputs, runs ``python -m persalign.cli`` in a subprocess (as a user
 would) and checks: exit code 2, exactly one non-empty line on stderr containing the expected
 words, no ``Traceback``, and that no output appeared (or the one that was there is unchanged).
-Every row fails before any model loads.
+Every row fails before any model loads. Rows marked ``in_process`` run the same ``main()`` in
+this interpreter (a fresh one costs ~10 s of imports; the checks are the same).
+
+Unwritable outputs: a folder chmod 0o555 where the test can be stopped by it; as root (where
+permission bits stop no write) the same path is made to lie under a regular file instead, which
+stops root too. ``unwritable_mode()`` says which one ran; either way the error is one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_cli import toy_benchmark
+from .test_cli import run, toy_benchmark
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Case:
     setup: Callable[[Path], None] = lambda tmp: None
     absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards
     unchanged: list[str] = field(default_factory=list)  # files/folders that must stay the same
+    stdout_words: list[str] = field(default_factory=list)  # words stdout must hold
+    in_process: bool = False
 
 
 def _bench(tmp: Path) -> None:
@@ -87,6 +95,52 @@ def _bench_identical_pairs(tmp: Path) -> None:
     toy_benchmark(tmp / "bench", same=True)
 
 
+def unwritable_mode(folder: Path) -> str:
+    """Make ``folder`` a place nothing can be written under: 'chmod 0o555' where that stops this
+    process, else (root) 'regular file' (a file where the folder would be)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return "chmod 0o555"
+    folder.chmod(0o755)
+    folder.rmdir()
+    folder.write_text("a file, not a folder\n", encoding="utf-8")
+    return "regular file"
+
+
+def _unwritable(tmp: Path) -> None:
+    unwritable_mode(tmp / "ro")
+
+
+def _bench_unwritable(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    unwritable_mode(tmp / "ro")
+
+
+def _bench_changed(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    train = tmp / "bench" / "train.jsonl"  # still valid JSON lines: only the hash can tell
+    train.write_text(train.read_text(encoding="utf-8").replace('"c"', '"C"'), encoding="utf-8")
+
+
+def _bench_changed_twice(tmp: Path) -> None:
+    _bench_changed(tmp)
+    (tmp / "bench" / "completions.jsonl").unlink()
+
+
+def _bench_without_manifest(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    (tmp / "bench" / "manifest.json").unlink()
+
+
+def _model_without_weights(tmp: Path) -> None:
+    toy_benchmark(tmp / "bench")
+    (tmp / "model").mkdir()
+    config = {"format": "persalign-reward/1", "method": "global-rm", "config": {}, "users": []}
+    (tmp / "model" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+REPO = Path(__file__).resolve().parents[2]
 BUILD = ["data", "build", "tldr", "--source", "{tmp}/tldr", "--out", "{tmp}/out"]
 GENERATE = ["generate", "--benchmark", "{tmp}/bench", "--policy", "{tmp}/no-policy"]
 OUT_GEN = ["--out", "{tmp}/gen.jsonl"]
@@ -94,7 +148,9 @@ TRAIN = ["train", "--benchmark", "{tmp}/bench", "--method", "global-rm"]
 
 CASES = {
     "jsonl-not-utf8": Case(
-        ["data", "stats", "{tmp}/bench"], ["train.jsonl:2:", "not UTF-8"], _bench_bad_utf8
+        ["data", "stats", "{tmp}/bench", "--no-verify"],
+        ["train.jsonl:2:", "not UTF-8"],
+        _bench_bad_utf8,
     ),
     "tldr-comparisons-not-utf8": Case(
         BUILD, ["comparisons_batch1.jsonl:1:", "not UTF-8"], _tldr_bad_utf8, absent=["out"]
@@ -112,7 +168,9 @@ CASES = {
         absent=["runs"],
     ),
     "meta-not-an-object": Case(
-        ["data", "stats", "{tmp}/bench"], ["query.jsonl:2:", "'meta'"], _bench_meta_string
+        ["data", "stats", "{tmp}/bench", "--no-verify"],
+        ["query.jsonl:2:", "'meta'"],
+        _bench_meta_string,
     ),
     "reward-model-without-method": Case(
         ["evaluate", "rm", "--model", "{tmp}/model", "--benchmark", "{tmp}/bench"],
@@ -144,6 +202,54 @@ CASES = {
         _bench_identical_pairs,
         absent=["model"],
     ),
+    "build-out-unwritable": Case(
+        [*BUILD[:-1], "{tmp}/ro/out"], ["--out", "cannot write there", "/ro"], _unwritable
+    ),
+    "train-out-unwritable": Case(
+        [*TRAIN, "--out", "{tmp}/ro/model"],
+        ["--out", "cannot write there", "/ro"],
+        _bench_unwritable,
+        in_process=True,
+    ),
+    "generate-out-unwritable": Case(
+        [*GENERATE, "--decoder", "zero-shot", "--out", "{tmp}/ro/gen.jsonl"],
+        ["--out", "cannot write there", "/ro"],
+        _bench_unwritable,
+        in_process=True,
+    ),
+    "run-out-unwritable": Case(
+        ["run", str(REPO / "configs" / "demo.yaml"), "--out", "{tmp}/ro"],
+        ["--out", "cannot write there", "/ro"],
+        _unwritable,
+        in_process=True,
+    ),
+    "benchmark-file-changed": Case(
+        ["data", "stats", "{tmp}/bench"],
+        ["train.jsonl:", "sha256 differs", "--no-verify"],
+        _bench_changed,
+        in_process=True,
+    ),
+    "benchmark-without-manifest": Case(
+        [*TRAIN, "--out", "{tmp}/model"],
+        ["manifest.json:", "missing"],
+        _bench_without_manifest,
+        absent=["model"],
+        in_process=True,
+    ),
+    "data-verify-names-every-file": Case(
+        ["data", "verify", "{tmp}/bench"],
+        ["2 file(s) differ"],
+        _bench_changed_twice,
+        stdout_words=["train.jsonl: sha256 differs", "completions.jsonl: missing"],
+        in_process=True,
+    ),
+    "reward-model-without-weights": Case(
+        ["evaluate", "rm", "--model", "{tmp}/model", "--benchmark", "{tmp}/bench"],
+        ["model:", "missing weights.safetensors"],
+        _model_without_weights,
+        unchanged=["model"],
+        in_process=True,
+    ),
 }
 
 
@@ -154,25 +260,39 @@ def snapshot(path: Path) -> object:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(name: str, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     case = CASES[name]
     case.setup(tmp_path)
     before = {rel: snapshot(tmp_path / rel) for rel in case.unchanged}
-    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in case.argv]
-    proc = subprocess.run(
-        [sys.executable, "-m", "persalign.cli", "-q", *argv],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    assert len(lines) == 1, proc.stderr
+    argv = ["-q", *(arg.replace("{tmp}", str(tmp_path)) for arg in case.argv)]
+    try:
+        if case.in_process:
+            code, out, err = run(argv, capsys)
+        else:
+            proc = subprocess.run(
+                [sys.executable, "-m", "persalign.cli", *argv],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+    finally:
+        if (tmp_path / "ro").is_dir():
+            (tmp_path / "ro").chmod(0o755)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err and "Traceback" not in out
+    assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
     for word in case.words:
         assert word in lines[0], lines[0]
+    for word in case.stdout_words:
+        assert word in " ".join(out.split()), out
     for rel in case.absent:
         assert not (tmp_path / rel).exists(), rel
+    ro = tmp_path / "ro"
+    assert not ro.exists() or ro.is_file() or not any(ro.iterdir()), "wrote under --out"
     for rel, old in before.items():
         assert snapshot(tmp_path / rel) == old, rel

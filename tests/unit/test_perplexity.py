@@ -37,15 +37,15 @@ def test_perplexity_matches_naive_and_averages_per_user(policy, padding_side):
         naive[i] = math.exp(-sum(logp) / len(logp))
         total_logp, total_tokens = total_logp + sum(logp), total_tokens + len(logp)
     assert result["values"][2] is None and (result["n"], result["skipped"]) == (4, 1)
-    for i, value in naive.items():
-        assert result["values"][i] == pytest.approx(value, rel=1e-6)
+    for i, value in naive.items():  # batches of 2 vs one row each: float32-sized
+        assert result["values"][i] == pytest.approx(value, rel=1e-5)
     per_user = {
         "a": statistics.fmean([naive[0], naive[1]]),
         "b": statistics.fmean([naive[3], naive[4]]),
     }
-    assert result["per_user"] == pytest.approx(per_user, rel=1e-6)
-    assert result["mean"] == pytest.approx((per_user["a"] + per_user["b"]) / 2, rel=1e-6)
-    assert result["pooled"] == pytest.approx(math.exp(-total_logp / total_tokens), rel=1e-6)
+    assert result["per_user"] == pytest.approx(per_user, rel=1e-5)
+    assert result["mean"] == pytest.approx((per_user["a"] + per_user["b"]) / 2, rel=1e-5)
+    assert result["pooled"] == pytest.approx(math.exp(-total_logp / total_tokens), rel=1e-5)
     # a random model over ~100 tokens: far from a perfect (1.0) and from a uniform guess
     assert 1.5 < result["mean"] < 10 * len(policy.tokenizer)
 

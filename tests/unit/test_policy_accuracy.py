@@ -140,7 +140,8 @@ def test_personal_rgd_depends_on_the_user_and_icl_on_demonstrations(policy, lore
     base = policy_scores(policy, *same, scorer="base", progress=False)
     demos = [[], [Preference("d", "u", "Say about owl", "owl owl owl", "x")]]
     icl = policy_scores(policy, *same, scorer="icl", demonstrations=demos, progress=False)
-    assert float(icl[0]) == pytest.approx(float(base[0]), rel=1e-6)  # no demos: the base score
+    # no demos: the base score (float32 logits in another batch shape: rel 1e-5)
+    assert float(icl[0]) == pytest.approx(float(base[0]), rel=1e-5)
     assert abs(float(icl[1] - base[1])) > 1e-4
 
 

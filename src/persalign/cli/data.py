@@ -1,7 +1,8 @@
 """``persalign data ...``: build and inspect per-user preference benchmarks.
 
 persalign data build pref-acl --source ../shared/data/acl_anthology --out out/pref-acl
-persalign data stats out/pref-acl [--json]
+persalign data stats out/pref-acl [--json] [--no-verify]
+persalign data verify out/pref-acl          # every file that differs from the manifest; exit 2
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
 from persalign.data import BUILDERS, BuildOptions
-from persalign.data.benchmark_folder import load_benchmark
+from persalign.data.benchmark_folder import benchmark_differences, load_benchmark
 from persalign.data.stats import benchmark_stats
-from persalign.errors import ConfigError
+from persalign.errors import ConfigError, DataError
 from persalign.io import folder_in_place
 
 
 def data_build(
-    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl")],
+    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl | jsonl")],
     out: Annotated[Path, typer.Option(help="Output folder for the benchmark.")],
     source: Annotated[
         str | None, typer.Option(help="Local folder/file; default: hub or download.")
@@ -41,6 +43,10 @@ def data_build(
     split: Annotated[str, typer.Option(help="Support/query split: random | time.")] = "random",
     split_file: Annotated[
         str | None, typer.Option(help="JSON of train/adapt user ids (PAL's seen/unseen).")
+    ] = None,
+    completions: Annotated[
+        str | None,
+        typer.Option(help="jsonl: the users' own responses, {user, prompt, completion} lines."),
     ] = None,
     negatives_top_k: Annotated[int, typer.Option(help="Hard negatives: sample from top-k.")] = 10,
     embedder: Annotated[str, typer.Option(help="Embedder for negatives.")] = (
@@ -66,6 +72,7 @@ def data_build(
     if out.is_dir() and any(out.iterdir()) and not force:
         what = "holds a benchmark" if (out / "manifest.json").exists() else "is not empty"
         raise ConfigError(f"--out {out}: {what}; --force replaces it whole")
+    check_writable(out)
     builder = BUILDERS.get(name)
     options = BuildOptions(
         source=source,
@@ -78,6 +85,7 @@ def data_build(
         support_fraction=support_fraction,
         split=split,
         split_file=split_file,
+        completions=completions,
         negatives_top_k=negatives_top_k,
         embedder=embedder,
         negative_pool=negative_pool,
@@ -98,13 +106,24 @@ def data_build(
 def data_stats(
     path: Annotated[Path, typer.Argument(help="A benchmark folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
 ) -> None:
     """Users, preferences per user (min/median/mean/max), prompts and completions."""
-    stats = benchmark_stats(load_benchmark(path))
+    stats = benchmark_stats(load_benchmark(path, verify=verify))
     if as_json:
         stdout.print_json(json.dumps(stats))
         return
     show_stats(stats)
+
+
+def data_verify(path: Annotated[Path, typer.Argument(help="A benchmark folder.")]) -> None:
+    """Check every file against the sha256 its manifest records; name each one that differs."""
+    differences = benchmark_differences(path)
+    for file, problem in differences:
+        stdout.print(f"{file}: {problem}", markup=False, soft_wrap=True)
+    if differences:
+        raise DataError(f"{len(differences)} file(s) differ from the manifest", path)
+    stdout.print(f"{path}: every file matches its manifest", markup=False, soft_wrap=True)
 
 
 def show_stats(stats: dict[str, Any]) -> None:

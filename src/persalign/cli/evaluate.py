@@ -24,6 +24,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import emit, print_accuracy, read_generations, stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
@@ -56,13 +57,16 @@ def evaluate_policy(
     seed: Annotated[int, typer.Option(help="Seed of the ICL draws.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Responses per forward pass.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
     out: Annotated[Path | None, typer.Option(help="Also write the result to this file.")] = None,
 ) -> None:
     """Policy accuracy (Eq. 3) on the adaptation users' query preferences, per user and overall."""
+    if out is not None:
+        check_writable(out)
     check_scorer(scorer)
     if scorer in REWARD_MODEL_SCORERS and reward is None:
         raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
-    bench = load_benchmark(benchmark)
+    bench = load_benchmark(benchmark, verify=verify)
     if not bench.query:
         raise ConfigError(f"benchmark {benchmark} has no query preferences")
     rm = load(reward) if scorer in REWARD_MODEL_SCORERS else None
@@ -98,9 +102,11 @@ def evaluate_rm(
     model: Annotated[Path, typer.Option(help="A trained reward-model folder.")],
     benchmark: Annotated[Path, typer.Option(help="The benchmark folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
 ) -> None:
     """RM accuracy (Eq. 2) on the adaptation users' query preferences, per user and overall."""
-    bench = load_benchmark(benchmark)
+    check_writable(model / "rm_accuracy.json", "--model")  # written there at the end
+    bench = load_benchmark(benchmark, verify=verify)
     rm = load(model)
     result = {"metric": "rm_accuracy", "model": str(model), **rm_accuracy(rm, bench.query)}
     write_json(model / "rm_accuracy.json", result)
@@ -129,13 +135,16 @@ def evaluate_generation(
     ] = "auto",
     batch_size: Annotated[int, typer.Option(help="BERTScore batch size.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
     out: Annotated[
         Path | None, typer.Option(help="Also write the result to this JSON file.")
     ] = None,
 ) -> None:
     """Behavioural alignment (Eq. 8): ROUGE-1/L and BERTScore-F1 against the users' completions."""
+    if out is not None:
+        check_writable(out)
     gens = read_generations(generations)
-    bench = load_benchmark(benchmark)
+    bench = load_benchmark(benchmark, verify=verify)
     if not bench.completions:
         raise ConfigError(
             f"benchmark {benchmark} has no completions: behavioural alignment needs the users' "
@@ -183,14 +192,17 @@ def evaluate_winrate(
         str, typer.Option(help="What a tie counts as: half (a half win) or loss (no win).")
     ] = "half",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
     out: Annotated[
         Path | None, typer.Option(help="Also write the result to this JSON file.")
     ] = None,
 ) -> None:
     """Win rate (Table 5): how often the RM scores its RGD output above zero-shot's."""
+    if out is not None:
+        check_writable(out)
     tie_weight(ties)  # a bad value is an error before any model loads
     rgd_gens, zero_gens = read_generations(rgd), read_generations(zero_shot)
-    bench = load_benchmark(benchmark)
+    bench = load_benchmark(benchmark, verify=verify)
     prompts = {(q.user, q.id): q.prompt for q in bench.query}
     rm = load(reward)
     result = {

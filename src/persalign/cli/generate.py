@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import DECODERS, GenerationRequest, Policy, create_decoder
@@ -66,11 +67,13 @@ def generate(
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows decoded together.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed (sampling, ICL draws).")] = 0,
+    verify: VerifyOption = True,
 ) -> None:
     """Generate for the adaptation users' query prompts with one decoder."""
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a folder; expected a JSON-lines file to write")
-    bench = load_benchmark(benchmark)
+    check_writable(out)
+    bench = load_benchmark(benchmark, verify=verify)
     adapt = {u.user: u for u in bench.adapt_users()}
     wanted = sorted(adapt) if users == "all" else [u.strip() for u in users.split(",")]
     unknown = [u for u in wanted if u not in adapt]

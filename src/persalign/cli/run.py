@@ -23,6 +23,7 @@ from typing import Annotated
 
 import typer
 
+from persalign.cli.checks import check_writable
 from persalign.cli.output import stdout
 from persalign.report.writer import report_html
 from persalign.runs.config import load_config
@@ -47,6 +48,7 @@ def run(
 ) -> None:
     """Run the grid benchmark x method x policy x seed of CONFIG (resumable)."""
     cfg = load_config(config, overrides or [])
+    check_writable(out / cfg.name)  # before anything loads
     reporter = report_html if report else None
     summary = run_experiment(
         cfg, out, force=force, backend=backend, address=address, reporter=reporter

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
@@ -60,10 +61,12 @@ def select_lambda_command(
     k: Annotated[int, typer.Option(help="ARGS candidates per step (harmonic).")] = 10,
     max_new_tokens: Annotated[int, typer.Option(help="Generation length cap (harmonic).")] = 32,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (harmonic).")] = None,
+    verify: VerifyOption = True,
 ) -> None:
     """Choose ARGS's lambda on held-out preferences of the train users (appendix F.2)."""
     grid = parse_lams(lams)
-    bench = load_benchmark(benchmark)
+    check_writable(out)
+    bench = load_benchmark(benchmark, verify=verify)
     heldout = heldout_preferences(bench, per_user=per_user, max_users=max_users, seed=seed)
     decode = {"k": k, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
     if stop:

@@ -2,9 +2,13 @@
 
     write_benchmark("out/pref-acl", train=..., support=..., query=..., completions=...,
                     manifest={"source": ...})
-    bench = load_benchmark("out/pref-acl")
+    bench = load_benchmark("out/pref-acl")          # every file checked against the manifest
+    bench = load_benchmark("edited/", verify=False)  # a folder edited by hand
+    for path, problem in benchmark_differences("out/pref-acl"): ...   # persalign data verify
 
 Every problem in a file raises :class:`~persalign.errors.DataError` naming the file and line.
+Loading requires ``manifest.json`` and checks each file's sha256 against it, so a folder that a
+build left half-written, or that was changed since, is refused with the file it names.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ BENCHMARK_FILES = {
     "query": "query.jsonl",
     "completions": "completions.jsonl",
 }
+MANIFEST = "manifest.json"
+NO_VERIFY = "--no-verify loads it as it is"
 
 
 def write_benchmark(
@@ -59,7 +65,7 @@ def write_benchmark(
         "files": files,
         "counts": benchmark_counts(parts),
     }
-    write_json(out / "manifest.json", full)
+    write_json(out / MANIFEST, full)
     return full
 
 
@@ -74,12 +80,62 @@ def benchmark_counts(parts: dict[str, Sequence[Any]]) -> dict[str, int]:
     }
 
 
-def load_benchmark(path: str | Path) -> Benchmark:
-    """Read a benchmark folder written by :func:`write_benchmark` (or by hand, same layout)."""
+def benchmark_differences(path: str | Path) -> list[tuple[Path, str]]:
+    """Every way the folder differs from its manifest, as (file, problem); empty when whole.
+
+    A missing or unreadable manifest is one difference; otherwise each file the manifest lists
+    (and each benchmark file it does not) is hashed and compared with its recorded sha256."""
     root = Path(path)
     if not root.is_dir():
         raise DataError("not a benchmark folder (build one with `persalign data build`)", root)
-    manifest_path = root / "manifest.json"
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        return [(manifest_path, "missing: a benchmark folder needs the manifest its build wrote")]
+    manifest = read_json(manifest_path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return [(manifest_path, "records no file hashes ('files'); rebuild the benchmark")]
+    out = []
+    for name in sorted({*files, *BENCHMARK_FILES.values()}):
+        file, entry = root / name, files.get(name)
+        if Path(name).name != name or name in ("", ".", ".."):  # never read outside the folder
+            out.append((manifest_path, f"lists {name!r}, which is not a file name"))
+        elif entry is None:
+            if file.exists():
+                out.append((file, f"not listed in {MANIFEST}"))
+            elif name != BENCHMARK_FILES["completions"]:
+                out.append((file, "missing"))
+        elif not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            out.append((manifest_path, f"no sha256 recorded for {name}"))
+        elif not file.is_file():
+            out.append((file, f"missing (listed in {MANIFEST})"))
+        elif sha256_file(file) != entry["sha256"]:
+            out.append((file, f"sha256 differs from {MANIFEST} (changed since the build)"))
+    return out
+
+
+def verify_benchmark(path: str | Path, hint: str = NO_VERIFY) -> None:
+    """DataError naming the first file that differs from the manifest (and how many do)."""
+    differences = benchmark_differences(path)
+    if differences:
+        file, problem = differences[0]
+        more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+        raise DataError(
+            f"{problem}{more}; `persalign data verify {path}` lists every difference, {hint}",
+            file,
+        )
+
+
+def load_benchmark(path: str | Path, *, verify: bool = True) -> Benchmark:
+    """Read a benchmark folder written by :func:`write_benchmark`; with ``verify`` (default)
+    every file must match the sha256 its manifest records (``verify=False``: a hand-edited
+    folder, manifest optional)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError("not a benchmark folder (build one with `persalign data build`)", root)
+    if verify:
+        verify_benchmark(root)
+    manifest_path = root / MANIFEST
     manifest = read_json(manifest_path) if manifest_path.is_file() else {}
     if not isinstance(manifest, dict):
         raise DataError("manifest must be a JSON object", manifest_path)

@@ -5,14 +5,22 @@
 
 Only what training changed is saved: the LoRA weights, the head and the user table. The frozen
 backbone is reloaded from its spec (a hub id, a folder or ``bundled:``) recorded in the config.
+
+Each file is written to a temporary file and renamed; the weights first, then the config, which
+records the weights' sha256. A save killed between the two leaves new weights beside the old
+config: loading refuses it (the hash differs) instead of mixing two models. ``persalign train``
+goes further and renames a whole temporary folder into place. Missing files are refused before
+the backbone loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save
 
 from persalign import __version__
 from persalign.errors import DataError, validated
@@ -37,8 +45,9 @@ def trained_state(rm) -> dict[str, torch.Tensor]:
 def save_reward_model(rm, path: str | Path) -> None:
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
+    payload = _serialize(trained_state(rm))
     with atomic_write(folder / WEIGHTS_FILE, "wb") as handle:
-        handle.write(_serialize(trained_state(rm)))
+        handle.write(payload)
     users = sorted(rm.user_ids, key=rm.user_ids.__getitem__)
     write_json(
         folder / CONFIG_FILE,
@@ -47,6 +56,7 @@ def save_reward_model(rm, path: str | Path) -> None:
             "method": rm.name,
             "config": rm.config.model_dump(),
             "users": users,
+            "weights_sha256": hashlib.sha256(payload).hexdigest(),
             "persalign_version": __version__,
         },
     )
@@ -59,10 +69,14 @@ def _serialize(tensors: dict[str, torch.Tensor]) -> bytes:
 def load_reward_model(path: str | Path, **overrides):
     """Rebuild the method from its config, then load its trained weights."""
     folder = Path(path)
-    meta = read_json(folder / CONFIG_FILE)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not folder.is_dir():
+        raise DataError("not a reward-model folder (train one with `persalign train`)", folder)
+    if not config_path.is_file():  # every file is checked before the backbone loads
+        raise DataError(f"missing {CONFIG_FILE}: not a whole reward-model folder", folder)
+    meta = read_json(config_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"not a persalign reward model (format {FORMAT!r} expected)", folder)
-    config_path = folder / CONFIG_FILE
     for key, kind in (("method", str), ("config", dict)):
         if key not in meta:
             raise DataError(
@@ -71,16 +85,23 @@ def load_reward_model(path: str | Path, **overrides):
         if not isinstance(meta[key], kind):
             got = type(meta[key]).__name__
             raise DataError(f"{key!r} must be a {kind.__name__}, got {got}", config_path)
+    if not weights_path.is_file():
+        raise DataError(f"missing {WEIGHTS_FILE}: not a whole reward-model folder", folder)
+    weights = weights_path.read_bytes()
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and hashlib.sha256(weights).hexdigest() != recorded:
+        raise DataError(
+            f"sha256 differs from the one {CONFIG_FILE} records (an interrupted save, or "
+            "files from two models): retrain it",
+            weights_path,
+        )
     cls = METHODS.get(meta["method"])
     config = validated(
         cls.config_class, {**meta["config"], **overrides}, head=f"{config_path}: config"
     )
     rm = cls(config)
-    weights_path = folder / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise DataError("missing weights file", weights_path)
     try:
-        state = load_file(str(weights_path), device=str(rm.backbone.device))
+        state = {k: v.to(rm.backbone.device) for k, v in load_tensors(weights).items()}
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise DataError(f"cannot read weights ({exc})", weights_path) from exc
     if "user_table" in state:

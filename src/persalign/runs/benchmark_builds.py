@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from persalign.data import BUILDERS, BuildOptions
-from persalign.data.benchmark_folder import BENCHMARK_FILES
+from persalign.data import BUILDERS
+from persalign.data.benchmark_folder import BENCHMARK_FILES, verify_benchmark
 from persalign.errors import DataError
 from persalign.io import folder_in_place, read_json, sha256_file, write_json
 from persalign.runs.config import BenchmarkConfig
@@ -51,6 +49,8 @@ def prepare_benchmark(label: str, config: BenchmarkConfig, run_dir: Path) -> Pre
         folder = Path(config.path)
         if not (folder / BENCHMARK_FILES["train"]).is_file():
             raise DataError("not a benchmark folder (no train.jsonl)", folder)
+        # whole, as its manifest records, before any model loads
+        verify_benchmark(folder, "rebuild it with `persalign data build` (a run always verifies)")
         return PreparedBenchmark(label, folder, benchmark_hash(folder))
     dataset = config.dataset or label
     builder = BUILDERS.get(dataset)
