@@ -3,7 +3,7 @@
 Floors, lowest first; a module may import only from its own floor or below:
 
     errors, logs, io, types, registry, overrides, sysinfo  <  models  <  data  <  rewards
-    <  decoding  <  metrics  <  runs  <  report  <  cli
+    <  decoding  <  metrics  <  runs  <  report  <  serve  <  cli
 
 Also: no import cycle between modules, ``typer`` and rich tables only in ``cli/``, and an import
 inside a function only for a heavy optional dependency, with a comment saying why. Imports
@@ -24,7 +24,7 @@ PACKAGE = SRC / "persalign"
 
 GROUND = ("errors", "logs", "io", "types", "registry", "overrides", "sysinfo")
 FLOORS = [GROUND, ("models",), ("data",), ("rewards",), ("decoding",), ("metrics",), ("runs",)]
-FLOORS += [("report",), ("cli",)]
+FLOORS += [("report",), ("serve",), ("cli",)]
 # Imported inside functions only: heavy and needed by few commands (each import carries a comment).
 TYPE_CHECKING = ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 LAZY_ALLOWED = {
@@ -171,6 +171,19 @@ def test_typer_and_rich_tables_only_in_cli():
             if target.split(".")[0] == "typer" or target.startswith("rich.table"):
                 wrong.append(f"{path.relative_to(SRC)}:{line}: {target}")
     assert not wrong, "typer / rich tables outside cli/:\n" + "\n".join(wrong)
+
+
+def test_web_server_libraries_only_in_serve():
+    """fastapi, starlette, uvicorn and prometheus_client belong to serve/ (and cli/serve.py)."""
+    web = {"fastapi", "starlette", "uvicorn", "prometheus_client"}
+    wrong = []
+    for module, path in all_modules().items():
+        if module.startswith("persalign.serve") or module == "persalign.cli.serve":
+            continue
+        for target, line, _, _ in imports_of(path):
+            if target.split(".")[0] in web:
+                wrong.append(f"{path.relative_to(SRC)}:{line}: {target}")
+    assert not wrong, "web server libraries outside serve/:\n" + "\n".join(wrong)
 
 
 def test_imports_inside_functions_only_for_heavy_optional_dependencies():

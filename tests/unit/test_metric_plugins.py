@@ -48,10 +48,15 @@ RUN_METRIC_KEYS = {
     "generation",
     "win_rate",
     "perplexity",
+    "steering_accuracy",
+    "ground_truth_rank",
+    "prefix_accuracy",
 }
+# off here (SETTINGS does not turn them on): tests/unit/test_selection_metrics.py tests them
+SELECTION_KEYS = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
 FIXED_FIELDS = {
     "cell", "kind", "benchmark", "policy", "scale", "scale_params", "seed", "method", "shots",
-    "personalized", "lambda", "lambda_curve", "spec_hash", "seconds",
+    "personalized", "lambda", "lambda_curve", "spec_hash", "seconds", "cost",
 }  # fmt: skip
 BATCH = 3
 FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)
@@ -86,10 +91,14 @@ def test_report_columns_are_what_the_report_read_before():
     columns = report_columns()
     assert [(c.key, c.path) for c in columns] == [
         ("rm_accuracy", ("rm_accuracy",)),
+        ("prefix_accuracy", ("prefix_accuracy",)),
         ("policy_accuracy", ("policy_accuracy",)),
+        ("gt_mrr", ("ground_truth_rank", "mrr")),
+        ("gt_top1", ("ground_truth_rank", "top1")),
         ("base_policy_accuracy", ("base_policy_accuracy",)),
         ("win_rate", ("win_rate", "rate")),
         ("win_rate_per_user", ("win_rate", "per_user_mean")),
+        ("steering_accuracy", ("steering_accuracy",)),
         ("rouge1", ("generation", "rouge1")),
         ("rougeL", ("generation", "rougeL")),
         ("bertscore_f1", ("generation", "bertscore_f1")),
@@ -300,7 +309,8 @@ def test_switches_and_missing_inputs_leave_metrics_out(bench, policy, lore):
         bench, policy, reward_model=lore, lam=1.0, generations=gens, zero_shot=zero_shot,
         settings=dict(SETTINGS, win_rate=False, perplexity=False),
     )  # fmt: skip
-    assert set(compute_cell_metrics(win_off)) == RUN_METRIC_KEYS - {"win_rate", "perplexity"}
+    off = {"win_rate", "perplexity", *SELECTION_KEYS}
+    assert set(compute_cell_metrics(win_off)) == RUN_METRIC_KEYS - off
     no_gens = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero_shot)
     assert set(compute_cell_metrics(no_gens)) == {
         "rm_accuracy", "policy_accuracy", "base_policy_accuracy"

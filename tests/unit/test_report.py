@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from persalign.cli import app, main
 from persalign.errors import DataError
 from persalign.metrics.correlation import correlations_over_users
+from persalign.metrics.schema import report_columns
 from persalign.report.tabular import latex_escape
 from persalign.report.writer import write_report
 
@@ -105,6 +106,22 @@ def cell(policy: str, seed: int, kind: str, method: str, shots: int | None, **va
         "win_rate": win_block(values.get("win")),
         "perplexity": {"mean": 12.5},
         "seconds": random.uniform(1, 100),  # wall clock: must never reach a table
+        "cost": cost_block(kind, method, seed, shots),
+    }
+
+
+def cost_block(kind: str, method: str, seed: int, shots: int | None) -> dict[str, Any]:
+    """A cell's cost: baselines train nothing; ARGS calls the RM per candidate; ICL is slower."""
+    per_token = 0.02 + 0.01 * (shots or 0) + (0.05 if kind == "method" else 0.0) + 0.001 * seed
+    return {
+        "train_seconds": 30.0 + len(method) + seed if kind == "method" else None,
+        "adapt_seconds_per_user": 0.5 if kind == "method" else None,
+        "decode_seconds_per_token": per_token,
+        "policy_forwards_per_token": 1.0,
+        "reward_forwards_per_token": 5.0 if kind == "method" else None,
+        "tokens_generated": 96,
+        "peak_rss_mib": 2048.0 + 10 * seed,
+        "peak_gpu_mib": None,
     }
 
 
@@ -195,11 +212,12 @@ def pct(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.pstdev(values):.2f}"
 
 
-TABLES = ("ranking", "win_rate", "rouge1_correlation", "correlations", "metrics")
+TABLES = ("findings", "meta_evaluation", "ranking", "win_rate", "rouge1_correlation",
+          "correlations", "metrics", "cost")  # fmt: skip
 
 
 def test_every_file_is_written(report):
-    expected = {"report.html", "results.csv"}
+    expected = {"report.html", "report.md", "results.csv"}
     for bench, policies in ((BENCH, POLICIES), ("tldr", ["smol-135m"])):
         for key in [*TABLES, *[f"policy_{p}" for p in policies]]:
             expected |= {f"{bench}/{key}.{ext}" for ext in ("md", "tex", "csv")}
@@ -207,7 +225,8 @@ def test_every_file_is_written(report):
         f"{BENCH}/fig1_rm_vs_policy.png",
         f"{BENCH}/fig2_generation_vs_scale.png",
         f"{BENCH}/fig3_icl_shots.png",
-        "tldr/fig1_rm_vs_policy.png",  # tldr has no generations: no Fig. 2 or 3
+        f"{BENCH}/fig4_quality_cost.png",
+        "tldr/fig1_rm_vs_policy.png",  # tldr has no generations: no Fig. 2, 3 or 4
     }
     assert set(report) == expected
     for relative, path in report.items():
@@ -338,17 +357,22 @@ def test_policy_tables_every_metric_and_bertscore_model(report):
 
 
 def test_metrics_table_has_every_report_column(report):
-    """One row per policy and row, one column per registered metric's column (and lambda)."""
+    """One row per policy and row, one column per registered metric's column (and lambda);
+    metrics registered since (steering, ground-truth rank, ...) sit among them, "--" here."""
     header, *rows = read_csv(report[f"{BENCH}/metrics.csv"])
-    assert header == [
-        "Policy", "Method", "RM Acc (%) ↑", "Policy Acc (%) ↑", "Base Policy Acc (%) ↑",
+    core_names = [
+        "RM Acc (%) ↑", "Policy Acc (%) ↑", "Base Policy Acc (%) ↑",
         "Win Rate (%) ↑", "Win Rate (per-user mean) (%) ↑", "ROUGE-1 (%) ↑", "ROUGE-L (%) ↑",
         "BERTScore-F1 (raw, all-minilm-l6-v2) (%) ↑", "Perplexity ↓", "λ",
     ]  # fmt: skip
+    assert header[:2] == ["Policy", "Method"] and len(header) == 2 + len(report_columns())
+    core = [i for i, name in enumerate(header) if name in core_names]
+    assert [header[i] for i in core] == core_names and header[-1] == "λ"
+    assert all(r[i] == "--" for r in rows for i in range(2, len(header)) if i not in core)
     labels = ["global-rm", "lore", "mpu", "vpl", "zero-shot", "icl-2", "icl-4"]
     labels += ["icl-rag-2", "icl-rag-4"]
     assert [(r[0], r[1]) for r in rows] == [(p, m) for p in ("135M", "360M") for m in labels]
-    table = {(r[0], r[1]): r[2:] for r in rows}
+    table = {(r[0], r[1]): [r[i] for i in core] for r in rows}
     assert table[("360M", "mpu")] == [
         pct([0.60, 0.62]), pct([0.71, 0.75]), "50.00 ± 0.00", "62.00 ± 0.00†", "57.00 ± 0.00†",
         pct([0.38, 0.39]), pct([0.33, 0.34]), pct([0.68, 0.69]), "12.50 ± 0.00", "1.00 ± 0.00",
@@ -385,11 +409,11 @@ def test_results_csv_has_raw_aggregates(report):
 def test_html_is_self_contained_with_every_table_and_figure(report):
     page = report["report.html"].read_text(encoding="utf-8")
     pngs = [k for k in report if k.endswith(".png")]
-    assert page.count('src="data:image/png;base64,') == len(pngs) == 4
+    assert page.count('src="data:image/png;base64,') == len(pngs) == 5
     for bad in ("<script", "<link", "http://", "https://", 'src="/', "src='/"):
         assert bad not in page
     for key in report:
-        if key.endswith(".md"):
+        if key.endswith(".md") and key != "report.md":
             title = report[key].read_text("utf-8").split(".**")[0].removeprefix("**")
             assert title in page, key
     for fact in ("cafe1234", "0123abcd", "2.13.0", "test cpu", "Resolved config"):

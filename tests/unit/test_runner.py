@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from persalign.errors import ConfigError
+from persalign.metrics.schema import COST_FIELDS
 from persalign.report.writer import report_html
 from persalign.runs.config import config_hash, parse_config
 from persalign.runs.runner import RunFailed, run_experiment
@@ -45,6 +46,10 @@ CONTRACT_KEYS = {
     "win_rate",
     "perplexity",
     "seconds",
+    "cost",
+    "steering_accuracy",
+    "ground_truth_rank",
+    "prefix_accuracy",
 }
 
 
@@ -88,12 +93,14 @@ def results(run_dir: Path) -> dict[str, object]:
     for path in sorted(run_dir.glob("cells/*/metrics.json")):
         metrics = load(path)
         metrics.pop("seconds")
+        metrics.pop("cost")  # wall-clock and memory
         out[str(path.relative_to(run_dir))] = metrics
     for path in sorted(run_dir.glob("cells/*/generations.jsonl")):
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         out[str(path.relative_to(run_dir))] = [{**r, "seconds": None} for r in rows]
     for path in sorted((run_dir / "report").rglob("*")):
-        if path.suffix in (".csv", ".md", ".tex"):
+        # cost.* and report.md (which embeds the cost table) hold wall-clock figures
+        if path.suffix in (".csv", ".md", ".tex") and path.stem not in ("cost", "report"):
             out[str(path.relative_to(run_dir))] = path.read_bytes()
     return out
 
@@ -145,12 +152,26 @@ def test_the_local_grid_writes_every_cell_and_model(local_run):
             assert metrics["rm_accuracy"]["pairs"] == 6
             assert metrics["base_policy_accuracy"]["scorer"] == "base"
             assert metrics["win_rate"]["n"] == 6
+            assert metrics["steering_accuracy"]["pairs"] == 6
+            assert metrics["prefix_accuracy"]["users"] == 2
+            assert metrics["ground_truth_rank"]["scorer"] == scorer
+            assert metrics["cost"]["train_seconds"] >= 0
+            assert metrics["cost"]["adapt_seconds_per_user"] >= 0
+            assert metrics["cost"]["reward_forwards_per_token"] > 0
         else:
             assert metrics["rm_accuracy"] is None and metrics["win_rate"] is None
             assert metrics["personalized"] is None
             scorer = "base" if metrics["method"] == "zero-shot" else "icl"
             assert metrics["policy_accuracy"]["scorer"] == scorer
             assert metrics["shots"] == (None if scorer == "base" else 1)
+            assert metrics["steering_accuracy"] is None and metrics["prefix_accuracy"] is None
+            assert metrics["ground_truth_rank"]["scorer"] == scorer
+            assert metrics["cost"]["train_seconds"] is None
+            assert metrics["cost"]["reward_forwards_per_token"] == 0
+        cost = metrics["cost"]
+        assert set(cost) == set(COST_FIELDS) and cost["peak_rss_mib"] > 0
+        assert cost["tokens_generated"] == sum(len(g["tokens"]) for g in gens)
+        assert cost["policy_forwards_per_token"] >= 1 and cost["decode_seconds_per_token"] > 0
     zero = load(run_dir / "cells/toy__tiny__zero-shot__s0/metrics.json")
     lore = load(run_dir / "cells/toy__tiny__lore__s0/metrics.json")
     assert lore["base_policy_accuracy"] == zero["policy_accuracy"]

@@ -1,13 +1,15 @@
 """The ``persalign`` command line: every command is attached here, in one place.
 
     persalign ls [datasets|methods|decoders|metrics]        cli/ls.py
-    persalign data build|stats ...                           cli/data.py
+    persalign data build|stats|verify ...                    cli/data.py
     persalign train ...                                      cli/train.py
     persalign evaluate rm|policy|generation|winrate ...      cli/evaluate.py
     persalign generate ...                                   cli/generate.py
     persalign select-lambda ...                              cli/select_lambda.py
+    persalign select RUN_DIR [--metric NAME]                 cli/select.py
     persalign run CONFIG [--set a.b=v] / persalign demo      cli/run.py
     persalign report RUN_DIR                                 cli/report.py
+    persalign serve --policy SPEC --reward DIR ...           cli/serve.py
 
 One module per command group holds plain functions; nothing registers a command by being
 imported. Errors the user can fix (bad files, unknown names, bad options) print one line and
@@ -21,7 +23,18 @@ from typing import Annotated
 
 import typer
 
-from persalign.cli import data, evaluate, generate, ls, report, run, select_lambda, train
+from persalign.cli import (
+    data,
+    evaluate,
+    generate,
+    ls,
+    report,
+    run,
+    select,
+    select_lambda,
+    serve,
+    train,
+)
 from persalign.errors import PersalignError
 from persalign.logs import setup_logging, stderr
 
@@ -49,6 +62,7 @@ app.command("ls")(ls.list_registered)
 app.add_typer(data_app, name="data")
 data_app.command("build")(data.data_build)
 data_app.command("stats")(data.data_stats)
+data_app.command("verify")(data.data_verify)
 app.command("train")(train.train)
 app.add_typer(evaluate_app, name="evaluate")
 evaluate_app.command("rm")(evaluate.evaluate_rm)
@@ -57,9 +71,11 @@ evaluate_app.command("generation")(evaluate.evaluate_generation)
 evaluate_app.command("winrate")(evaluate.evaluate_winrate)
 app.command("generate")(generate.generate)
 app.command("select-lambda")(select_lambda.select_lambda_command)
+app.command("select")(select.select)
 app.command("run")(run.run)
 app.command("demo")(run.demo)
 app.command("report")(report.report)
+app.command("serve")(serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,8 @@
     build = BUILDERS.get("pref-acl")
     manifest = build(BuildOptions(source="../shared/data/acl_anthology", seed=0), "out/acl")
 
-Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``.
+Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``, and
+``jsonl`` (your own users' preference file; docs/own-data.md).
 ``persalign data build NAME`` and ``persalign ls datasets`` read this registry. ``BuildOptions``
 is the one declaration of every build option: the run config's ``benchmarks.<label>`` section
 extends it, and a bad value is a one-line ConfigError naming the option.
@@ -30,8 +31,8 @@ class BuildFields(BaseModel):
 
     source: str | None = Field(
         None,
-        description="A local folder or file; None reads the hub or downloads (connected machines "
-        "only; $PERSALIGN_ACL_DIR for pref-acl).",
+        description="A local folder or file (jsonl: the preference file); None reads the hub or "
+        "downloads (connected machines only; $PERSALIGN_ACL_DIR for pref-acl).",
     )
     seed: int = Field(
         0, description="Seed for every random choice (user split, support/query split, negatives)."
@@ -48,7 +49,7 @@ class BuildFields(BaseModel):
         None,
         ge=1,
         description="Users with fewer preferences are skipped and counted; None: the dataset's "
-        "default (TL;DR 10, PRISM 3, Pref-LaMP and Pref-ACL 10).",
+        "default (TL;DR 10, PRISM 3, Pref-LaMP, Pref-ACL and jsonl 10).",
     )
     max_items: int | None = Field(
         None, ge=1, description="Keep at most this many items per user (the most recent)."
@@ -65,7 +66,12 @@ class BuildFields(BaseModel):
     split: Literal["random", "time"] = Field(
         "random",
         description="Support/query split: random (seeded) or time (each user's most recent items "
-        "in query).",
+        "in query: the paper's year for Pref-LaMP/ACL, each record's 'time' for jsonl).",
+    )
+    completions: str | None = Field(
+        None,
+        description="jsonl: a JSON-lines file of the users' own responses ({user, prompt, "
+        "completion}), the ground truth of their query prompts; None: no completions.",
     )
     split_file: str | None = Field(
         None, description="JSON of train ('seen') and adaptation ('unseen') user ids (PAL's TL;DR)."
@@ -91,6 +97,10 @@ class BuildFields(BaseModel):
         (), description="Glob patterns of source files to read (ACL: '2024.*.xml'); empty: all."
     )
     batch_size: int = Field(64, ge=1, description="Embedding batch size.")
+
+
+PATH_FIELDS = ("source", "split_file", "completions")
+"""The build options that name a file or folder (a run config resolves them against its folder)."""
 
 
 class BuildOptions(BuildFields):

@@ -128,6 +128,12 @@ class CellContext:
         }
         return present[need]
 
+    def judges_zero_shot(self) -> bool:
+        """Whether the reward model can judge against the zero-shot cell's outputs: it has RM
+        accuracy (not P-DPO, "-" in the paper) and the zero-shot cell has generations."""
+        judge = bool(getattr(self.reward_model, "has_rm_accuracy", True))
+        return judge and self.zero_shot is not None and self.zero_shot.generations is not None
+
     @property
     def batch_size(self) -> int:
         return int(self.settings["batch_size"])

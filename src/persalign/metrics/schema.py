@@ -4,12 +4,13 @@
     record = cell_record(fields, compute_cell_metrics(ctx))   # what the runner writes
     write_json(folder / METRICS_FILE, record)
     [c.key for c in report_columns()]
-    # ['rm_accuracy', 'policy_accuracy', 'base_policy_accuracy', 'win_rate', 'rouge1', 'rougeL',
-    #  'bertscore_f1', 'perplexity', 'lambda']
+    # ['rm_accuracy', 'prefix_accuracy', 'policy_accuracy', 'gt_mrr', 'gt_top1',
+    #  'base_policy_accuracy', 'win_rate', 'win_rate_per_user', 'steering_accuracy', 'rouge1',
+    #  'rougeL', 'bertscore_f1', 'perplexity', 'lambda']
 
 A metrics.json holds the fixed fields below (what the cell is, the lambda chosen for it, its spec
-hash and wall-clock time) and one top-level key per registered cell metric
-(``persalign.metrics.METRICS``), null where the metric does not apply to the cell.
+hash, wall-clock time and ``cost``, a COST_FIELDS mapping) and one top-level key per registered
+cell metric (``persalign.metrics.METRICS``), null where the metric does not apply to the cell.
 ``report_columns`` is every number the report reads from it: each registered metric's columns in
 computation order, then the fixed ones.
 """
@@ -39,6 +40,22 @@ FIELDS: dict[str, str] = {
     "lambda_curve": "the lambda grid's selection figures (null with a one-value grid)",
     "spec_hash": "the hash of the cell's spec (a rerun with the same hash reuses the cell)",
     "seconds": "wall-clock seconds of the cell (never read by the report)",
+    "cost": "what the cell cost on this machine (COST_FIELDS; wall-clock and memory, so the "
+    "report may read it but it is not deterministic and never part of the spec hash)",
+}
+
+# cost -> what it holds (null where it does not apply; see persalign.runs.cost)
+COST_FIELDS: dict[str, str] = {
+    "train_seconds": "the reward model's training time (its model job; null for baselines)",
+    "adapt_seconds_per_user": "adapting one new user, the mean over users (null for baselines)",
+    "decode_seconds_per_token": "generation wall-clock per generated token, this machine",
+    "policy_forwards_per_token": "rows through the writing model per generated token (a batch "
+    "call of B rows counts B; prompt passes included)",
+    "reward_forwards_per_token": "rows through the reward model per generated token (ARGS "
+    "scores a row's k candidates in one call, 1 row; k rows when the tokenizers differ)",
+    "tokens_generated": "tokens of the cell's generations",
+    "peak_rss_mib": "peak resident memory of the process while the cell ran (MiB)",
+    "peak_gpu_mib": "peak CUDA memory allocated while the cell ran (MiB; null without CUDA)",
 }
 
 # numbers among the fixed fields that the report shows

@@ -151,7 +151,8 @@ PAIRS = (
 )
 
 
-def _ci(result: dict[str, Any] | None, statistic: str) -> str:
+def ci_text(result: dict[str, Any] | None, statistic: str) -> str:
+    """ "[0.105, 0.633]": the bootstrap CI of a statistic of a correlations result; "--" if none."""
     ci = ((result or {}).get(statistic) or {}).get("ci")
     if not isinstance(ci, list | tuple) or len(ci) != 2:
         return NA
@@ -203,7 +204,7 @@ def correlation_detail_table(
                         label,
                         NA if r is None else fixed(r, 3),
                         NA if p is None else f"{p:.4f}",
-                        _ci(boot, statistic),
+                        ci_text(boot, statistic),
                         str(len(xs)),
                     ]
                 )

@@ -68,6 +68,26 @@ def _colors(results: RunResults, benchmark: str) -> dict[str, str]:
     return {row.label: PALETTE[i % len(PALETTE)] for i, row in enumerate(results.rows(benchmark))}
 
 
+def panel_grid(n: int, max_cols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    """A figure of ``n`` panels (``size`` inches each), rows of at most ``max_cols``; the n axes
+    (the grid's unused ones hidden)."""
+    ncols = min(n, max_cols)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def label_panel(ax: object, title: str, xlabel: str, ylabel: str) -> None:
+    """A scale's panel: its title, the axis labels and a light grid."""
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def _r(result: dict | None, statistic: str) -> float | None:
     value = ((result or {}).get(statistic) or {}).get("r")
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
@@ -94,11 +114,8 @@ def rm_vs_policy(results: RunResults, benchmark: str, units: str | None = None) 
     if not any(names for _, names, _, _ in panels):
         return None
     colors = _colors(results, benchmark)
-    ncols = min(len(panels), 4)
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.8 * nrows), layout="constrained")
-    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
-    for ax, (column, names, xs, ys) in zip(axes, panels, strict=False):
+    fig, axes = panel_grid(len(panels), 4, (4.2, 3.8))
+    for ax, (column, names, xs, ys) in zip(axes, panels, strict=True):
         x, y = np.asarray(xs) * 100, np.asarray(ys) * 100
         for name, xi, yi in zip(names, x, y, strict=True):
             ax.scatter([xi], [yi], color=colors[_method(name, units)], s=28, zorder=3)
@@ -117,12 +134,7 @@ def rm_vs_policy(results: RunResults, benchmark: str, units: str | None = None) 
             ax.plot(grid, slope * grid + intercept, "--", color="0.3", label=label)
             ax.legend(loc="best", fontsize=7)
         ax.margins(0.15)
-        ax.set_title(column.label, fontsize=10)
-        ax.set_xlabel("RM accuracy (%)")
-        ax.set_ylabel("Policy accuracy (%)")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(panels) :]:
-        ax.set_visible(False)
+        label_panel(ax, column.label, "RM accuracy (%)", "Policy accuracy (%)")
     fig.suptitle(f"RM accuracy vs policy accuracy: {benchmark}")
     return FigurePNG(
         "fig1_rm_vs_policy",

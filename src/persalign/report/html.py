@@ -1,11 +1,12 @@
 """report.html: one self-contained page (inline CSS, PNGs as base64 data URIs, no scripts).
 
-    page = render_page(results, {"pref-acl": tables}, {"pref-acl": figures})
+    page = render_page(results, [benchmark_report(results, "pref-acl")])   # report.content
     Path("report.html").write_text(page, encoding="utf-8")
 
-The page opens offline in any browser: the run's manifest (name, config hash, git commit,
-package versions, hardware, the resolved config), notes on missing data, then per benchmark
-every table and figure.
+The page opens offline in any browser. It opens with the findings and the meta-evaluation of
+every benchmark, then per benchmark every table and figure, the notes on missing data, and ends
+with the run's manifest (name, config hash, git commit, package versions, hardware, the resolved
+config).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
+from persalign.report.content import BenchmarkReport, Section, lead_sections, run_facts
 from persalign.report.figures import FigurePNG
 from persalign.report.formatting import slug
 from persalign.report.results import RunResults
-from persalign.report.tabular import Table, to_html
+from persalign.report.tabular import to_html
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
@@ -37,49 +38,26 @@ figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.85rem; color: #444; }
 pre { background: #f6f6f6; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
 nav a { margin-right: 1rem; }
+table[id$="findings"] td, table[id$="findings"] th { text-align: left; vertical-align: top; }
+table[id$="findings"] td:nth-child(5), table[id$="findings"] td:nth-child(6) { text-align: right;
+       white-space: nowrap; }
+table[id$="meta_evaluation"] td:nth-child(3), table[id$="meta_evaluation"] th:nth-child(3) {
+       text-align: left; }
 """
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return "--"
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def _kv_rows(items: Mapping[str, Any], prefix: str = "", ordered: bool = True) -> list[str]:
-    rows = []
-    for key in sorted(items) if ordered else items:
-        value = items[key]
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            rows += _kv_rows(value, f"{name}.")
-        else:
-            rows.append(
-                f"<tr><th>{html.escape(name)}</th><td>{html.escape(_text(value))}</td></tr>"
-            )
-    return rows
+def _kv_rows(facts: list[tuple[str, str]]) -> list[str]:
+    return [f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts]
 
 
 def manifest_section(results: RunResults) -> str:
-    manifest = results.manifest or {}
-    summary = {key: manifest.get(key) for key in ("name", "config_hash", "git_commit", "created")}
-    summary["run folder"] = results.run_dir.name
-    summary["finished cells"] = len(results.cells)
-    parts = ["<section id='run'><h2>Run</h2>", '<table class="kv">']
-    parts += _kv_rows(summary, ordered=False)
-    for block in ("versions", "hardware"):
-        value = manifest.get(block)
-        if isinstance(value, Mapping):
-            parts += _kv_rows(value, f"{block}.")
-        else:
-            parts.append(f"<tr><th>{block}</th><td>{html.escape(_text(value))}</td></tr>")
+    parts = ["<section id='run'><h2>Run</h2>", '<table class="kv">', *_kv_rows(run_facts(results))]
     parts.append("</table>")
-    if manifest.get("config") is not None:
-        config = json.dumps(manifest["config"], ensure_ascii=False, sort_keys=True, indent=2)
+    config = (results.manifest or {}).get("config")
+    if config is not None:
+        dumped = json.dumps(config, ensure_ascii=False, sort_keys=True, indent=2)
         parts.append(
-            f"<details><summary>Resolved config</summary><pre>{html.escape(config)}</pre></details>"
+            f"<details><summary>Resolved config</summary><pre>{html.escape(dumped)}</pre></details>"
         )
     parts.append("</section>")
     return "\n".join(parts)
@@ -94,30 +72,41 @@ def figure_html(figure: FigurePNG) -> str:
     )
 
 
-def render_page(
-    results: RunResults,
-    tables: Mapping[str, list[Table]],
-    figures: Mapping[str, Mapping[str, FigurePNG]],
-) -> str:
+def _lead_section(section: Section) -> str:
+    body = [
+        f"<section id='{section.anchor}'><h2>{html.escape(section.title)}</h2>"
+        f"<p>{html.escape(section.intro)}</p>"
+    ]
+    body += [to_html(t, slug(t.label or t.key)) for t in section.tables]
+    return "\n".join([*body, "</section>"])
+
+
+def render_page(results: RunResults, parts: Sequence[BenchmarkReport]) -> str:
     """The whole page as a string (UTF-8, deterministic for the same inputs)."""
     name = (results.manifest or {}).get("name") or results.run_dir.name
     title = f"persalign report: {name}"
     body = [f"<h1>{html.escape(title)}</h1>"]
-    nav = "".join(f'<a href="#bench-{html.escape(slug(b))}">{html.escape(b)}</a>' for b in tables)
-    body.append(f'<nav><a href="#run">Run</a><a href="#notes">Data notes</a>{nav}</nav>')
-    body.append(manifest_section(results))
+    nav = "".join(
+        f'<a href="#bench-{html.escape(slug(p.benchmark))}">{html.escape(p.benchmark)}</a>'
+        for p in parts
+    )
+    sections = lead_sections(parts)
+    lead = "".join(f'<a href="#{s.anchor}">{html.escape(s.nav)}</a>' for s in sections)
+    body.append(f'<nav>{lead}{nav}<a href="#notes">Data notes</a><a href="#run">Run</a></nav>')
+    body += [_lead_section(s) for s in sections]
+    for part in parts:
+        anchor = f"bench-{slug(part.benchmark)}"
+        body.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(part.benchmark)}</h2>')
+        body += [to_html(t, f"{anchor}-{t.key}") for t in part.tables]
+        body += [figure_html(f) for f in part.figures.values()]
+        body.append("</section>")
     notes = "".join(f"<li>{html.escape(issue)}</li>" for issue in results.issues)
     body.append(
         "<section id='notes'><h2>Data notes</h2>"
         + (f"<ul>{notes}</ul>" if notes else "<p>Every finished cell has every metric.</p>")
         + "</section>"
     )
-    for benchmark, bench_tables in tables.items():
-        anchor = f"bench-{slug(benchmark)}"
-        body.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(benchmark)}</h2>')
-        body += [to_html(t, f"{anchor}-{t.key}") for t in bench_tables]
-        body += [figure_html(f) for f in figures.get(benchmark, {}).values()]
-        body.append("</section>")
+    body.append(manifest_section(results))
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"

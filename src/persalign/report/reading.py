@@ -13,9 +13,11 @@ column reads, or of its parent block when the column reads a number inside it (t
 before it existed were raw. A ``win_rate`` block from before the pooled rate (``mean`` but no
 ``rate``: per-user mean, ties as losses) is not shown ("--") and is reported: rerun those cells.
 
-Wall-clock fields ("seconds") are never read. Anything missing (a cell without metrics.json, an
-unreadable file, a null metric) is logged and collected in ``results.issues``; it never raises.
-Only a run folder without any finished cell is an error (DataError naming the folder).
+The ``cost`` block (wall clock per token, forward passes, peak memory; results.COST_KEYS) is read
+into ``Cell.cost`` for the cost table and figure only; the cell's total ``seconds`` is never read.
+Anything missing (a cell without metrics.json, an unreadable file, a null metric) is logged and
+collected in ``results.issues``; it never raises. Only a run folder without any finished cell is
+an error (DataError naming the folder).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from persalign.errors import ConfigError, DataError
 from persalign.metrics.base import KINDS, Column
 from persalign.metrics.schema import METRICS_FILE, report_columns
 from persalign.registry import load_plugins
-from persalign.report.results import Cell, RunResults
+from persalign.report.results import COST_KEYS, Cell, RunResults
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
     rescaled = _lookup(data, ("generation", "bertscore_rescaled"))
     tie = _number(_lookup(data, ("win_rate", "tie_weight"))) if "win_rate" in values else None
     personalized = data.get("personalized")
+    cost_block = data.get("cost") if isinstance(data.get("cost"), dict) else {}
+    cost = {k: v for k in COST_KEYS if (v := _number(cost_block.get(k))) is not None}
     return Cell(
         cell=str(data.get("cell") or name),
         benchmark=str(data["benchmark"]),
@@ -114,6 +118,7 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         personalized=personalized if isinstance(personalized, bool) else None,
         bertscore_rescaled=(rescaled is True) if model else None,
         win_tie_weight=tie,
+        cost=cost,
     )
 
 

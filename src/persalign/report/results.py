@@ -26,6 +26,18 @@ from persalign.metrics.base import Column
 log = logging.getLogger(__name__)
 
 BASELINE_ORDER = {"zero-shot": 0, "icl": 1, "icl-rag": 2}
+# the numbers of a cell's ``cost`` block (wall clock, forward passes, memory); read only by the
+# cost table and figure (report.cost), never by the quality tables
+COST_KEYS = (
+    "train_seconds",
+    "adapt_seconds_per_user",
+    "decode_seconds_per_token",
+    "policy_forwards_per_token",
+    "reward_forwards_per_token",
+    "tokens_generated",
+    "peak_rss_mib",
+    "peak_gpu_mib",
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,12 @@ class Cell:
     personalized: bool | None = None  # a reward method's kind; None: not recorded (older runs)
     bertscore_rescaled: bool | None = None  # with a bertscore_model: baseline-rescaled or raw
     win_tie_weight: float | None = None  # what a tie counted as in the win rate (0.5: half)
+    cost: dict[str, float] = field(default_factory=dict)  # COST_KEYS that are not null
+
+    @property
+    def unit(self) -> str:
+        """The cell as a (row, seed) unit of the meta-evaluation: "lore s0"."""
+        return f"{self.row} s{self.seed}"
 
     @property
     def row(self) -> str:
@@ -179,6 +197,25 @@ class RunResults:
             for user, value in cell.per_user.get(metric, {}).items():
                 pooled[user].append(value)
         return {user: statistics.fmean(v) for user, v in sorted(pooled.items())}
+
+    def cost_stat(self, benchmark: str, policy: str, row: str, key: str) -> Stat | None:
+        """Mean and std over seeds of one of a row's COST_KEYS; None where no seed has it."""
+        cells = self._index.get((benchmark, policy, row), [])
+        return Stat.of([c.cost[key] for c in cells if key in c.cost])
+
+    def unit_per_user(
+        self, benchmark: str, policy: str, metric: str
+    ) -> dict[str, dict[str, float]]:
+        """Per (reward method, seed) unit ("lore s0") with per-user values of ``metric``, those
+        values: the points of the meta-evaluation and the findings' correlations."""
+        return {
+            cell.unit: cell.per_user[metric]
+            for cell in sorted(self.cells, key=lambda c: (c.row_key, c.seed))
+            if cell.benchmark == benchmark
+            and cell.policy == policy
+            and cell.kind == "method"
+            and cell.per_user.get(metric)
+        }
 
     def expected_seeds(self, benchmark: str, kind: str) -> int:
         """How many seeds the run has for this benchmark and kind of row (the †-marker's bar)."""

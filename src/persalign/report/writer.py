@@ -6,22 +6,31 @@
 
 Reads only ``runs/<name>/manifest.json`` and ``runs/<name>/cells/*/metrics.json`` and writes:
 
-    report/report.html                          everything below on one self-contained page
+    report/report.html                          everything below on one self-contained page:
+                                                findings and meta-evaluation first, run
+                                                metadata last (see content.py)
+    report/report.md                            the same page in Markdown (figures linked)
     report/results.csv                          every aggregate: one row per benchmark x policy x
                                                 row x report column (mean, std, seeds), raw
                                                 fractions; columns: schema.report_columns();
                                                 BERTScore rows name the model and the scale
                                                 (rescaled or raw)
-    report/<benchmark>/<table>.{md,tex,csv}     ranking, win_rate, rouge1_correlation,
-                                                correlations, policy_<name>, metrics
-                                                (see tables.py)
+    report/<benchmark>/<table>.{md,tex,csv}     findings (findings.py), meta_evaluation
+                                                (meta_evaluation.py), ranking, win_rate,
+                                                rouge1_correlation, correlations,
+                                                policy_<name>, metrics (tables.py), cost
+                                                (cost.py)
     report/<benchmark>/<figure>.png             fig1_rm_vs_policy, fig2_generation_vs_scale,
-                                                fig3_icl_shots (see figures.py)
+                                                fig3_icl_shots (figures.py), fig4_quality_cost
+                                                (cost.py)
 
 The returned dict maps each file's path relative to the report folder to its path. Output is
-deterministic (sorted rows and columns, fixed float formats, no timestamps, no wall-clock fields),
-so the same results give byte-identical files. Missing data shows as "--" and is logged; a run
-without any finished cell raises DataError naming the folder.
+deterministic (sorted rows and columns, fixed float formats, seeded bootstraps, no timestamps),
+so the same metrics.json files give byte-identical files. Only the cost table and figure (and
+report.md / report.html, which hold them) read wall-clock measurements (each cell's ``cost``), so
+they differ between two runs of the same config; the cell's total ``seconds`` is never read.
+Missing data shows as "--" and is logged; a run without any finished cell raises DataError naming
+the folder.
 """
 
 from __future__ import annotations
@@ -32,13 +41,13 @@ import logging
 from pathlib import Path
 
 from persalign.io import atomic_write
-from persalign.report.figures import FigurePNG, benchmark_figures
+from persalign.report.content import benchmark_report
 from persalign.report.formatting import slug
 from persalign.report.html import render_page
+from persalign.report.markdown import render_markdown
 from persalign.report.reading import load_run
 from persalign.report.results import RunResults
-from persalign.report.tables import benchmark_tables
-from persalign.report.tabular import Table, to_csv, to_latex, to_markdown
+from persalign.report.tabular import to_csv, to_latex, to_markdown
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +113,8 @@ def write_report(
     """Write every table, figure and report.html; returns {relative path: path}.
 
     ``out_dir`` defaults to ``<run_dir>/report``; ``n_boot`` is the number of bootstrap resamples
-    (over users) for the correlation CIs (0: no CIs); ``all_cells`` also reads cells that the
-    current plan no longer lists.
+    (over users) for the correlation and findings CIs (0: no CIs, every finding inconclusive);
+    ``all_cells`` also reads cells that the current plan no longer lists.
     """
     results = load_run(run_dir, all_cells=all_cells)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
@@ -119,19 +128,17 @@ def write_report(
             _write_text(path, content)
         written[relative] = path
 
-    all_tables: dict[str, list[Table]] = {}
-    all_figures: dict[str, dict[str, FigurePNG]] = {}
-    for benchmark in results.benchmarks():
-        folder = slug(benchmark)
-        all_tables[benchmark] = benchmark_tables(results, benchmark, n_boot=n_boot)
-        for table in all_tables[benchmark]:
+    parts = [benchmark_report(results, b, n_boot=n_boot) for b in results.benchmarks()]
+    for part in parts:
+        folder = slug(part.benchmark)
+        for table in part.all_tables:
             for ext, render in RENDERERS.items():
                 emit(f"{folder}/{table.key}.{ext}", render(table))
-        all_figures[benchmark] = benchmark_figures(results, benchmark)
-        for figure in all_figures[benchmark].values():
+        for figure in part.figures.values():
             emit(f"{folder}/{figure.key}.png", figure.png)
     emit("results.csv", results_csv(results))
-    emit("report.html", render_page(results, all_tables, all_figures))
+    emit("report.md", render_markdown(results, parts))
+    emit("report.html", render_page(results, parts))
     log.info("report: %d files in %s", len(written), out)
     return written
 

@@ -11,7 +11,9 @@ every cell that generates (``spec.generate``; not PAL under ARGS) writes for the
 with its decoder (resumable) and hands the rest to the metric plugins
 (``persalign.metrics.compute_cell_metrics``): each registered metric that applies to the cell
 writes its key. No cell asks which decoder or which metric it is running.
-Wall-clock time goes only to ``seconds``; every other field is deterministic.
+Wall-clock time goes only to ``seconds`` and ``cost`` (training and adaptation time of its
+model, decoding time, forward passes per generated token and peak memory, measured by
+``persalign.runs.cost``); every other field is deterministic.
 """
 
 from __future__ import annotations
@@ -31,12 +33,16 @@ from persalign.metrics.lambda_selection import select_lambda, split_train_heldou
 from persalign.metrics.schema import METRICS_FILE
 from persalign.rewards import RewardModel
 from persalign.runs import workspace
+from persalign.runs.cost import CostMeter, model_costs
 from persalign.runs.plan import Job
 from persalign.runs.specs import CellJobSpec
 from persalign.runs.workspace import GENERATIONS, PARTIAL, job_log
 from persalign.types import Benchmark
 
 log = logging.getLogger(__name__)
+MODEL_RESULTS = ("rm_accuracy", "prefix_accuracy")  # files a model job writes for the metrics
+
+
 def cell_finished(folder: Path, spec_hash: str) -> bool:
     return workspace.marker_matches(folder / METRICS_FILE, "spec_hash", spec_hash)
 
@@ -50,10 +56,11 @@ def run_cell_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = Fa
     _reset(folder, job, force)
     spec: CellJobSpec = job.spec
     started = time.perf_counter()
-    with job_log(folder / "log.txt"):
+    meter = CostMeter()
+    with job_log(folder / "log.txt"), meter.peak_memory():
         log.info("cell %s", job.id)
         torch.manual_seed(spec.seed)
-        result = evaluate_cell(Path(run_dir), job, folder)
+        result = evaluate_cell(Path(run_dir), job, folder, meter)
     metrics = {
         "cell": job.id,
         "kind": spec.kind,
@@ -71,6 +78,7 @@ def run_cell_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = Fa
         **result,
         "spec_hash": job.spec_hash,
         "seconds": round(time.perf_counter() - started, 2),
+        "cost": meter.cost(),
     }
     write_json(folder / METRICS_FILE, _clean(metrics))
     return {"id": job.id, "hash": job.spec_hash, "reused": False}
@@ -141,20 +149,28 @@ def _zero_shot(run_dir: Path, spec: CellJobSpec) -> ZeroShot | None:
     )
 
 
-def evaluate_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
-    """Lambda (when the decoder takes one), generations, then every metric plugin that applies."""
+def evaluate_cell(
+    run_dir: Path, job: Job, folder: Path, meter: CostMeter | None = None
+) -> dict[str, Any]:
+    """Lambda (when the decoder takes one), generations, then every metric plugin that applies.
+
+    ``meter`` times and counts the generation and keeps the generations and the model job's
+    times for ``CostMeter.cost``.
+    """
+    meter = meter or CostMeter()
     spec: CellJobSpec = job.spec
     bench = workspace.benchmark(job.bench_path)
     policy = workspace.policy_for(spec.policy)
     decoder_class = DECODERS.get(spec.decoder)
     out: dict[str, Any] = {}
-    rm, model_results = None, {}
+    rm, model_results, model_dir = None, {}, None
     if spec.model is not None:
         model_dir = run_dir / "models" / spec.model.id
         rm = workspace.reward_model(model_dir, spec.model.hash)
         out["personalized"] = bool(rm.personalized)
-        if (model_dir / "rm_accuracy.json").is_file():
-            model_results["rm_accuracy"] = read_json(model_dir / "rm_accuracy.json")
+        for name in MODEL_RESULTS:
+            if (model_dir / f"{name}.json").is_file():
+                model_results[name] = read_json(model_dir / f"{name}.json")
     settings = dict(spec.decoder_settings)
     if rm is not None and spec.lam is not None:  # the RGD scorer of policy accuracy uses it too
         out.update(choose_lambda(spec, bench, policy, rm))
@@ -165,13 +181,17 @@ def evaluate_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
         decoder = create_decoder(
             spec.decoder, policy, reward_model=rm, support=_support(bench), **settings
         )
-        gens = workspace.generate_resumable(
-            decoder,
-            _requests(bench),
-            folder,
-            decoder.settings.batch_size,
-            f"{spec.decoder} {job.id}",
-        )
+        # the model that writes: the base policy, or the method's own (P-DPO)
+        writer = policy.model if decoder_class.needs_policy else getattr(rm, "backbone", None)
+        guide = getattr(rm, "backbone", None) if decoder_class.needs_policy else None
+        with meter.counting(decoder, writer=writer, reward=guide):
+            gens = workspace.generate_resumable(
+                decoder,
+                _requests(bench),
+                folder,
+                decoder.settings.batch_size,
+                f"{spec.decoder} {job.id}",
+            )
     ctx = CellContext(
         kind=spec.kind,
         method=spec.method,
@@ -189,4 +209,5 @@ def evaluate_cell(run_dir: Path, job: Job, folder: Path) -> dict[str, Any]:
         model_results=model_results,
     )
     out.update(compute_cell_metrics(ctx))
+    meter.generations, meter.models = gens, model_costs(model_dir)
     return out

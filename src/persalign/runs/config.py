@@ -9,8 +9,9 @@
 Every key is checked: an unknown key or a wrong type is a :class:`ConfigError` naming the key
 (``demo.yaml: decoding.max_new_tokns: unknown key``). Reward-method options are checked against
 the method's own config class, so a typo in ``methods.lore.latnt_dim`` fails before anything
-runs. Relative paths (``benchmarks.*.path``, ``source``, ``split_file``) are relative to the
-config file's folder; ``$VARS`` and ``~`` are expanded. docs/runs.md is the reference.
+runs. Relative paths (``benchmarks.*.path``, ``source``, ``split_file``, ``completions``) are
+relative to the config file's folder; ``$VARS`` and ``~`` are expanded. docs/runs.md is the
+reference.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from persalign.data.registry import PATH_FIELDS
 from persalign.decoding import DECODERS
 from persalign.errors import ConfigError, describe_validation_error, validated
 from persalign.io import dumps, read_text
+from persalign.metrics.selection import selection_column
 from persalign.overrides import parse_overrides
 from persalign.registry import load_plugins
 from persalign.rewards import METHODS, RewardConfig
@@ -270,9 +273,18 @@ def parse_config(
     try:
         check_methods(config)
         check_baselines(config)
+        _check_selection_metric(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return resolve_paths(config, Path(base_dir))
+
+
+def _check_selection_metric(config: RunConfig) -> None:
+    """report.selection_metric names a report column (plugins loaded first)."""
+    try:
+        selection_column(config.report.selection_metric)
+    except ConfigError as exc:
+        raise ConfigError(f"report.selection_metric: {exc}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -324,7 +336,7 @@ def resolve_paths(config: RunConfig, base: Path) -> RunConfig:
         label: bench.model_copy(
             update={
                 key: _resolve(getattr(bench, key), base)
-                for key in ("path", "source", "split_file")
+                for key in ("path", *PATH_FIELDS)
                 if getattr(bench, key) is not None
             }
         )

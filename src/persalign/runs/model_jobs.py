@@ -6,11 +6,13 @@ policy's cells.
 
 Fit on the train users' preferences (minus the items held out for choosing lambda), adapt every
 adaptation user from their support set (sorted by user), save, and measure RM accuracy (Eq. 2)
-on the adaptation users' query preferences (not for a method with ``has_rm_accuracy`` False,
-P-DPO: no ``rm_accuracy.json``). Everything is written to a temporary folder that is
-renamed into ``models/<id>/`` when complete: a half-trained model is never reused. The folder's
-``run_model.json`` (written last) records the job's spec hash; a folder with another hash is
-retrained.
+and prefix accuracy on the adaptation users' query preferences, both from one prefix-reward pass
+(``rm_accuracy.json``, ``prefix_accuracy.json``; not for a method with ``has_rm_accuracy``
+False, P-DPO). ``run_model.json`` records the wall-clock ``train_seconds`` (the fit, model
+loading aside) and ``adapt_seconds`` over ``adapt_users`` (the cells' ``cost``). Everything is
+written to a temporary folder that is renamed into ``models/<id>/`` when complete: a
+half-trained model is never reused. The folder's ``run_model.json`` (written last) records the
+job's spec hash; a folder with another hash is retrained.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 
 from persalign.io import write_json
 from persalign.metrics.lambda_selection import split_train_heldout
-from persalign.metrics.ranking import rm_accuracy
+from persalign.metrics.prefix_accuracy import accuracies
 from persalign.rewards import create
 from persalign.runs.plan import Job
 from persalign.runs.specs import ModelJobSpec
@@ -67,14 +69,20 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         train, heldout = heldout_split(bench, spec)
         torch.manual_seed(spec.seed)
         rm = create(spec.reward_method, **spec.reward_config)
+        fit_started = time.perf_counter()  # model loading aside
         history = rm.fit(train, log_path=tmp / "train_log.jsonl")
-        for user in bench.adapt_users():
+        adapt_started = time.perf_counter()
+        train_seconds = adapt_started - fit_started
+        adapt_users = bench.adapt_users()
+        for user in adapt_users:
             rm.adapt(user.user, user.support)
+        adapt_seconds = time.perf_counter() - adapt_started
         rm.save(str(tmp))
         seconds = time.perf_counter() - started
         if rm.has_rm_accuracy:
-            accuracy = rm_accuracy(rm, bench.query)
+            accuracy, prefix = accuracies(rm, bench.query)
             write_json(tmp / "rm_accuracy.json", accuracy)
+            write_json(tmp / "prefix_accuracy.json", prefix)
             seconds = time.perf_counter() - started
             log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
         else:
@@ -90,6 +98,9 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
             "steps": len(history),
             "final_loss": history[-1]["loss"] if history else None,
             "seconds": round(seconds, 2),
+            "train_seconds": round(train_seconds, 2),
+            "adapt_seconds": round(adapt_seconds, 3),
+            "adapt_users": len(adapt_users),
         },
     )
     if folder.exists():

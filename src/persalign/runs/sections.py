@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from persalign.data.registry import BuildFields, BuildOptions
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from persalign.data.registry import BuildFields, BuildOptions
 
 
 class Strict(BaseModel):
@@ -171,6 +172,27 @@ class MetricsConfig(Strict):
         description="Policy accuracy of a method that writes with its own policy (P-DPO): its "
         "mean token log-likelihood (Eq. 4's normalisation) or the plain sum.",
     )
+    steering_accuracy: bool = Field(
+        True,
+        description="Steering accuracy: the method's reward prefers the user's own completion "
+        "to the zero-shot output (method cells with completions and a zero-shot cell).",
+    )
+    ground_truth_rank: bool = Field(
+        True,
+        description="Ground-truth rank: MRR and top-1 of the user's completion among hard "
+        "negatives under the cell's deployed scorer (benchmarks with completions).",
+    )
+    ground_truth_negatives: int = Field(
+        9,
+        ge=1,
+        description="Hard negatives per prompt for the ground-truth rank: the prompt's rejected "
+        "texts, then other users' completions for the most similar prompts.",
+    )
+    prefix_accuracy: bool = Field(
+        True,
+        description="Prefix accuracy: RM accuracy on every prefix y[:t] up to the shorter "
+        "response (what ARGS compares).",
+    )
 
 
 class ReportConfig(Strict):
@@ -180,4 +202,9 @@ class ReportConfig(Strict):
         "methods",
         description="Points of the correlation tables and Fig. 1: one per reward method (mean "
         "over seeds, the paper's), per (method, seed), or per (method, user) (mean over seeds).",
+    )
+    selection_metric: str = Field(
+        "rm_accuracy",
+        description="The report column (higher is better) that `persalign select` picks the "
+        "model to deploy and its lambda by, per benchmark and policy (`persalign ls metrics`).",
     )

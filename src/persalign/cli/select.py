@@ -1,0 +1,87 @@
+"""``persalign select RUN_DIR [--metric NAME]``: which model (method, seed, lambda) a finished run
+would deploy per benchmark and policy, chosen by any report column.
+
+    persalign select runs/demo --metric gt_mrr                 # a table
+    persalign select runs/demo --metric rm_accuracy --json     # the paper's practice, as JSON
+    persalign select runs/demo --out runs/demo/selection.json  # report.selection_metric
+
+Reads only the run's cells (``persalign.report.reading``); ``persalign.metrics.selection`` picks.
+Without ``--metric`` the run config's ``report.selection_metric`` is used. An unknown name is an
+error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from persalign.cli.output import emit, stdout
+from persalign.errors import DataError
+from persalign.metrics.selection import select_best, selection_column
+from persalign.report.reading import load_run
+from persalign.runs.sections import ReportConfig
+
+
+def _default_metric(manifest: dict[str, Any] | None) -> str:
+    report = ((manifest or {}).get("config") or {}).get("report") or {}
+    return str(report.get("selection_metric") or ReportConfig().selection_metric)
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def select(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<name>) from persalign run.")],
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Report column to select by (e.g. rm_accuracy, policy_accuracy, gt_mrr, "
+            "steering_accuracy, prefix_accuracy, rouge1); default: report.selection_metric."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the selection as JSON.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    all_cells: Annotated[
+        bool, typer.Option("--all-cells", help="Also consider cells the current plan dropped.")
+    ] = False,
+) -> None:
+    """Pick the model to deploy (method, seed and its lambda) by any metric, per benchmark and
+    policy."""
+    results = load_run(run_dir, all_cells=all_cells)  # loads the run's metric plugins first
+    column = selection_column(metric or _default_metric(results.manifest))
+    records = [
+        {
+            "benchmark": c.benchmark,
+            "policy": c.policy,
+            "row": c.row,
+            "method": c.method,
+            "seed": c.seed,
+            "lambda": c.values.get("lambda"),
+            "values": c.values,
+        }
+        for c in results.cells
+    ]
+    picks = select_best(records, column)
+    if not picks:
+        raise DataError(f"no finished cell has a value for {column.key!r}", path=run_dir)
+    if emit({"metric": column.key, "selections": picks}, as_json, out):
+        return
+    table = Table(title=f"Selected by {column.label} ({column.key})", title_justify="left")
+    for name in ("benchmark", "policy", "deploy", "seed", "lambda", "value", "best row (mean)"):
+        table.add_column(name, justify="right" if name in ("seed", "lambda", "value") else "left")
+    for pick in picks:
+        best, top = pick["best"], pick["rows"][0]
+        table.add_row(
+            pick["benchmark"],
+            pick["policy"],
+            best["row"],
+            str(best["seed"]),
+            _value(best["lambda"]),
+            _value(best["value"]),
+            f"{top['row']} {_value(top['mean'])} ({len(top['seeds'])} seeds)",
+        )
+    stdout.print(table)

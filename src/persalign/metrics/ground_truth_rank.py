@@ -1,0 +1,230 @@
+"""Ground-truth rank: where does the scoring function a cell deploys put the user's own text
+among hard negatives?
+
+    negatives = hard_negatives(bench, n=9, seed=0)      # (user, id) -> [negative texts]
+    result = ground_truth_rank(ctx, n=9)                # a cell's deployed scorer
+    result["mrr"]["mean"], result["top1"]["mean"], result["negatives"]
+
+For every query prompt x of user u with the user's own completion y_u, the candidates are y_u and
+up to N hard negatives. The negatives are, first, the benchmark's rejected texts for that prompt
+(the user's query preferences with this prompt), then the completions other users wrote for the
+prompts most similar to x (word-set Jaccard similarity of the prompts, ties broken by a seeded
+shuffle, texts equal to y_u or already taken skipped). Every candidate is scored with the
+function the cell deploys, built from ``metrics.scoring`` as policy accuracy builds it:
+
+- a method cell under ARGS: Eq. 6 (Eq. 5 for a global model) at the cell's chosen lambda,
+  sum_t log pi(y_t | x, y_<t) + lambda * sum_t r(y_t | x, y_<t);
+- a method that writes with its own policy (P-DPO): that policy's mean log-likelihood;
+- zero-shot (and any baseline without demonstrations): Eq. 4, the mean token log-probability;
+- ICL and ICL-RAG: Eq. 7, Eq. 4 with the same demonstrations as the cell's generations.
+
+The rank of y_u is 1 + the number of negatives scored at least as high (a tie counts against
+the user's text, as Eq. 2's strict indicator does). ``mrr`` is the mean of 1 / rank and
+``top1`` the share of prompts with rank 1. Each is computed per user, then the mean over users
+(``pooled``: over prompts). A prompt with no negative at all is counted in ``no_negatives`` and
+left out. Cost: one policy pass (and one reward pass for RGD) over the (1 + N) x prompts texts; the
+policy pass is remembered (``policy_sums``), so the cells of one policy and seed share it.
+
+The ``ground_truth_rank`` cell metric covers every cell with a policy and the users' completions
+(Pref-LaMP/ACL). N is ``metrics.ground_truth_negatives`` (default 9), and the metric is turned on
+and off by ``metrics.ground_truth_rank``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from persalign.decoding import DECODERS
+from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
+from persalign.metrics.generation import per_user_mean
+from persalign.metrics.policy_accuracy import cell_scorer, icl_prompts
+from persalign.metrics.scoring import (
+    POLICY_MODEL_SCORERS,
+    RGD_SCORERS,
+    ScoreParts,
+    personalized_parts,
+    policy_logprob_sums,
+    reward_sums,
+)
+from persalign.types import Benchmark, Preference
+
+Key = tuple[str, str]
+DEFAULT_NEGATIVES = 9
+# policy -> (key of the texts, their log-prob sums): the last pass of each policy (see policy_sums)
+_POLICY_SUMS: weakref.WeakKeyDictionary[Any, tuple[str, tuple[torch.Tensor, torch.Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def hard_negatives(bench: Benchmark, n: int, seed: int = 0) -> dict[Key, list[str]]:
+    """(user, id) of every completion -> at most ``n`` negative texts (see module doc)."""
+    rejected: dict[tuple[str, str], list[str]] = {}
+    for q in bench.query:
+        rejected.setdefault((q.user, q.prompt), []).append(q.rejected)
+    words = {(c.user, c.id): _words(c.prompt) for c in bench.completions}
+    out: dict[Key, list[str]] = {}
+    for c in sorted(bench.completions, key=lambda c: (c.user, c.id)):
+        taken = {c.reference.strip()}
+        chosen: list[str] = []
+        for text in rejected.get((c.user, c.prompt), []):
+            if text.strip() not in taken and len(chosen) < n:
+                chosen.append(text)
+                taken.add(text.strip())
+        others = [o for o in bench.completions if o.user != c.user]
+        random.Random(f"{seed}:{c.user}:{c.id}").shuffle(others)
+        mine = words[(c.user, c.id)]
+        others.sort(key=lambda o: -_jaccard(mine, words[(o.user, o.id)]))  # stable: seeded ties
+        for other in others:
+            if len(chosen) >= n:
+                break
+            if other.reference.strip() and other.reference.strip() not in taken:
+                chosen.append(other.reference)
+                taken.add(other.reference.strip())
+        out[(c.user, c.id)] = chosen
+    return out
+
+
+def deployed_scorer(ctx: CellContext) -> str | None:
+    """The scorer a cell deploys: the method's (``cell_scorer``), else Eq. 7 or Eq. 4."""
+    if ctx.kind == "method":
+        return cell_scorer(ctx) if ctx.reward_model is not None else None
+    return "icl" if DECODERS.get(ctx.decoder).needs_support else "base"
+
+
+def deployed_scores(ctx: CellContext, rows: Sequence[Preference], responses: Sequence[str]):
+    """[N] float64 scores of ``responses`` (row i answers ``rows[i]``'s prompt for its user)
+    under the cell's deployed scorer, one pass per model."""
+    scorer = deployed_scorer(ctx)
+    prompts, users = [r.prompt for r in rows], [r.user for r in rows]
+    batch = ctx.batch_size
+    if scorer in POLICY_MODEL_SCORERS:
+        return personalized_parts(
+            ctx.reward_model, prompts, responses, users, batch_size=batch
+        ).scores(scorer)
+    prompt_ids = [ctx.policy.formatter.prompt_ids(p) for p in prompts]
+    if scorer == "icl":  # the demonstrations of policy accuracy's ICL scorer (all query prefs)
+        query = list(ctx.benchmark.query)
+        settings = {k: v for k, v in (ctx.icl or {}).items() if k not in ("shots", "seed")}
+        ids = icl_prompts(
+            ctx.policy,
+            query,
+            ctx.support(),
+            shots=ctx.shots,
+            seed=ctx.seed,
+            decoder=ctx.decoder,
+            **settings,
+        )
+        by_key = {(q.user, q.id): p for q, p in zip(query, ids, strict=True)}
+        prompt_ids = [by_key[(r.user, r.id)] for r in rows]
+    logp, tokens = policy_sums(ctx.policy, prompt_ids, responses, batch)
+    rewards = None
+    if scorer in RGD_SCORERS:
+        rewards = reward_sums(
+            ctx.reward_model, prompts, responses, users, batch_size=batch, progress=False
+        )
+    parts = ScoreParts(logp, tokens, rewards)
+    return parts.scores(scorer, 1.0 if ctx.lam is None else float(ctx.lam))
+
+
+def policy_sums(
+    policy, prompt_ids: Sequence[Sequence[int]], responses: Sequence[str], batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scoring.policy_logprob_sums``, remembered for the last texts of each policy: the
+    zero-shot and method cells of a seed score the same candidates with the same (frozen)
+    policy, so under the local backend the policy pass runs once per seed. The same texts give
+    the same batches, so the numbers are the same whether they were remembered or not."""
+    key = json.dumps([[list(p) for p in prompt_ids], list(responses), batch_size])
+    key = hashlib.sha256(key.encode()).hexdigest()
+    cached = _POLICY_SUMS.get(policy)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sums = policy_logprob_sums(policy, prompt_ids, responses, batch_size=batch_size, progress=False)
+    _POLICY_SUMS[policy] = (key, sums)
+    return sums
+
+
+def ranks(scores: torch.Tensor, sizes: Sequence[int]) -> list[int]:
+    """Rank of the first candidate of each group (``sizes`` consecutive scores): 1 + the number
+    of others scored at least as high."""
+    out, start = [], 0
+    for size in sizes:
+        group = scores[start : start + size]  # [size]: the user's text first
+        out.append(1 + int((group[1:] >= group[0]).sum()))
+        start += size
+    return out
+
+
+def ground_truth_rank(ctx: CellContext, n: int = DEFAULT_NEGATIVES) -> dict[str, Any]:
+    """``{"mrr", "top1", "negatives", "candidates_mean", "prompts", "no_negatives", "scorer",
+    "lam"}`` of the cell (see module doc); ``mrr`` and ``top1`` are {mean, pooled, per_user}."""
+    negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
+    prompts = ctx.prompts()
+    rows, responses, sizes, keys, empty = [], [], [], [], 0
+    for c in sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id)):
+        texts = negatives[(c.user, c.id)]
+        if not texts or not c.reference.strip():
+            empty += 1
+            continue
+        row = Preference(c.id, c.user, prompts.get((c.user, c.id), c.prompt), c.reference, "")
+        rows += [row] * (1 + len(texts))
+        responses += [c.reference, *texts]
+        sizes.append(1 + len(texts))
+        keys.append(c.user)
+    scores = deployed_scores(ctx, rows, responses) if rows else torch.zeros(0)
+    got = ranks(scores, sizes)
+    scorer = deployed_scorer(ctx)
+    return {
+        "mrr": per_user_mean(keys, [1.0 / r for r in got]),
+        "top1": per_user_mean(keys, [float(r == 1) for r in got]),
+        "negatives": n,
+        "candidates_mean": sum(sizes) / len(sizes) - 1 if sizes else None,
+        "prompts": len(sizes),
+        "no_negatives": empty,
+        "scorer": scorer,
+        "lam": ctx.lam if scorer in RGD_SCORERS else None,
+    }
+
+
+def _column(key: str, field: str, label: str) -> Column:
+    return Column(key, ("ground_truth_rank", field), label, True, "fraction", ())
+
+
+@register_metric(
+    "ground_truth_rank",
+    summary="Rank of the user's own text among N hard negatives under the deployed scorer",
+)
+class GroundTruthRank(CellMetric):
+    """MRR and top-1 of the user's completion under the cell's scorer (Eqs. 4, 6, 7)."""
+
+    needs = frozenset({"policy", "references"})
+    order = 25
+    columns = (_column("gt_mrr", "mrr", "GT MRR"), _column("gt_top1", "top1", "GT Top-1"))
+
+    def enabled(self, settings: dict[str, Any]) -> bool:
+        return bool(settings.get("ground_truth_rank"))
+
+    def applies(self, ctx: CellContext) -> bool:
+        scorer = deployed_scorer(ctx)
+        if scorer is None or (scorer in RGD_SCORERS and ctx.lam is None):
+            return False
+        return super().applies(ctx)
+
+    def compute(self, ctx: CellContext) -> dict[str, Any]:
+        n = ctx.settings.get("ground_truth_negatives") or DEFAULT_NEGATIVES
+        return ground_truth_rank(ctx, int(n))

@@ -1,0 +1,331 @@
+"""The selection metrics (steering accuracy, ground-truth rank, prefix accuracy) against naive
+references written here on tiny models, and ``persalign select`` on a run folder."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import persalign.rewards as rewards
+from persalign.decoding import Policy
+from persalign.errors import ConfigError
+from persalign.metrics import METRICS, CellContext, ZeroShot
+from persalign.metrics import ground_truth_rank as gt_module
+from persalign.metrics.ground_truth_rank import (
+    GroundTruthRank,
+    ground_truth_rank,
+    hard_negatives,
+    ranks,
+)
+from persalign.metrics.policy_accuracy import policy_scores
+from persalign.metrics.prefix_accuracy import PrefixAccuracy, accuracies, prefix_hits
+from persalign.metrics.ranking import rm_accuracy
+from persalign.metrics.selection import select_best, selection_column
+from persalign.metrics.steering import SteeringAccuracy, steering_accuracy
+from persalign.rewards.base import PrefixRewards
+from persalign.runs.config import parse_config
+from persalign.types import Benchmark, Completion, Preference
+
+from .rewards_synthetic import two_group_task
+from .test_cli import run as run_cli
+
+FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)
+SETTINGS = {
+    "batch_size": 3,
+    "steering_accuracy": True,
+    "ground_truth_rank": True,
+    "ground_truth_negatives": 3,
+    "prefix_accuracy": True,
+}
+NEW = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
+ZS = {"policy_accuracy": {"mean": 0.5}}  # the zero-shot cell's metrics.json
+
+
+@pytest.fixture(scope="module")
+def bench() -> Benchmark:
+    """2 adaptation users x (2 support, 3 query); completions: the chosen text, except one
+    completion written differently (so it is not a rejected/chosen text)."""
+    train, new = two_group_task(per_user=3, n_train=2, n_new=2, support=2, query=2)
+    query = [p for _, q in new.values() for p in q]
+    completions = [Completion(q.id, q.user, q.prompt, q.chosen) for q in query]
+    completions[1] = Completion(query[1].id, query[1].user, query[1].prompt, "my own title")
+    return Benchmark(
+        name="toy",
+        train=tuple(train),
+        support=tuple(p for s, _ in new.values() for p in s),
+        query=tuple(query),
+        completions=tuple(completions),
+    )
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_lm_other: str) -> Policy:
+    return Policy.load(tiny_lm_other, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lore(tiny_lm: str, bench: Benchmark):
+    """LoRE, untrained (random LoRA and head), each adaptation user adapted on their support."""
+    rm = rewards.create("lore", backbone=tiny_lm, latent_dim=2, adapt_steps=5, **FAST)
+    for user in bench.adapt_users():
+        rm.adapt(user.user, list(user.support))
+    return rm
+
+
+def context(bench: Benchmark, policy: Policy | None, **fields: Any) -> CellContext:
+    base: dict[str, Any] = dict(
+        kind="method", method="lore", decoder="args", seed=1, settings=dict(SETTINGS)
+    )
+    return CellContext(**(base | fields), benchmark=bench, policy=policy)
+
+
+def per_user(users: list[str], values: list[float]) -> dict[str, float]:
+    by: dict[str, list[float]] = {}
+    for user, value in zip(users, values, strict=True):
+        by.setdefault(user, []).append(value)
+    return {u: statistics.fmean(v) for u, v in sorted(by.items())}
+
+
+# ---------------------------------------------------------------- prefix accuracy
+def test_prefix_hits_use_the_shorter_length_and_the_sign():
+    """Chosen [1, 2, 9] (3 tokens) vs rejected [0, 1] (2 tokens): both prefixes win. Counting to
+    the longer length (3) would give 2/3 and a flipped sign 0."""
+    chosen = PrefixRewards(torch.tensor([[1.0, 2.0, 9.0], [0.0, 5.0, 0.0]]), torch.tensor([3, 2]))
+    rejected = PrefixRewards(torch.tensor([[0.0, 1.0, 5.0], [0.0, 1.0, 0.0]]), torch.tensor([2, 2]))
+    assert prefix_hits(chosen, rejected) == [1.0, 0.5]  # row 2: a tie at t=1 is a miss
+    shared = torch.tensor([1, 2])  # the first token (row 2: both) the same text: left out
+    assert prefix_hits(chosen, rejected, shared) == [1.0, None]
+
+
+def test_prefix_accuracy_equals_rewards_of_truncated_texts(lore, bench):
+    """Each prefix y[:t] scored as a whole text of its own (the tiny tokenizer has one token per
+    character); RM accuracy from the same pass equals ranking.rm_accuracy exactly."""
+    rm_acc, got = accuracies(lore, bench.query)
+    assert rm_acc == rm_accuracy(lore, bench.query)
+    tokens = lore.formatter.tokenizer
+    rows: list[tuple[int, str, str, str]] = []  # (pair, prompt, y_w[:t], y_l[:t]) for every t
+    for i, p in enumerate(bench.query):
+        ids_w, ids_l = (lore.formatter.response_ids(t) for t in (p.chosen, p.rejected))
+        for t in range(1, min(len(ids_w), len(ids_l)) + 1):
+            w, v = ("".join(tokens.convert_ids_to_tokens(ids[:t])) for ids in (ids_w, ids_l))
+            assert lore.formatter.response_ids(w) == ids_w[:t]
+            if w != v:  # the same text: no preference to get right
+                rows.append((i, p.prompt, w, v))
+    users_of = [bench.query[r[0]].user for r in rows]
+    texts = [r[2] for r in rows] + [r[3] for r in rows]  # each prefix scored as a whole text
+    r = lore.sequence_rewards([x[1] for x in rows] * 2, texts, users_of * 2)
+    hits: dict[int, list[bool]] = {}
+    for j, row in enumerate(rows):
+        hits.setdefault(row[0], []).append(bool(r[j] > r[len(rows) + j]))
+    scores = [sum(h) / len(h) for _, h in sorted(hits.items())]
+    users = [bench.query[i].user for i in sorted(hits)]
+    want = per_user(users, scores)
+    assert got["per_user"] == pytest.approx(want, rel=1e-9)
+    assert got["mean"] == pytest.approx(statistics.fmean(want.values()), rel=1e-9)
+    assert got["pooled"] == pytest.approx(statistics.fmean(scores), rel=1e-9)
+    assert 0.0 < got["mean"] < 1.0  # not a degenerate toy
+
+
+# ---------------------------------------------------------------- steering accuracy
+class LengthRM:
+    """r(x, y) = len(y): longer texts are preferred."""
+
+    def sequence_rewards(self, prompts, responses, users):
+        return torch.tensor([float(len(r)) for r in responses])
+
+
+def test_steering_accuracy_prefers_the_users_text_with_the_right_sign():
+    own = [("1", "a", "a long own text"), ("2", "a", "x"), ("3", "b", "same"), ("4", "b", "xy")]
+    comps = [Completion(i, u, f"p{i}", text) for i, u, text in own]
+    base = [("1", "a", "short"), ("2", "a", "longer"), ("3", "b", "same")]  # 4: unpaired
+    zero = [{"user": u, "id": i, "text": text} for i, u, text in base]
+    got = steering_accuracy(LengthRM(), comps, zero, {})
+    assert got["per_user"] == {"a": 0.5, "b": 0.0}  # b: identical text, a tie, a miss
+    assert got["mean"] == 0.25 and got["pairs"] == 3 and got["unpaired"] == 1
+
+
+def test_steering_accuracy_equals_a_naive_loop(lore, bench, policy):
+    zero = [
+        {"user": q.user, "id": q.id, "text": q.rejected if i % 2 else q.chosen + " and more"}
+        for i, q in enumerate(bench.query)
+    ]
+    ctx = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=ZeroShot(ZS, zero))
+    assert SteeringAccuracy().applies(ctx)
+    got = {"steering_accuracy": SteeringAccuracy().compute(ctx)}
+    texts = {(g["user"], g["id"]): g["text"] for g in zero}
+    prompts = {(q.user, q.id): q.prompt for q in bench.query}
+    users, hits = [], []
+    for c in bench.completions:  # one call per prompt: the user's text and zero-shot's
+        key = (c.user, c.id)
+        own, base = lore.sequence_rewards(
+            [prompts[key]] * 2, [c.reference, texts[key]], [c.user] * 2
+        )
+        users.append(c.user)
+        hits.append(float(own > base))
+    steering = got["steering_accuracy"]
+    assert steering["per_user"] == per_user(users, hits)
+    assert steering["pairs"] == len(bench.completions) and steering["unpaired"] == 0
+
+
+# ---------------------------------------------------------------- ground-truth rank
+def test_ranks_count_ties_against_the_users_text():
+    scores = torch.tensor([1.0, 3.0, 0.5, 5.0, 1.0, 2.0, 2.0])
+    assert ranks(scores, [3, 2, 2]) == [2, 1, 2]
+
+
+def test_hard_negatives_rejected_first_then_most_similar_other_users():
+    comps = [
+        Completion("1", "a", "graph neural networks for molecules", "A"),
+        Completion("2", "b", "graph neural networks for proteins", "B"),
+        Completion("3", "c", "neural networks for molecules", "C"),
+        Completion("4", "d", "a history of medieval trade", "D"),
+        Completion("5", "a", "graph networks", "A2"),  # same user: never a negative of a's
+        Completion("6", "e", "graph neural networks for molecules", "A"),  # the user's own text
+    ]
+    query = (Preference("1", "a", comps[0].prompt, "A", "R"),)
+    bench = Benchmark("t", (), (), query, tuple(comps))
+    got = hard_negatives(bench, n=3, seed=0)
+    assert got[("a", "1")] == ["R", "C", "B"]  # jaccard 4/5 then 4/6; D (0) and A2 left out
+    assert hard_negatives(bench, n=1, seed=5)[("a", "1")] == ["R"]
+    assert got == hard_negatives(bench, n=3, seed=0)  # deterministic
+
+
+def naive_rank(ctx: CellContext, scorer: str, **kw: Any) -> tuple[dict, dict]:
+    """Per prompt: the user's text and its negatives scored by policy_scores, ranked in a loop."""
+    negatives = hard_negatives(ctx.benchmark, SETTINGS["ground_truth_negatives"], ctx.seed)
+    prompts = ctx.prompts()
+    users, rr, top = [], [], []
+    for c in ctx.benchmark.completions:
+        texts = [c.reference, *negatives[(c.user, c.id)]]
+        scores = policy_scores(
+            ctx.policy, [prompts[(c.user, c.id)]] * len(texts), texts, scorer=scorer,
+            users=[c.user] * len(texts), batch_size=2, progress=False, **kw,
+        ).tolist()  # fmt: skip
+        rank = 1 + sum(s >= scores[0] for s in scores[1:])
+        users.append(c.user)
+        rr.append(1 / rank)
+        top.append(float(rank == 1))
+    return per_user(users, rr), per_user(users, top)
+
+
+def test_ground_truth_rank_of_rgd_and_zero_shot_cells_equals_a_naive_loop(lore, bench, policy):
+    method = context(bench, policy, reward_model=lore, lam=2.0)
+    assert GroundTruthRank().applies(method)
+    got = GroundTruthRank().compute(method)
+    mrr, top1 = naive_rank(method, "personal-rgd", reward_model=lore, lam=2.0)
+    assert got["mrr"]["per_user"] == pytest.approx(mrr, rel=1e-9)
+    assert got["top1"]["per_user"] == pytest.approx(top1, rel=1e-9)
+    assert got["negatives"] == 3 and got["scorer"] == "personal-rgd" and got["lam"] == 2.0
+    assert 2 <= got["candidates_mean"] <= 3 and got["prompts"] == len(bench.completions)
+
+    zero = context(bench, policy, kind="baseline", method="zero-shot", decoder="zero-shot")
+    assert [m.applies(zero) for m in (SteeringAccuracy(), PrefixAccuracy())] == [False, False]
+    base = {"ground_truth_rank": GroundTruthRank().compute(zero)}
+    mrr, top1 = naive_rank(zero, "base")
+    assert base["ground_truth_rank"]["mrr"]["per_user"] == pytest.approx(mrr, rel=1e-9)
+    assert base["ground_truth_rank"]["top1"]["per_user"] == pytest.approx(top1, rel=1e-9)
+    assert base["ground_truth_rank"]["scorer"] == "base"
+
+
+def test_the_cells_of_a_seed_share_one_policy_pass(lore, bench, policy, monkeypatch):
+    monkeypatch.setattr(gt_module, "_POLICY_SUMS", weakref.WeakKeyDictionary())  # cold
+    calls = []
+    original = gt_module.policy_logprob_sums
+    monkeypatch.setattr(
+        gt_module, "policy_logprob_sums", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    zero = context(bench, policy, kind="baseline", method="zero-shot", decoder="zero-shot")
+    first = GroundTruthRank().compute(zero)
+    method = GroundTruthRank().compute(context(bench, policy, reward_model=lore, lam=0.0))
+    assert len(calls) == 1  # the method cell reused the zero-shot cell's policy pass
+    assert GroundTruthRank().compute(zero) == first and len(calls) == 1
+    # at lambda 0 the RGD score is the log-prob sum, the zero-shot score its per-token mean
+    assert method["scorer"] == "personal-rgd" and method["prompts"] == first["prompts"]
+
+
+def test_icl_cell_ranks_with_its_demonstrations_and_switches_turn_metrics_off(bench, policy, lore):
+    icl = context(
+        bench, policy, kind="baseline", method="icl", decoder="icl", shots=1,
+        icl={"max_prompt_tokens": 256},
+    )  # fmt: skip
+    got = ground_truth_rank(icl, 2)
+    assert got["scorer"] == "icl" and got["negatives"] == 2 and 0 < got["mrr"]["mean"] <= 1
+    off = dict(SETTINGS, steering_accuracy=False, ground_truth_rank=False, prefix_accuracy=False)
+    zero = ZeroShot(ZS, [{"user": q.user, "id": q.id, "text": "x"} for q in bench.query])
+    ctx = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero, settings=off)
+    assert not [m for m in (SteeringAccuracy, GroundTruthRank, PrefixAccuracy) if m().applies(ctx)]
+    on = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero)
+    assert all(m().applies(on) for m in (SteeringAccuracy, GroundTruthRank, PrefixAccuracy))
+    model_job = {"prefix_accuracy": {"mean": 0.25}}  # the model job's file is used as it is
+    on.model_results = model_job
+    assert PrefixAccuracy().compute(on) is model_job["prefix_accuracy"]
+    assert {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"} <= set(METRICS.names())
+
+
+# ---------------------------------------------------------------- selection
+def record(row: str, seed: int, value: float | None, policy: str = "p") -> dict[str, Any]:
+    return {"benchmark": "b", "policy": policy, "row": row, "method": row, "seed": seed,
+            "lambda": 1.0, "values": {} if value is None else {"gt_mrr": value,
+                                                                "perplexity": value}}  # fmt: skip
+
+
+def test_select_best_picks_by_direction_and_lists_rows_by_seed_mean():
+    values = [("lore", 0, 0.2), ("lore", 1, 0.9), ("mpu", 0, 0.6), ("mpu", 1, 0.6)]
+    records = [record(*v) for v in values] + [record("icl-1", 0, None), record("lore", 0, 0.1, "q")]
+    picks = select_best(records, selection_column("gt_mrr"))
+    assert [(p["policy"], p["best"]["row"], p["best"]["seed"]) for p in picks] == [
+        ("p", "lore", 1), ("q", "lore", 0)
+    ]  # fmt: skip
+    assert [r["row"] for r in picks[0]["rows"]] == ["mpu", "lore"]  # 0.6 > 0.55 on average
+    assert picks[0]["cells"] == 4 and picks[0]["best"]["lambda"] == 1.0
+    lower = select_best(records, selection_column("perplexity"))
+    assert lower[0]["best"]["value"] == 0.2 and lower[0]["rows"][0]["row"] == "lore"
+
+
+def test_an_unknown_selection_metric_names_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"unknown selection metric 'typo'.*gt_mrr.*rm_accuracy"):
+        selection_column("typo")
+    with pytest.raises(ConfigError, match=r"report\.selection_metric: unknown selection metric"):
+        parse_config({"benchmarks": {"b": {"path": str(tmp_path)}},
+                      "policies": {"p": {"spec": "x", "params_m": 1}},
+                      "report": {"selection_metric": "lambda"}})  # fmt: skip
+
+
+def write_cells(run: Path) -> None:
+    cells = []
+    for row, seed, mrr, rm in (("lore", 0, 0.3, 0.9), ("lore", 1, 0.8, 0.6), ("mpu", 0, 0.5, 0.7)):
+        cells.append({"cell": f"b__p__{row}__s{seed}", "kind": "method", "method": row,
+                      "benchmark": "b", "policy": "p", "seed": seed, "lambda": 0.5 + seed,
+                      "rm_accuracy": {"mean": rm},
+                      "ground_truth_rank": {"mrr": {"mean": mrr}}})  # fmt: skip
+    cells.append({"cell": "b__p__zero-shot__s0", "kind": "baseline", "method": "zero-shot",
+                  "benchmark": "b", "policy": "p", "seed": 0,
+                  "ground_truth_rank": {"mrr": {"mean": 0.95}}})  # fmt: skip
+    for data in cells:
+        (run / "cells" / data["cell"]).mkdir(parents=True)
+        (run / "cells" / data["cell"] / "metrics.json").write_text(json.dumps(data))
+    manifest = {"config": {"report": {"selection_metric": "rm_accuracy"}}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_persalign_select_reads_a_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    write_cells(run)
+    code, out, _ = run_cli(["select", str(run), "--json"], capsys)
+    assert code == 0
+    best = json.loads(out)["selections"][0]["best"]  # report.selection_metric: rm_accuracy
+    assert (best["row"], best["seed"], best["lambda"], best["value"]) == ("lore", 0, 0.5, 0.9)
+    args = ["select", str(run), "--metric", "gt_mrr", "--out", str(tmp_path / "s.json")]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "gt_mrr" in out
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["selections"][0]["best"]["row"] == "zero-shot"
+    assert [r["row"] for r in saved["selections"][0]["rows"]] == ["zero-shot", "lore", "mpu"]
+    code, _, err = run_cli(["select", str(run), "--metric", "nope"], capsys)
+    assert code == 2 and "unknown selection metric 'nope'" in err and "steering_accuracy" in err
