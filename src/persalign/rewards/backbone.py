@@ -14,6 +14,7 @@ training encodes a pair's two responses after one copy of its prompt (``pair_bat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -55,7 +56,9 @@ class Backbone(nn.Module):
                 ),
                 bias="none",
             )
-            model = get_peft_model(model, config)
+            with warnings.catch_warnings():  # peft reads transformers' deprecated alias
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing`")
+                model = get_peft_model(model, config)
         self.model = model
         self.hidden_size: int = self.base.config.hidden_size
         self._merged = MergedCache()  # not a submodule: never saved, never trained
