@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
+import persalign.rewards as rewards
 from persalign.data.benchmark_folder import write_benchmark
-from persalign.types import Completion, Preference
+from persalign.types import Benchmark, Completion, Preference
 
 WORDS = ["cat", "dog", "sun", "map", "pen", "cup", "box", "hat", "car", "bee", "owl", "fig"]
 
@@ -59,3 +61,30 @@ def write_two_group_benchmark(folder: Path) -> Path:
         manifest={"name": "toy"},
     )
     return folder
+
+
+def two_group_benchmark(
+    support: int, query: int, edit: Callable[[list[Completion]], list[Completion]] = list
+) -> Benchmark:
+    """2 train and 2 adaptation users (3 preferences each in training) with ``support`` and
+    ``query`` items; a completion (the chosen text) per query item, passed through ``edit``."""
+    train, new = two_group_task(per_user=3, n_train=2, n_new=2, support=support, query=query)
+    items = [p for _, q in new.values() for p in q]
+    completions = edit([Completion(q.id, q.user, q.prompt, q.chosen) for q in items])
+    return Benchmark(
+        name="toy",
+        train=tuple(train),
+        support=tuple(p for s, _ in new.values() for p in s),
+        query=tuple(items),
+        completions=tuple(completions),
+    )
+
+
+def adapted_lore(backbone: str, bench: Benchmark, adapt_steps: int, **settings):
+    """LoRE, untrained (random LoRA and head), each adaptation user adapted on their support."""
+    rm = rewards.create(
+        "lore", backbone=backbone, latent_dim=2, adapt_steps=adapt_steps, **settings
+    )
+    for user in bench.adapt_users():
+        rm.adapt(user.user, list(user.support))
+    return rm

@@ -34,9 +34,9 @@ from persalign.metrics.schema import FIELDS, METRICS_FILE, cell_record, report_c
 from persalign.metrics.winrate import win_rate
 from persalign.report.formatting import LABELS
 from persalign.report.writer import write_report
-from persalign.types import Benchmark, Completion
+from persalign.types import Benchmark
 
-from .rewards_synthetic import two_group_task
+from .rewards_synthetic import adapted_lore, two_group_benchmark
 from .test_cli import run as run_cli
 from .test_report import make_run
 
@@ -158,16 +158,7 @@ def test_register_metric_checks_the_plugin():
 def bench() -> Benchmark:
     """2 train users, 2 adaptation users x (3 support, 3 query), completions for user new0 and
     for all but one of new1's queries."""
-    train, new = two_group_task(per_user=3, n_train=2, n_new=2, support=3, query=3)
-    query = [p for _, q in new.values() for p in q]
-    completions = [Completion(q.id, q.user, q.prompt, q.chosen) for q in query[:-1]]
-    return Benchmark(
-        name="toy",
-        train=tuple(train),
-        support=tuple(p for s, _ in new.values() for p in s),
-        query=tuple(query),
-        completions=tuple(completions),
-    )
+    return two_group_benchmark(support=3, query=3, edit=lambda completions: completions[:-1])
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +168,7 @@ def policy(tiny_lm_other: str) -> Policy:
 
 @pytest.fixture(scope="module")
 def lore(tiny_lm: str, bench: Benchmark):
-    rm = rewards.create("lore", backbone=tiny_lm, latent_dim=2, adapt_steps=10, **FAST)
-    for user in bench.adapt_users():
-        rm.adapt(user.user, list(user.support))
-    return rm
+    return adapted_lore(tiny_lm, bench, adapt_steps=10, **FAST)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import torch
 
-import persalign.rewards as rewards
 from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, ZeroShot
@@ -32,7 +31,7 @@ from persalign.rewards.base import PrefixRewards
 from persalign.runs.config import parse_config
 from persalign.types import Benchmark, Completion, Preference
 
-from .rewards_synthetic import two_group_task
+from .rewards_synthetic import adapted_lore, two_group_benchmark
 from .test_cli import run as run_cli
 
 FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)
@@ -47,21 +46,16 @@ NEW = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
 ZS = {"policy_accuracy": {"mean": 0.5}}  # the zero-shot cell's metrics.json
 
 
+def _own_title(completions: list[Completion]) -> list[Completion]:
+    first, second, *rest = completions
+    return [first, Completion(second.id, second.user, second.prompt, "my own title"), *rest]
+
+
 @pytest.fixture(scope="module")
 def bench() -> Benchmark:
-    """2 adaptation users x (2 support, 3 query); completions: the chosen text, except one
+    """2 adaptation users x (2 support, 2 query); completions: the chosen text, except one
     completion written differently (so it is not a rejected/chosen text)."""
-    train, new = two_group_task(per_user=3, n_train=2, n_new=2, support=2, query=2)
-    query = [p for _, q in new.values() for p in q]
-    completions = [Completion(q.id, q.user, q.prompt, q.chosen) for q in query]
-    completions[1] = Completion(query[1].id, query[1].user, query[1].prompt, "my own title")
-    return Benchmark(
-        name="toy",
-        train=tuple(train),
-        support=tuple(p for s, _ in new.values() for p in s),
-        query=tuple(query),
-        completions=tuple(completions),
-    )
+    return two_group_benchmark(support=2, query=2, edit=_own_title)
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +65,7 @@ def policy(tiny_lm_other: str) -> Policy:
 
 @pytest.fixture(scope="module")
 def lore(tiny_lm: str, bench: Benchmark):
-    """LoRE, untrained (random LoRA and head), each adaptation user adapted on their support."""
-    rm = rewards.create("lore", backbone=tiny_lm, latent_dim=2, adapt_steps=5, **FAST)
-    for user in bench.adapt_users():
-        rm.adapt(user.user, list(user.support))
-    return rm
+    return adapted_lore(tiny_lm, bench, adapt_steps=5, **FAST)
 
 
 def context(bench: Benchmark, policy: Policy | None, **fields: Any) -> CellContext:
