@@ -19,9 +19,12 @@ A pair with T = d (one response is the start of the other) has no prefix to comp
 counted in ``no_prefix``. Each user's score is the mean over their pairs, and the reported
 score is the mean over users (Eq. 2's shape). ``pooled`` is the mean over all pairs.
 
-Cost: ``RewardModel.prefix_rewards`` gives r(x, y[:t]) for every t in ONE forward pass per batch
-(one pass for the chosen responses, one for the rejected ones). Eq. 2's RM accuracy comes from
-the same pass (the last prefix), which is how the model job writes both files.
+Cost: ``RewardModel.prefix_rewards`` gives r(x, y[:t]) for every t in ONE forward pass per batch;
+``pair_eval.pair_prefix_rewards_shared`` gives both sides' from one pass over one row per pair
+(the prompt once, both responses after it), and falls back to one ``prefix_rewards`` pass per
+side for a method that cannot share the prompt (P-DPO, ``shared_prompt`` off). Eq. 2's RM
+accuracy comes from the same pass (the last prefix), which is how the model job writes both
+files.
 
 The ``prefix_accuracy`` cell metric uses the model job's ``prefix_accuracy.json``
 (``ctx.model_results``) when there is one, and computes it otherwise. It is turned on and off by
@@ -39,16 +42,15 @@ from persalign.metrics.base import CellContext, CellMetric, Column, register_met
 from persalign.metrics.generation import per_user_mean
 from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
 from persalign.rewards.base import PrefixRewards
+from persalign.rewards.pair_eval import pair_prefix_rewards_shared
 from persalign.types import Preference
 
 
 def pair_prefix_rewards(rm, prefs: Sequence[Preference]) -> tuple[PrefixRewards, PrefixRewards]:
-    """The prefix rewards of every chosen response and every rejected one (one pass each side,
-    the same calls as ``ranking.rm_accuracy``)."""
-    prompts, users = [p.prompt for p in prefs], [p.user for p in prefs]
-    chosen = rm.prefix_rewards(prompts, [p.chosen for p in prefs], users)
-    rejected = rm.prefix_rewards(prompts, [p.rejected for p in prefs], users)
-    return chosen, rejected
+    """The prefix rewards of every chosen response and every rejected one: one shared-prompt
+    row per pair where the method allows it, else one pass each side (``ranking.rm_accuracy``
+    scores the same way)."""
+    return pair_prefix_rewards_shared(rm, prefs)
 
 
 def shared_tokens(rm, prefs: Sequence[Preference]) -> torch.Tensor:

@@ -7,8 +7,11 @@ The ``rm_accuracy`` cell metric is the model job's ``rm_accuracy.json`` (``ctx.m
 or, without it, ``rm_accuracy(ctx.reward_model, bench.query)``; a method whose class says
 ``has_rm_accuracy = False`` (P-DPO, "-" in the paper's tables) has none.
 
-Every response is scored with one forward pass (``sequence_rewards``); chosen and rejected
-responses of many pairs share batches.
+A reward model scores each pair as one row, its prompt once and both responses after it
+(``pair_eval.pair_prefix_rewards_shared``: the same rewards as two ``sequence_rewards`` calls,
+in batches of ``eval_batch_size`` pairs); a method that cannot share the prompt (P-DPO,
+``shared_prompt`` off) and any other scorer with a ``sequence_rewards`` get two calls, one per
+side, as before.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
+from persalign.rewards.pair_eval import eval_mode, pair_prefix_rewards_shared
 from persalign.types import Preference
 
 
@@ -46,6 +50,10 @@ def per_user_accuracy(prefs: Sequence[Preference], hits: Sequence[bool]) -> dict
 def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
     """Eq. 2: the fraction of pairs where r(chosen) > r(rejected), per user, then averaged."""
     prefs = list(prefs)
+    if prefs and eval_mode(rm) is not None:  # one shared-prompt row per pair
+        chosen_prefix, rejected_prefix = pair_prefix_rewards_shared(rm, prefs)
+        hits = pairwise_hits(chosen_prefix.last(), rejected_prefix.last())
+        return per_user_accuracy(prefs, hits)
     chosen = rm.sequence_rewards(
         [p.prompt for p in prefs], [p.chosen for p in prefs], [p.user for p in prefs]
     )

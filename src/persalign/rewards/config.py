@@ -53,8 +53,9 @@ class RewardConfig(BaseModel):
     )
     shared_prompt: bool = Field(
         True,
-        description="Encode each pair's prompt once, both responses after it (4D mask); "
-        "methods that cannot (shares_prompt False) always use two sequences.",
+        description="Encode each pair's prompt once, both responses after it (4D mask), in "
+        "training (incl. VPL, LoRE-Alt), adaptation features and RM/prefix-accuracy evaluation; "
+        "methods that cannot (shares_prompt False: P-DPO) always use two sequences.",
     )
     eval_batch_size: int = Field(16, ge=1, description="Sequences per scoring forward pass.")
     max_prompt_tokens: int = Field(512, ge=8, description="Longer prompts lose their middle.")

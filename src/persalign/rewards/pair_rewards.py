@@ -3,12 +3,16 @@
     chosen, rejected = pair_rewards(rm, pairs)                 # [B] each, with gradients
     chosen, rejected, loss = backward_pair_loss(rm, pairs)     # loss.backward() done, exactly
     hidden, valid = response_hidden(rm, pairs)                 # [2n, R, H] frozen features
+    last = last_hidden(rm, pairs)                              # [2B, H] LoRE-Alt's features
+    chosen, rejected = rewards_of(rm, items, users, mode, z=z) # VPL: sampled latents z [B, d]
 
 ``shared_prompt_mode(rm)`` says how a method's pairs are encoded: "hidden" (the reward is
 ``head_values`` of the backbone's hidden state at each response position), "logprobs" (a
 likelihood reward: log p of each response token, no soft tokens, no reference model; GenARM), or
 None (two sequences per pair: the method sets ``shares_prompt = False``, e.g. P-DPO's soft tokens
-go before the prompt, or ``config.shared_prompt`` is off).
+go before the prompt, or ``config.shared_prompt`` is off). The same modes serve training
+(``backward_pair_loss``, VPL's ``rewards_of(..., z=z)``, LoRE-Alt's ``last_hidden``), adaptation
+features (``response_hidden``) and evaluation (``pair_eval.pair_prefix_rewards_shared``).
 
 ``backward_pair_loss`` splits a batch into micro-batches of at most ``max_tokens_per_microbatch``
 padded tokens (length buckets). With one micro-batch it is the plain forward/backward. With
@@ -63,41 +67,51 @@ def microbatches(rm: RewardModel, items: Sequence[PairTokens], mode: str | None)
 
 
 def rewards_of(
-    rm: RewardModel, items: Sequence[PairTokens], users: Sequence[str], mode: str | None
+    rm: RewardModel,
+    items: Sequence[PairTokens],
+    users: Sequence[str],
+    mode: str | None,
+    z: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence rewards [b] of the chosen and rejected responses of one micro-batch."""
+    """Sequence rewards [b] of the chosen and rejected responses of one micro-batch; ``z``
+    [b, D] replaces ``rm.user_vectors(users)`` (VPL's latents sampled from its encoder)."""
     pad_id = rm.formatter.tokenizer.pad_token_id
     device = rm.backbone.device
     if mode is None:
         batch = collate_two(items, pad_id).to(device)
-        prefix = rm.batch_prefix_rewards(batch, list(users) * 2)  # [2b, R]
+        if z is None:
+            prefix = rm.batch_prefix_rewards(batch, list(users) * 2)  # [2b, R]
+        else:
+            values = rm.token_values(batch, torch.cat([z, z]))  # [2b, T]
+            index, valid = response_index(batch)  # [2b, R]
+            prefix = aggregate(values.gather(1, index), valid, rm.aggregation)
         last = prefix[torch.arange(2 * len(items)), batch.response_lengths - 1]  # [2b]
         return last[: len(items)], last[len(items) :]
     shared = collate_shared(items, pad_id, rm.backbone.dtype).to(device)
     hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
-    z = rm.user_vectors(users)
+    z = rm.user_vectors(users) if z is None else z
     out = []
     for side in ("chosen", "rejected"):
         index, valid = shared.response_index(side)  # [b, R]
         if mode == "hidden":
-            values = rm.head_values(_gather(hidden, index).float(), z)  # [b, R]
+            values = rm.head_values(gather_positions(hidden, index).float(), z)  # [b, R]
         else:
-            values = _logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
+            values = shared_logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
         prefix = aggregate(values, valid, rm.aggregation)  # [b, R]
         lengths = valid.sum(dim=1)
         out.append(prefix[torch.arange(len(items), device=device), lengths - 1])
     return out[0], out[1]
 
 
-def _gather(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """hidden [b, T, H] at positions index [b, R] -> [b, R, H]."""
     return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
-def _logprobs(rm: RewardModel, hidden: torch.Tensor, shared: SharedBatch, side: str):
+def shared_logprobs(rm: RewardModel, hidden: torch.Tensor, shared: SharedBatch, side: str):
     """log p(y_t | x, y_<t) of one side's response tokens, [b, R] (0 beyond each response)."""
     index, valid = shared.response_index(side)
-    states = _gather(hidden, shared.predictor_index(side))  # [b, R, H]
+    states = gather_positions(hidden, shared.predictor_index(side))  # [b, R, H]
     logits = rm.backbone.lm_head(states).float()  # [b, R, V]
     targets = shared.input_ids.gather(1, index)  # [b, R]
     picked = logits.gather(-1, targets[..., None]).squeeze(-1)  # [b, R]
@@ -149,6 +163,26 @@ def backward_pair_loss(
     return chosen.detach(), rejected.detach(), loss.detach()
 
 
+def last_hidden(rm: RewardModel, pairs: Sequence[Preference]) -> torch.Tensor:
+    """Hidden states (float32, with gradients) at the last token of the chosen then rejected
+    responses, [2B, H]: one shared-prompt row per pair in "hidden" mode, else two sequences."""
+    items = tokenize_pairs(rm.formatter, pairs)
+    pad_id, device = rm.formatter.tokenizer.pad_token_id, rm.backbone.device
+    if shared_prompt_mode(rm) != "hidden":
+        batch = collate_two(items, pad_id).to(device)
+        hidden, _ = rm.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
+        rows = torch.arange(2 * len(items), device=device)
+        return hidden.float()[rows, batch.last_index]  # [2B, H]
+    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(device)
+    hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
+    rows = torch.arange(len(items), device=device)
+    last = []
+    for side in ("chosen", "rejected"):
+        index, valid = shared.response_index(side)  # [B, R]
+        last.append(index[rows, valid.sum(dim=1) - 1])  # [B] each response's last position
+    return hidden.float()[torch.cat([rows, rows]), torch.cat(last)]  # [2B, H]
+
+
 def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor]]:
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return torch.get_rng_state(), cuda
@@ -187,7 +221,7 @@ def _shared_sides(rm: RewardModel, part: Sequence[PairTokens], pad_id: int):
     out = []
     for side in ("chosen", "rejected"):
         index, ok = shared.response_index(side)
-        out.append((_gather(states, index), ok))
+        out.append((gather_positions(states, index), ok))
     return out
 
 
@@ -197,6 +231,6 @@ def _two_sides(rm: RewardModel, part: Sequence[PairTokens], pad_id: int):
         from_rows.input_ids, from_rows.attention_mask, from_rows.position_ids
     )
     index, ok = response_index(from_rows)  # [2b, R]
-    gathered = _gather(states, index)
+    gathered = gather_positions(states, index)
     b = len(part)
     return [(gathered[:b], ok[:b]), (gathered[b:], ok[b:])]

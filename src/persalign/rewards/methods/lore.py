@@ -21,7 +21,8 @@ Bose et al. 2025, "LoRe: Personalizing LLMs via Low-Rank Reward Modeling"
   ``lore-alt`` alternates per batch: one step on the users' z with phi frozen, then one step on
   phi with z frozen (the reference's ``LoRe_regularized.train``); the reference's pull towards
   an off-the-shelf RM is omitted, as in the paper (E.3). The backbone is run once per batch:
-  the user step does not change phi, so the phi step reuses the same hidden states.
+  the user step does not change phi, so the phi step reuses the same hidden states, read at
+  each response's last token of one shared-prompt row per pair (``pair_rewards.last_hidden``).
 - Train users start at z ~ N(0, 1) (reference); a new user starts at uniform weights (z = 0)
   and is adapted by Bradley-Terry on frozen features (the default machinery); the reference's
   few-shot step uses Adam with learning rate 0.1 (``adapt_lr``).
@@ -39,6 +40,7 @@ from torch import nn
 
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.pair_rewards import last_hidden
 from persalign.rewards.training import frozen
 from persalign.types import Preference
 
@@ -114,13 +116,9 @@ class LoReAlt(LoRe):
         return [users, torch.optim.AdamW(self.phi_groups(), weight_decay=0.0)]
 
     def last_hidden(self, pairs: Sequence[Preference]) -> torch.Tensor:
-        """Hidden states at the last token of chosen then rejected responses, [2B, H]."""
-        prompts = [p.prompt for p in pairs] * 2
-        responses = [p.chosen for p in pairs] + [p.rejected for p in pairs]
-        batch = self.encode(prompts, responses)
-        hidden, _ = self.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
-        rows = torch.arange(len(responses), device=hidden.device)
-        return hidden.float()[rows, batch.last_index]  # [2B, H]
+        """Hidden states at the last token of chosen then rejected responses, [2B, H]: one
+        shared-prompt row per pair (two sequences when ``shared_prompt`` is off)."""
+        return last_hidden(self, pairs)
 
     def _pair_loss(
         self, last: torch.Tensor, z: torch.Tensor, pairs: Sequence[Preference]

@@ -22,6 +22,8 @@ implementation WEIRDLabUW/vpl_llm, ``hidden_context/vae_utils.py`` (``PairEncode
   scoring.
 - Reward at every response position t: r(x, y_<=t, u) = MLP([h_t, z]) (H + d -> w -> w -> 1,
   LeakyReLU 0.2), with h_t the LoRA backbone's hidden state; aggregation "last".
+- Training scores each pair as one row, its prompt once and both responses after it (4D mask,
+  ``pair_rewards.rewards_of`` with the sampled z; two sequences when ``shared_prompt`` is off).
 - Loss = BT + beta * a(step) * KL(N(mu, diag e^logvar) || N(0, I)), KL averaged over the users of
   the batch; a(step) is the repo's cyclical cosine annealing (baseline 0.1, period 10^4 steps).
 
@@ -52,8 +54,10 @@ from torch import nn
 from persalign.io import SkipReport
 from persalign.logs import track
 from persalign.models.encoding import EncodedBatch
-from persalign.rewards.base import RewardModel, aggregate, register_method, response_index
+from persalign.rewards.base import RewardModel, register_method, response_index
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.pair_batching import tokenize_pairs
+from persalign.rewards.pair_rewards import rewards_of, shared_prompt_mode
 from persalign.rewards.training import usable_pairs
 from persalign.types import Preference
 
@@ -294,14 +298,12 @@ class VPL(RewardModel):
     def pair_rewards_with(
         self, pairs: Sequence[Preference], z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sequence rewards [B] of chosen and rejected under latents z [B, d] (with gradients)."""
-        prompts = [p.prompt for p in pairs] * 2
-        batch = self.encode(prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs])
-        values = self.token_values(batch, torch.cat([z, z]))  # [2B, T]
-        index, valid = response_index(batch)  # [2B, R]
-        prefix = aggregate(values.gather(1, index), valid, self.aggregation)
-        last = prefix[torch.arange(len(prompts)), batch.response_lengths - 1]  # [2B]
-        return last[: len(pairs)], last[len(pairs) :]
+        """Sequence rewards [B] of chosen and rejected under latents z [B, d] (with gradients):
+        one shared-prompt row per pair (``pair_rewards.rewards_of``), or two sequences per pair
+        when ``shared_prompt`` is off."""
+        mode = "hidden" if shared_prompt_mode(self) == "hidden" else None
+        items = tokenize_pairs(self.formatter, pairs)
+        return rewards_of(self, items, [p.user for p in pairs], mode, z=z)
 
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Train, then set each train user's z to mu over all of its pairs."""

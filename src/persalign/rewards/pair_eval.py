@@ -1,0 +1,127 @@
+"""Prefix rewards of preference pairs for evaluation, with one shared prompt per pair.
+
+    chosen, rejected = pair_prefix_rewards_shared(rm, pairs)       # PrefixRewards each
+    chosen.rewards, chosen.lengths                                 # [N, R] r(x, y_<=t), [N]
+    eval_mode(rm)                                                  # "hidden", "logprobs" or None
+
+The result is what ``rm.prefix_rewards(prompts, chosen)`` and ``rm.prefix_rewards(prompts,
+rejected)`` return (float32 on the CPU, 0 beyond each response, rows in input order), up to float
+rounding, but each pair is one ``[prompt, chosen, rejected]`` row (``collate_shared``): the prompt
+is encoded once instead of twice, and no head runs on prompt positions. Pairs go in chunks of
+``batch_size`` (default ``config.eval_batch_size``), longest first, so padding stays small.
+
+``eval_mode`` allows this only where it is provably the same computation: a ``RewardModel``
+whose ``shared_prompt_mode`` is "hidden" and whose scoring (``prefix_rewards``,
+``sequence_rewards``, ``batch_prefix_rewards``, ``token_values``, ``encode``) is the base
+class's, i.e. ``head_values`` of the hidden state at each response position; or "logprobs", a
+``LikelihoodRM`` without soft tokens or reference model (GenARM) that keeps the base likelihood
+scoring. Anything else (P-DPO, a method overriding its scoring, ``shared_prompt`` off, an object
+that is not a RewardModel) gets None, and ``pair_prefix_rewards_shared`` makes the two calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from persalign.rewards.aggregation import aggregate
+from persalign.rewards.base import PrefixRewards, RewardModel
+from persalign.rewards.methods.likelihood import LikelihoodRM
+from persalign.rewards.pair_batching import (
+    PairTokens,
+    collate_shared,
+    shared_cost,
+    tokenize_pairs,
+)
+from persalign.rewards.pair_rewards import gather_positions, shared_logprobs, shared_prompt_mode
+from persalign.types import Preference
+
+_SCORING = ("prefix_rewards", "sequence_rewards", "batch_prefix_rewards", "encode")
+
+
+def eval_mode(rm: object) -> str | None:
+    """How ``pair_prefix_rewards_shared`` may score ``rm``'s pairs: "hidden", "logprobs" or None
+    (two ``prefix_rewards`` calls); see the module docstring."""
+    if not isinstance(rm, RewardModel):
+        return None
+    cls = type(rm)
+    if any(getattr(cls, name) is not getattr(RewardModel, name) for name in _SCORING):
+        return None
+    mode = shared_prompt_mode(rm)
+    if mode == "hidden" and cls.token_values is RewardModel.token_values:
+        return "hidden"
+    likelihood = ("token_values", "sequence_logprobs", "soft_tokens")
+    same = isinstance(rm, LikelihoodRM) and all(
+        getattr(cls, n) is getattr(LikelihoodRM, n) for n in likelihood
+    )
+    return "logprobs" if mode == "logprobs" and same else None
+
+
+def two_calls(
+    rm, pairs: Sequence[Preference], batch_size: int | None
+) -> tuple[PrefixRewards, PrefixRewards]:
+    """The two-sequence reference: one ``prefix_rewards`` call per side."""
+    prompts, users = [p.prompt for p in pairs], [p.user for p in pairs]
+    kw = {} if batch_size is None else {"batch_size": batch_size}
+    chosen = rm.prefix_rewards(prompts, [p.chosen for p in pairs], users, **kw)
+    rejected = rm.prefix_rewards(prompts, [p.rejected for p in pairs], users, **kw)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def pair_prefix_rewards_shared(
+    rm, pairs: Sequence[Preference], batch_size: int | None = None
+) -> tuple[PrefixRewards, PrefixRewards]:
+    """Prefix rewards of every chosen and every rejected response (``rm.prefix_rewards`` of each
+    side), from one shared-prompt row per pair where ``eval_mode(rm)`` allows it."""
+    pairs = list(pairs)
+    mode = eval_mode(rm)
+    if mode is None or not pairs:
+        return two_calls(rm, pairs, batch_size)
+    items = tokenize_pairs(rm.formatter, pairs)
+    if mode == "logprobs" and any(not it.prompt for it in items):
+        return two_calls(rm, pairs, batch_size)  # raises: a likelihood needs a prompt
+    size = batch_size or rm.config.eval_batch_size
+    order = sorted(range(len(items)), key=lambda i: (-shared_cost(items[i]), i))
+    sides = {
+        side: torch.zeros(len(items), max(len(getattr(it, side)) for it in items))
+        for side in ("chosen", "rejected")
+    }  # [N, R] each
+    was_training = rm.training
+    rm.eval()
+    try:
+        for start in range(0, len(order), size):
+            group = order[start : start + size]
+            part = _score_chunk(rm, [items[i] for i in group], [pairs[i].user for i in group], mode)
+            for side, prefix in zip(sides, part, strict=True):
+                sides[side][torch.tensor(group), : prefix.shape[1]] = prefix.float().cpu()
+    finally:
+        rm.train(was_training)
+    lengths = {
+        side: torch.tensor([len(getattr(it, side)) for it in items], dtype=torch.long)
+        for side in sides
+    }
+    return (
+        PrefixRewards(sides["chosen"], lengths["chosen"]),
+        PrefixRewards(sides["rejected"], lengths["rejected"]),
+    )
+
+
+def _score_chunk(
+    rm, items: Sequence[PairTokens], users: Sequence[str], mode: str
+) -> list[torch.Tensor]:
+    """Prefix rewards [b, R] of the chosen then the rejected responses of one chunk of pairs."""
+    pad_id = rm.formatter.tokenizer.pad_token_id
+    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(rm.backbone.device)
+    hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
+    z = rm.user_vectors(users)  # [b, D] or None; raises on an unknown user, as prefix_rewards
+    out = []
+    for side in ("chosen", "rejected"):
+        index, valid = shared.response_index(side)  # [b, R]
+        if mode == "hidden":
+            values = rm.head_values(gather_positions(hidden, index).float(), z)  # [b, R]
+        else:
+            values = shared_logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
+        out.append(aggregate(values, valid, rm.aggregation))
+    return out
