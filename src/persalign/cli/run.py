@@ -5,6 +5,7 @@ report) out.
     persalign run configs/paper/pref_lamp.yaml --set seeds=[0,1,2] --set decoding.k=5
     persalign run CONFIG --backend ray --address auto             # on a Ray cluster
     persalign run CONFIG --force                                  # redo finished models/cells
+    persalign run CONFIG --no-verify                              # folders edited by hand
     persalign demo [--out runs/demo]                              # configs/demo.yaml, end to end
 
 A bad config (unknown key, wrong type, unknown method) stops before anything runs, with one line
@@ -45,9 +46,20 @@ def run(
     ] = None,
     out: Annotated[Path, typer.Option(help="Parent folder of the run folder.")] = Path("runs"),
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
+    verify: Annotated[
+        bool | None,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Check every benchmark file against its manifest's sha256 (--no-verify: a "
+            "folder edited by hand); overrides the config's verify (default: true).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the grid benchmark x method x policy x seed of CONFIG (resumable)."""
     cfg = load_config(config, overrides or [])
+    if verify is not None:  # the flag, when given, overrides the config key
+        cfg = cfg.model_copy(update={"verify": verify})
     check_writable(out / cfg.name)  # before anything loads
     reporter = report_html if report else None
     summary = run_experiment(

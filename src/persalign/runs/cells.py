@@ -159,7 +159,7 @@ def evaluate_cell(
     """
     meter = meter or CostMeter()
     spec: CellJobSpec = job.spec
-    bench = workspace.benchmark(job.bench_path)
+    bench = workspace.benchmark(job.bench_path, verify=job.verify)
     policy = workspace.policy_for(spec.policy)
     decoder_class = DECODERS.get(spec.decoder)
     out: dict[str, Any] = {}

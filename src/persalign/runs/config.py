@@ -97,6 +97,12 @@ class RunConfig(Strict):
         description="torch CPU threads per job (null: torch's default, one per core); 1 avoids "
         "oversubscribed cores. Ray tasks default to 1 (one CPU each).",
     )
+    verify: bool = Field(
+        True,
+        description="Check every benchmark file against its manifest's sha256 when it loads (a "
+        "benchmarks.<label>.path before anything runs, and in every job); false loads a folder "
+        "edited by hand. `persalign run --no-verify` / `--verify` overrides it.",
+    )
 
     @field_validator("seeds")
     @classmethod

@@ -65,7 +65,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
     started = time.perf_counter()
     with job_log(tmp / "log.txt"):
         log.info("training %s", job.id)
-        bench = benchmark(job.bench_path)
+        bench = benchmark(job.bench_path, verify=job.verify)
         train, heldout = heldout_split(bench, spec)
         torch.manual_seed(spec.seed)
         rm = create(spec.reward_method, **spec.reward_config)

@@ -55,6 +55,7 @@ class Job:
     gpus: float = 0.0
     threads: int | None = None  # torch CPU threads of the job process (not in the spec)
     plugins: tuple[str, ...] = ()  # modules to import first (config ``plugins``; not in the spec)
+    verify: bool = True  # check the benchmark against its manifest (config ``verify``; not in spec)
     spec_hash: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class Job:
             "gpus": self.gpus,
             "threads": self.threads,
             "plugins": list(self.plugins),
+            "verify": self.verify,
         }
 
     @classmethod
@@ -86,6 +88,7 @@ class Job:
             obj["gpus"],
             obj.get("threads"),
             tuple(obj.get("plugins", ())),
+            obj.get("verify", True),
         )
 
 
@@ -129,7 +132,7 @@ def make_plan(config: RunConfig, benches: dict[str, PreparedBenchmark]) -> list[
                 jobs.append(models[method])
             for policy_name in config.policies:
                 jobs += _policy_cells(config, label, bench, seed, policy_name, models)
-    extra = {"threads": config.threads, "plugins": tuple(config.plugins)}
+    extra = {"threads": config.threads, "plugins": tuple(config.plugins), "verify": config.verify}
     return [dataclasses.replace(job, **extra) for job in jobs]
 
 

@@ -61,7 +61,7 @@ def run_experiment(
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("run %s: results in %s", config.name, run_dir)
     benches = {
-        label: prepare_benchmark(label, bench, run_dir)
+        label: prepare_benchmark(label, bench, run_dir, verify=config.verify)
         for label, bench in config.benchmarks.items()
     }
     jobs = make_plan(config, benches)

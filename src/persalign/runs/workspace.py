@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from persalign.data.benchmark_folder import load_benchmark
+from persalign.data.benchmark_folder import BENCHMARK_FILES, MANIFEST, load_benchmark
 from persalign.decoding import Policy
 from persalign.io import dumps, read_json
 from persalign.logs import track
@@ -33,7 +33,7 @@ PARTIAL = "generations.partial.jsonl"
 
 MODEL_MARKER = "run_model.json"  # written last into models/<id>/: the model is finished
 
-_benchmarks: dict[str, Any] = {}
+_benchmarks: dict[str, tuple[Any, bool, Any]] = {}  # path -> (files' stamp, verified, benchmark)
 _policy: dict[str, Any] = {}
 _reward: dict[str, Any] = {}
 
@@ -50,12 +50,25 @@ def marker_matches(path: Path, key: str, spec_hash: str) -> bool:
         return False
 
 
-def benchmark(path: str | Path):
-    """The benchmark in ``path`` (loaded once per process)."""
+def _stamp(root: Path) -> tuple:
+    """(name, size, mtime_ns, inode) of the folder's benchmark files: changes on a rebuild."""
+    out = []
+    for name in sorted({*BENCHMARK_FILES.values(), MANIFEST}):
+        if (root / name).is_file():
+            stat = (root / name).stat()
+            out.append((name, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return tuple(out)
+
+
+def benchmark(path: str | Path, *, verify: bool = True):
+    """The benchmark in ``path``, loaded once per process (again if its files changed since,
+    e.g. rebuilt); ``verify`` (the config's ``verify``): checked against its manifest."""
     key = str(Path(path).resolve())
-    if key not in _benchmarks:
-        _benchmarks[key] = load_benchmark(key)
-    return _benchmarks[key]
+    stamp = _stamp(Path(key))
+    cached = _benchmarks.get(key)
+    if cached is None or cached[0] != stamp or (verify and not cached[1]):
+        _benchmarks[key] = (stamp, verify, load_benchmark(key, verify=verify))
+    return _benchmarks[key][2]
 
 
 def policy_for(spec: PolicyConfig) -> Policy:
