@@ -25,16 +25,13 @@ from collections.abc import Sequence
 
 import torch
 
-from persalign.rewards.aggregation import aggregate
 from persalign.rewards.base import PrefixRewards, RewardModel
 from persalign.rewards.methods.likelihood import LikelihoodRM
 from persalign.rewards.pair_batching import (
-    PairTokens,
-    collate_shared,
     shared_cost,
     tokenize_pairs,
 )
-from persalign.rewards.pair_rewards import gather_positions, shared_logprobs, shared_prompt_mode
+from persalign.rewards.pair_rewards import shared_prefix_rewards, shared_prompt_mode
 from persalign.types import Preference
 
 _SCORING = ("prefix_rewards", "sequence_rewards", "batch_prefix_rewards", "encode")
@@ -93,8 +90,9 @@ def pair_prefix_rewards_shared(
     try:
         for start in range(0, len(order), size):
             group = order[start : start + size]
-            part = _score_chunk(rm, [items[i] for i in group], [pairs[i].user for i in group], mode)
-            for side, prefix in zip(sides, part, strict=True):
+            chunk = [items[i] for i in group]
+            part = shared_prefix_rewards(rm, chunk, [pairs[i].user for i in group], mode)
+            for side, (prefix, _) in zip(sides, part, strict=True):
                 sides[side][torch.tensor(group), : prefix.shape[1]] = prefix.float().cpu()
     finally:
         rm.train(was_training)
@@ -106,22 +104,3 @@ def pair_prefix_rewards_shared(
         PrefixRewards(sides["chosen"], lengths["chosen"]),
         PrefixRewards(sides["rejected"], lengths["rejected"]),
     )
-
-
-def _score_chunk(
-    rm, items: Sequence[PairTokens], users: Sequence[str], mode: str
-) -> list[torch.Tensor]:
-    """Prefix rewards [b, R] of the chosen then the rejected responses of one chunk of pairs."""
-    pad_id = rm.formatter.tokenizer.pad_token_id
-    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(rm.backbone.device)
-    hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
-    z = rm.user_vectors(users)  # [b, D] or None; raises on an unknown user, as prefix_rewards
-    out = []
-    for side in ("chosen", "rejected"):
-        index, valid = shared.response_index(side)  # [b, R]
-        if mode == "hidden":
-            values = rm.head_values(gather_positions(hidden, index).float(), z)  # [b, R]
-        else:
-            values = shared_logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
-        out.append(aggregate(values, valid, rm.aggregation))
-    return out

@@ -87,7 +87,26 @@ def rewards_of(
             prefix = aggregate(values.gather(1, index), valid, rm.aggregation)
         last = prefix[torch.arange(2 * len(items)), batch.response_lengths - 1]  # [2b]
         return last[: len(items)], last[len(items) :]
-    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(device)
+    rows = torch.arange(len(items), device=device)
+    chosen, rejected = (
+        prefix[rows, valid_lengths - 1]  # [b]
+        for prefix, valid_lengths in shared_prefix_rewards(rm, items, users, mode, z)
+    )
+    return chosen, rejected
+
+
+def shared_prefix_rewards(
+    rm: RewardModel,
+    items: Sequence[PairTokens],
+    users: Sequence[str],
+    mode: str,
+    z: torch.Tensor | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(prefix rewards [b, R], lengths [b])] of the chosen then the rejected responses, from
+    one shared-prompt row per pair (``mode`` "hidden" or "logprobs"); ``z`` as in
+    ``rewards_of`` (default: ``rm.user_vectors(users)``, which raises on an unknown user)."""
+    pad_id = rm.formatter.tokenizer.pad_token_id
+    shared = collate_shared(items, pad_id, rm.backbone.dtype).to(rm.backbone.device)
     hidden, _ = rm.backbone.hidden(shared.input_ids, shared.attention_mask, shared.position_ids)
     z = rm.user_vectors(users) if z is None else z
     out = []
@@ -97,10 +116,8 @@ def rewards_of(
             values = rm.head_values(gather_positions(hidden, index).float(), z)  # [b, R]
         else:
             values = shared_logprobs(rm, hidden, shared, side) * rm.reward_scale()  # [b, R]
-        prefix = aggregate(values, valid, rm.aggregation)  # [b, R]
-        lengths = valid.sum(dim=1)
-        out.append(prefix[torch.arange(len(items), device=device), lengths - 1])
-    return out[0], out[1]
+        out.append((aggregate(values, valid, rm.aggregation), valid.sum(dim=1)))  # [b, R], [b]
+    return out
 
 
 def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
