@@ -164,3 +164,30 @@ def test_training_step_equal_with_and_without_shared_prompt(method, tiny_lm, mon
         assert got_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert any(n.startswith("backbone.") for n in ref_grads)  # gradients reach the LoRA weights
     assert_grads_close(got_grads, ref_grads, 1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_vpl_context_embeddings_equal_a_naive_two_sequence_encoding(pooling, tiny_lm, monkeypatch):
+    """VPL's frozen support features from shared rows equal each response encoded on its own
+    row after its prompt (LoRA off), pooled by hand; and they run fewer tokens."""
+    rm, pairs = ready("vpl", tiny_lm)
+    rm.config = rm.config.model_copy(update={"context_pooling": pooling, "eval_batch_size": 3})
+    seen = count_tokens(rm, monkeypatch)
+    chosen, rejected = rm.context_embeddings(pairs)  # [n, H] each
+    assert seen and all(dims == 4 for _, dims in seen)
+    shared_tokens = sum(n for n, _ in seen)
+    with torch.no_grad(), rm.backbone.model.disable_adapter():
+        for side, got in (("chosen", chosen), ("rejected", rejected)):
+            for i, pair in enumerate(pairs):
+                prompt = rm.formatter.prompt_ids(pair.prompt)
+                response = rm.formatter.response_ids(getattr(pair, side))
+                ids = torch.tensor([prompt + response])
+                positions = torch.arange(ids.shape[1])[None]
+                hidden, _ = rm.backbone.hidden(ids, torch.ones_like(ids), positions)  # [1, T, H]
+                states = hidden[0, len(prompt) :].float()  # [R, H]
+                expect = states.mean(dim=0) if pooling == "mean" else states[-1]
+                assert rel(got[i], expect) <= 1e-4
+    seen.clear()
+    two_sequences(rm)
+    rm.context_embeddings(pairs)
+    assert sum(n for n, _ in seen) > shared_tokens

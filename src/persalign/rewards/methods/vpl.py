@@ -53,11 +53,10 @@ from torch import nn
 
 from persalign.io import SkipReport
 from persalign.logs import track
-from persalign.models.encoding import EncodedBatch
-from persalign.rewards.base import RewardModel, register_method, response_index
+from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.pair_batching import tokenize_pairs
-from persalign.rewards.pair_rewards import rewards_of, shared_prompt_mode
+from persalign.rewards.pair_rewards import response_hidden, rewards_of, shared_prompt_mode
 from persalign.rewards.training import usable_pairs
 from persalign.types import Preference
 
@@ -120,13 +119,13 @@ def kl_anneal(step: int, period: int, baseline: float) -> float:
     return y * (1 - baseline) + baseline
 
 
-def pool_response(hidden: torch.Tensor, batch: EncodedBatch, how: str) -> torch.Tensor:
-    """[B, T, H] hidden states -> [B, H]: at the last token, or the mean over the response."""
+def pool_states(hidden: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
+    """Response states [B, R, H] with validity [B, R] -> [B, H]: the state at the last response
+    token, or the mean over the response tokens."""
+    lengths = valid.sum(dim=1)  # [B]
     if how == "last":
-        return hidden[torch.arange(hidden.shape[0]), batch.last_index]
-    index, valid = response_index(batch)  # [B, R]
-    gathered = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # [B, R, H]
-    return (gathered * valid[..., None]).sum(dim=1) / valid.sum(dim=1, keepdim=True)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+    return (hidden * valid[..., None]).sum(dim=1) / lengths[:, None]
 
 
 class PairSetEncoder(nn.Module):
@@ -209,10 +208,11 @@ class VPL(RewardModel):
     def context_embeddings(
         self, pairs: Sequence[Preference], progress: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen (LoRA off) pooled hidden states of chosen and rejected, [n, H] each."""
+        """Frozen (LoRA off) pooled hidden states of chosen and rejected, [n, H] each; each
+        pair's prompt encoded once (``response_hidden``) unless ``shared_prompt`` is off."""
         model = self.backbone.model
         frozen = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
-        rows = []
+        chosen, rejected = [], []
         size = self.config.eval_batch_size
         with frozen:
             for start in track(
@@ -222,17 +222,11 @@ class VPL(RewardModel):
                 show=progress,
             ):
                 chunk = pairs[start : start + size]
-                prompts = [p.prompt for p in chunk] * 2
-                batch = self.encode(
-                    prompts, [p.chosen for p in chunk] + [p.rejected for p in chunk]
-                )
-                hidden, _ = self.backbone.hidden(
-                    batch.input_ids, batch.attention_mask, batch.position_ids
-                )
-                rows.append(pool_response(hidden.float(), batch, self.config.context_pooling))
-        pairs_first = [r.view(2, -1, r.shape[-1]) for r in rows]  # [2, b, H] each
-        both = torch.cat(pairs_first, dim=1)  # [2, n, H]
-        return both[0], both[1]
+                hidden, valid = response_hidden(self, chunk)  # [2b, R, H], [2b, R]
+                pooled = pool_states(hidden, valid, self.config.context_pooling)  # [2b, H]
+                chosen.append(pooled[: len(chunk)])
+                rejected.append(pooled[len(chunk) :])
+        return torch.cat(chosen), torch.cat(rejected)
 
     def encode_user(self, chosen: torch.Tensor, rejected: torch.Tensor):
         """mu, logvar [d] of a user's context set (embeddings [n, H] each)."""
