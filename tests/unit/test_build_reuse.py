@@ -76,6 +76,7 @@ def test_an_in_place_edit_of_prefs_rebuilds_and_an_unchanged_one_reuses(tmp_path
     loaded = workspace.benchmark(folder)  # a job of this process loads it
 
     caplog.set_level(logging.INFO, logger=LOG)
+    caplog.clear()  # only what the second prepare logs (an earlier test may have set INFO)
     again = prepare_benchmark("own", config, run_dir)  # nothing changed: reused as it is
     assert again.hash == first.hash and _stamps(folder) == stamps
     assert "reusing the built benchmark own" in caplog.text and "building" not in caplog.text
