@@ -205,9 +205,13 @@ class RewardModel(nn.Module):
         hidden, _ = self.backbone.hidden(batch.input_ids, batch.attention_mask, batch.position_ids)
         return self.head_values(hidden.float(), z)
 
-    def batch_prefix_rewards(self, batch: EncodedBatch, users: Sequence[str]) -> torch.Tensor:
-        """Prefix rewards [B, R] of an encoded batch (with gradients if enabled)."""
-        values = self.token_values(batch, self.user_vectors(users))  # [B, T]
+    def batch_prefix_rewards(
+        self, batch: EncodedBatch, users: Sequence[str], z: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Prefix rewards [B, R] of an encoded batch (with gradients if enabled); ``z`` [B, D]
+        replaces ``user_vectors(users)`` (VPL's sampled latents)."""
+        z = self.user_vectors(users) if z is None else z
+        values = self.token_values(batch, z)  # [B, T]
         index, valid = response_index(batch)  # [B, R]
         return aggregate(values.gather(1, index), valid, self.aggregation)
 

@@ -79,12 +79,8 @@ def rewards_of(
     device = rm.backbone.device
     if mode is None:
         batch = collate_two(items, pad_id).to(device)
-        if z is None:
-            prefix = rm.batch_prefix_rewards(batch, list(users) * 2)  # [2b, R]
-        else:
-            values = rm.token_values(batch, torch.cat([z, z]))  # [2b, T]
-            index, valid = response_index(batch)  # [2b, R]
-            prefix = aggregate(values.gather(1, index), valid, rm.aggregation)
+        both = {} if z is None else {"z": torch.cat([z, z])}  # [2b, D] chosen rows, rejected rows
+        prefix = rm.batch_prefix_rewards(batch, list(users) * 2, **both)  # [2b, R]
         last = prefix[torch.arange(2 * len(items)), batch.response_lengths - 1]  # [2b]
         return last[: len(items)], last[len(items) :]
     rows = torch.arange(len(items), device=device)

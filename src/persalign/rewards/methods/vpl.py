@@ -295,9 +295,8 @@ class VPL(RewardModel):
         """Sequence rewards [B] of chosen and rejected under latents z [B, d] (with gradients):
         one shared-prompt row per pair (``pair_rewards.rewards_of``), or two sequences per pair
         when ``shared_prompt`` is off."""
-        mode = "hidden" if shared_prompt_mode(self) == "hidden" else None
         items = tokenize_pairs(self.formatter, pairs)
-        return rewards_of(self, items, [p.user for p in pairs], mode, z=z)
+        return rewards_of(self, items, [p.user for p in pairs], shared_prompt_mode(self), z=z)
 
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Train, then set each train user's z to mu over all of its pairs."""
