@@ -15,8 +15,11 @@ on 2 cores); the overrides are recorded in the output. Prints one JSON object.
     python benchmarks/bench_rewards.py --methods p-dpo --pdpo-before --max-users 4
 
 adapts the same users twice from the same trained model: first the old way (two sequences per
-support pair, all ``adapt_steps``: ``*_before`` keys), then with the method's settings, and
-reports adaptation seconds per user, mean steps and RM accuracy of both.
+support pair, a backbone pass at every one of the ``adapt_steps``: ``*_before`` keys), then with
+the method's settings, and reports adaptation seconds per user, mean steps and backbone passes
+and RM accuracy of both, the speedup, and how close the two land: the relative difference of
+the adapted user vectors, the fraction of query pairs both order the same way, and the largest
+change of a query pair's reward margin (next to the mean margin).
 """
 
 from __future__ import annotations
@@ -30,11 +33,38 @@ import tempfile
 import time
 from pathlib import Path
 
-# P-DPO's adaptation before issue 13: two sequences per support pair, all adapt_steps
-PDPO_BEFORE = {"adapt_shared_prompt": False, "adapt_patience": None}
+# P-DPO's adaptation before issue 13: two sequences per support pair, a backbone pass at each of
+# all adapt_steps
+PDPO_BEFORE = {"adapt_shared_prompt": False, "adapt_patience": None, "adapt_steps_per_pass": 1}
 
 
-def adapt_and_score(rm, users, args, suffix: str, **settings) -> dict:
+def query_margins(rm, query) -> list[float]:
+    """r(chosen) - r(rejected) of every query pair (the quantity RM accuracy thresholds)."""
+    prompts, users = [q.prompt for q in query], [q.user for q in query]
+    chosen = rm.sequence_rewards(prompts, [q.chosen for q in query], users)
+    rejected = rm.sequence_rewards(prompts, [q.rejected for q in query], users)
+    return (chosen - rejected).tolist()
+
+
+def agreement(rm, users, before_vectors, before_margins, after_margins) -> dict:
+    """How close the fast adaptation lands to the old one: user vectors and query margins (3
+    significant digits: the differences are small)."""
+    after = rm.user_vectors([u.user for u in users]).float()
+    pairs = list(zip(before_margins, after_margins, strict=True))
+    same = [(a > 0) == (b > 0) for a, b in pairs]
+    return {
+        "user_vector_rel_diff": float(
+            f"{(after - before_vectors).norm() / before_vectors.norm():.3g}"
+        ),
+        "query_order_agreement": round(sum(same) / max(1, len(same)), 4),
+        "query_margin_max_abs_diff": float(f"{max((abs(a - b) for a, b in pairs), default=0):.3g}"),
+        "query_margin_mean_abs_before": float(
+            f"{sum(abs(b) for b in before_margins) / max(1, len(pairs)):.3g}"
+        ),
+    }
+
+
+def adapt_and_score(rm, users, query, args, suffix: str, **settings) -> dict:
     """Adapt ``users`` (config fields ``settings`` changed for this call), then RM accuracy on
     their query pairs; seconds per user, mean adaptation steps, accuracy, keys + ``suffix``."""
     from persalign.metrics.ranking import rm_accuracy
@@ -47,9 +77,9 @@ def adapt_and_score(rm, users, args, suffix: str, **settings) -> dict:
     adapt_seconds = time.perf_counter() - start
     rm.config = config
     start = time.perf_counter()
-    query = [q for user in users for q in list(user.query)[: args.max_query]]
     accuracy = rm_accuracy(rm, query)
-    steps = [len(rm.adapt_losses.get(u.user, [])) for u in users] if rm.name == "p-dpo" else []
+    pdpo = rm.name == "p-dpo"
+    steps = [len(rm.adapt_losses.get(u.user, [])) for u in users] if pdpo else []
     out = {
         "rm_accuracy": round(accuracy["mean"], 4),
         "rm_accuracy_pooled": round(accuracy["pooled"], 4),
@@ -61,6 +91,8 @@ def adapt_and_score(rm, users, args, suffix: str, **settings) -> dict:
     }
     if steps:
         out["adapt_steps_mean"] = round(sum(steps) / len(steps), 1)
+        passes = [rm.adapt_passes.get(u.user, 0) for u in users]
+        out["adapt_backbone_passes_mean"] = round(sum(passes) / len(passes), 1)
         losses = rm.adapt_losses.get(users[0].user, [])
         out["adapt_losses_first_user"] = [round(x, 5) for x in losses]
     return {key + suffix: value for key, value in out.items()}
@@ -94,9 +126,18 @@ def child(args: argparse.Namespace) -> None:
     train_seconds = time.perf_counter() - start
     users = bench.adapt_users()[: args.max_users] if args.max_users else bench.adapt_users()
     before = {}
+    query = [q for user in users for q in list(user.query)[: args.max_query]]
     if args.method == "p-dpo" and args.pdpo_before:
-        before = adapt_and_score(rm, users, args, "_before", **PDPO_BEFORE)
-    adapted = adapt_and_score(rm, users, args, "")
+        before = adapt_and_score(rm, users, query, args, "_before", **PDPO_BEFORE)
+        before_vectors = rm.user_vectors([u.user for u in users]).float().clone()
+        before_margins = query_margins(rm, query)
+    adapted = adapt_and_score(rm, users, query, args, "")
+    if before:
+        margins = query_margins(rm, query)
+        adapted |= agreement(rm, users, before_vectors, before_margins, margins)
+        adapted["adapt_speedup"] = round(
+            before["adapt_seconds_per_user_before"] / adapted["adapt_seconds_per_user"], 2
+        )
     pairs = sum(r["pairs"] for r in history)
     print(
         json.dumps(

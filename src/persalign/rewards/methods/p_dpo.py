@@ -26,7 +26,9 @@ generic tokens and user tokens alike, so ``head_lr`` and ``user_lr`` default to 
 user adapts at it too (``adapt_lr`` None: ``user_lr``); set them apart for separate rates.
 ``adapt`` trains only o_new by DPO on the support set; LoRA and e_0 stay bitwise unchanged.
 It runs each support pair's prompt once (``pdpo_adapt``: chosen and rejected after one prompt
-copy, 4D mask) and can stop early on the support loss (``adapt_patience``).
+copy, 4D mask), takes ``adapt_steps_per_pass`` Adam steps per backbone pass on the first-order
+margins (10: 10 passes for the 100 steps) and can stop early on the support loss
+(``adapt_patience``).
 """
 
 from __future__ import annotations
@@ -78,6 +80,13 @@ class PDPOConfig(RewardConfig):
         description="Adapt a new user on one row per support pair (prompt run once, 4D mask); "
         "False: the two-sequence path (same result up to rounding, slower).",
     )
+    adapt_steps_per_pass: int = Field(
+        10,
+        ge=1,
+        description="Adam steps per backbone pass when adapting a new user: each pass gives "
+        "the support margins and their gradients in z, the steps between use that first-order "
+        "model (exact at the pass); 1: a backbone pass at every step.",
+    )
     adapt_patience: int | None = Field(
         None,
         ge=1,
@@ -107,6 +116,7 @@ class PDPO(LikelihoodRM):
 
     def build(self, hidden_size: int) -> None:
         self.adapt_losses: dict[str, list[float]] = {}  # each adapted user's support losses
+        self.adapt_passes: dict[str, int] = {}  # and its backbone passes
         self.generic_tokens = nn.Parameter(self._initial_tokens(self.config.n_soft_tokens))
 
     def _initial_tokens(self, count: int) -> torch.Tensor:
@@ -214,9 +224,10 @@ class PDPO(LikelihoodRM):
         was_training = self.training
         self.eval()
         with frozen(self):
-            losses = train_user_tokens(self, pairs, z)
+            losses, passes = train_user_tokens(self, pairs, z)
         self.train(was_training)
         self.adapt_losses[user] = losses
+        self.adapt_passes[user] = passes
         self.add_user(user, z.detach())
 
     # ------------------------------------------------------------------ generation
