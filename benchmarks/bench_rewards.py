@@ -9,8 +9,9 @@ own) with the bundled SmolLM2-135M-Instruct backbone, one seed, then adapts ever
 on its support set and reports RM accuracy (Eq. 2) on the query set. On 2 CPU cores the defaults
 cut prompts to 128 tokens, responses to 48, and cap support and query sets; pass larger values on
 a GPU machine. ``--set key=value`` (repeatable) overrides any field of every method's config
-(e.g. P-DPO's ``adapt_steps``, whose paper default of 100 full backbone passes per user takes hours
-on 2 cores); the overrides are recorded in the output. Prints one JSON object.
+(e.g. P-DPO's ``adapt_steps_per_pass``: 1 runs the backbone at each of its 100 adaptation
+steps, ~11 min per user on 2 cores with 4 support pairs); the overrides are recorded in the
+output. Prints one JSON object.
 
     python benchmarks/bench_rewards.py --methods p-dpo --pdpo-before --max-users 4
 
@@ -38,12 +39,18 @@ from pathlib import Path
 PDPO_BEFORE = {"adapt_shared_prompt": False, "adapt_patience": None, "adapt_steps_per_pass": 1}
 
 
-def query_margins(rm, query) -> list[float]:
-    """r(chosen) - r(rejected) of every query pair (the quantity RM accuracy thresholds)."""
+def scored(rm, query) -> tuple[dict, list[float] | None]:
+    """RM accuracy (Eq. 2) of ``query`` and, where ``rm_accuracy`` makes two reward calls (no
+    shared-row scoring, e.g. P-DPO), the same calls' margins r(chosen) - r(rejected)."""
+    from persalign.metrics.ranking import pairwise_hits, per_user_accuracy, rm_accuracy
+    from persalign.rewards.pair_eval import eval_mode
+
+    if eval_mode(rm) is not None:
+        return rm_accuracy(rm, query), None
     prompts, users = [q.prompt for q in query], [q.user for q in query]
     chosen = rm.sequence_rewards(prompts, [q.chosen for q in query], users)
     rejected = rm.sequence_rewards(prompts, [q.rejected for q in query], users)
-    return (chosen - rejected).tolist()
+    return per_user_accuracy(query, pairwise_hits(chosen, rejected)), (chosen - rejected).tolist()
 
 
 def agreement(rm, users, before_vectors, before_margins, after_margins) -> dict:
@@ -64,11 +71,10 @@ def agreement(rm, users, before_vectors, before_margins, after_margins) -> dict:
     }
 
 
-def adapt_and_score(rm, users, query, args, suffix: str, **settings) -> dict:
+def adapt_and_score(rm, users, query, args, suffix: str, **settings) -> tuple[dict, list | None]:
     """Adapt ``users`` (config fields ``settings`` changed for this call), then RM accuracy on
-    their query pairs; seconds per user, mean adaptation steps, accuracy, keys + ``suffix``."""
-    from persalign.metrics.ranking import rm_accuracy
-
+    their query pairs: seconds per user, mean adaptation steps, accuracy (keys + ``suffix``),
+    and the query margins where ``scored`` has them."""
     config = rm.config
     rm.config = config.model_copy(update=settings)
     start = time.perf_counter()
@@ -77,7 +83,7 @@ def adapt_and_score(rm, users, query, args, suffix: str, **settings) -> dict:
     adapt_seconds = time.perf_counter() - start
     rm.config = config
     start = time.perf_counter()
-    accuracy = rm_accuracy(rm, query)
+    accuracy, margins = scored(rm, query)
     pdpo = rm.name == "p-dpo"
     steps = [len(rm.adapt_losses.get(u.user, [])) for u in users] if pdpo else []
     out = {
@@ -95,7 +101,7 @@ def adapt_and_score(rm, users, query, args, suffix: str, **settings) -> dict:
         out["adapt_backbone_passes_mean"] = round(sum(passes) / len(passes), 1)
         losses = rm.adapt_losses.get(users[0].user, [])
         out["adapt_losses_first_user"] = [round(x, 5) for x in losses]
-    return {key + suffix: value for key, value in out.items()}
+    return {key + suffix: value for key, value in out.items()}, margins
 
 
 def child(args: argparse.Namespace) -> None:
@@ -128,16 +134,15 @@ def child(args: argparse.Namespace) -> None:
     before = {}
     query = [q for user in users for q in list(user.query)[: args.max_query]]
     if args.method == "p-dpo" and args.pdpo_before:
-        before = adapt_and_score(rm, users, query, args, "_before", **PDPO_BEFORE)
+        before, before_margins = adapt_and_score(rm, users, query, args, "_before", **PDPO_BEFORE)
         before_vectors = rm.user_vectors([u.user for u in users]).float().clone()
-        before_margins = query_margins(rm, query)
-    adapted = adapt_and_score(rm, users, query, args, "")
+    adapted, margins = adapt_and_score(rm, users, query, args, "")
     if before:
-        margins = query_margins(rm, query)
-        adapted |= agreement(rm, users, before_vectors, before_margins, margins)
         adapted["adapt_speedup"] = round(
             before["adapt_seconds_per_user_before"] / adapted["adapt_seconds_per_user"], 2
         )
+        if margins is not None and before_margins is not None:
+            adapted |= agreement(rm, users, before_vectors, before_margins, margins)
     pairs = sum(r["pairs"] for r in history)
     print(
         json.dumps(

@@ -17,18 +17,10 @@ from persalign.rewards.methods.pdpo_adapt import (
 from persalign.rewards.training import frozen
 
 from .rewards_synthetic import two_group_task
+from .test_rewards_pdpo import FAST, adapted
 
-SETTINGS = dict(
-    device="cpu",
-    batch_size=8,
-    eval_batch_size=6,  # 3 pairs a chunk: the support spans several chunks
-    seed=0,
-    backbone_lr=2e-3,
-    head_lr=3e-3,
-    user_lr=5e-2,
-    max_response_tokens=32,
-    beta=0.7,
-)
+# 3 pairs a chunk (the support spans several chunks); adapt_steps set by each test
+SETTINGS = {**FAST, "eval_batch_size": 6, "beta": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +38,9 @@ def support():
 
 
 def adapt(rm, user, support, **settings) -> tuple[torch.Tensor, list[float], int]:
-    old = rm.config
-    rm.config = old.model_copy(update=settings)
-    try:
-        rm.adapt(user, support)
-    finally:
-        rm.config = old
-    return rm.user_vectors([user])[0].clone(), rm.adapt_losses[user], rm.adapt_passes[user]
+    """z, support losses and backbone passes of ``user`` adapted with config fields ``settings``."""
+    z, losses = adapted(rm, user, support, **settings)
+    return z, losses, rm.adapt_passes[user]
 
 
 def true_loss(rm, pairs, z: torch.Tensor) -> torch.Tensor:
@@ -143,7 +131,7 @@ def test_a_backbone_pass_per_window_and_exact_loss_at_each_anchor(pdpo, support,
 def test_first_order_windows_track_the_exact_trajectory(pdpo, support):
     # the paper's regime: many small Adam steps (there 100 at 5e-5 on width 576, here 100 at 5e-4)
     settings = dict(adapt_steps=100, adapt_lr=5e-4)
-    exact, exact_losses, _ = adapt(pdpo, "exact", support, adapt_steps_per_pass=1, **settings)
+    exact, _, _ = adapt(pdpo, "exact", support, adapt_steps_per_pass=1, **settings)
     fast, fast_losses, passes = adapt(pdpo, "fast", support, adapt_steps_per_pass=10, **settings)
     assert passes == 10
     query = two_group_task()[1]["new0"][1]
