@@ -42,14 +42,17 @@ PDPO_BEFORE = {"adapt_shared_prompt": False, "adapt_patience": None, "adapt_step
 def scored(rm, query) -> tuple[dict, list[float] | None]:
     """RM accuracy (Eq. 2) of ``query`` and, where ``rm_accuracy`` makes two reward calls (no
     shared-row scoring, e.g. P-DPO), the same calls' margins r(chosen) - r(rejected)."""
-    from persalign.metrics.ranking import pairwise_hits, per_user_accuracy, rm_accuracy
+    from persalign.metrics.ranking import (
+        pairwise_hits,
+        per_user_accuracy,
+        rm_accuracy,
+        two_call_rewards,
+    )
     from persalign.rewards.pair_eval import eval_mode
 
     if eval_mode(rm) is not None:
         return rm_accuracy(rm, query), None
-    prompts, users = [q.prompt for q in query], [q.user for q in query]
-    chosen = rm.sequence_rewards(prompts, [q.chosen for q in query], users)
-    rejected = rm.sequence_rewards(prompts, [q.rejected for q in query], users)
+    chosen, rejected = two_call_rewards(rm, query)  # rm_accuracy's own calls
     return per_user_accuracy(query, pairwise_hits(chosen, rejected)), (chosen - rejected).tolist()
 
 

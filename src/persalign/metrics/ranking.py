@@ -54,13 +54,14 @@ def rm_accuracy(rm, prefs: Sequence[Preference]) -> dict[str, Any]:
         chosen_prefix, rejected_prefix = pair_prefix_rewards_shared(rm, prefs)
         hits = pairwise_hits(chosen_prefix.last(), rejected_prefix.last())
         return per_user_accuracy(prefs, hits)
-    chosen = rm.sequence_rewards(
-        [p.prompt for p in prefs], [p.chosen for p in prefs], [p.user for p in prefs]
-    )
-    rejected = rm.sequence_rewards(
-        [p.prompt for p in prefs], [p.rejected for p in prefs], [p.user for p in prefs]
-    )
-    return per_user_accuracy(prefs, pairwise_hits(chosen, rejected))
+    return per_user_accuracy(prefs, pairwise_hits(*two_call_rewards(rm, prefs)))
+
+
+def two_call_rewards(rm, prefs: Sequence[Preference]) -> tuple[torch.Tensor, torch.Tensor]:
+    """r(chosen) and r(rejected) [N] each from two ``sequence_rewards`` calls (no shared row)."""
+    prompts, users = [p.prompt for p in prefs], [p.user for p in prefs]
+    chosen = rm.sequence_rewards(prompts, [p.chosen for p in prefs], users)
+    return chosen, rm.sequence_rewards(prompts, [p.rejected for p in prefs], users)
 
 
 @register_metric(
