@@ -48,7 +48,7 @@ def scored(rm, query) -> tuple[dict, list[float] | None]:
         rm_accuracy,
         two_call_rewards,
     )
-    from persalign.rewards.pair_eval import eval_mode
+    from persalign.rewards.engine.pair_eval import eval_mode
 
     if eval_mode(rm) is not None:
         return rm_accuracy(rm, query), None

@@ -52,7 +52,7 @@ def path_diffs(rm, pairs) -> dict[str, float]:
     """Rewards and gradients of one batch through both paths."""
     import torch
 
-    from persalign.rewards.pair_rewards import pair_rewards
+    from persalign.rewards.engine.pair_rewards import pair_rewards
 
     out = {}
     for shared in (True, False):
@@ -91,7 +91,7 @@ def measure(method: str, train, steps: int) -> dict[str, float]:
 
     from persalign.io import SkipReport
     from persalign.rewards import create
-    from persalign.rewards.training import usable_pairs
+    from persalign.rewards.engine.training import usable_pairs
 
     row: dict[str, float] = {}
     old, _ = fit_seconds(method, train, steps, shared_prompt=False, max_tokens_per_microbatch=None)
@@ -135,7 +135,7 @@ def main() -> None:
     from persalign.data import BUILDERS, BuildOptions, load_benchmark
     from persalign.logs import setup_logging
     from persalign.rewards import create
-    from persalign.rewards.memory import ModelShape, estimate_training_memory
+    from persalign.rewards.engine.memory import ModelShape, estimate_training_memory
 
     setup_logging(0)
     torch.set_num_threads(os.cpu_count() or 1)

@@ -23,7 +23,6 @@ from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, compute_cell_metrics
 from persalign.metrics.correlation import correlations
-from persalign.metrics.lambda_selection import select_lambda
 from persalign.metrics.policy_accuracy import policy_accuracy, policy_scores
 from persalign.report.correlation_tables import (
     correlation_detail_table,
@@ -34,6 +33,7 @@ from persalign.report.reading import load_run
 from persalign.report.writer import report_html
 from persalign.runs.benchmark_builds import PreparedBenchmark
 from persalign.runs.config import parse_config
+from persalign.runs.lambda_selection import select_lambda
 from persalign.runs.plan import make_plan
 from persalign.runs.runner import run_experiment
 from persalign.runs.sections import MetricsConfig

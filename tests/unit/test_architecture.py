@@ -1,9 +1,10 @@
 """The layers of the package, read from the source with ``ast`` (nothing is imported).
 
-Floors, lowest first; a module may import only from its own floor or below:
+Floors, lowest first; a module may import only from its own floor or below, and packages that
+share a floor (data and rewards; runs, report and serve) never import each other:
 
-    errors, logs, io, types, registry, overrides, sysinfo  <  models  <  data  <  rewards
-    <  decoding  <  metrics  <  runs  <  report  <  serve  <  cli
+    errors, logs, io, types, registry, overrides, sysinfo, seeding  <  models  <  data | rewards
+    <  decoding  <  metrics  <  runs | report | serve  <  cli
 
 Also: no import cycle between modules, ``typer`` and rich tables only in ``cli/``, and an import
 inside a function only for a heavy optional dependency, with a comment saying why. Imports
@@ -22,9 +23,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "persalign"
 
-GROUND = ("errors", "logs", "io", "types", "registry", "overrides", "sysinfo")
-FLOORS = [GROUND, ("models",), ("data",), ("rewards",), ("decoding",), ("metrics",), ("runs",)]
-FLOORS += [("report",), ("serve",), ("cli",)]
+GROUND = ("errors", "logs", "io", "types", "registry", "overrides", "sysinfo", "seeding")
+FLOORS = [GROUND, ("models",), ("data", "rewards"), ("decoding",), ("metrics",)]
+FLOORS += [("runs", "report", "serve"), ("cli",)]
+# packages on one floor that are siblings, not a stack: neither imports the other
+SIBLINGS = [("data", "rewards"), ("runs", "report", "serve")]
 # Imported inside functions only: heavy and needed by few commands (each import carries a comment).
 TYPE_CHECKING = ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 LAZY_ALLOWED = {
@@ -131,6 +134,25 @@ def test_no_import_goes_up_a_floor():
     assert not wrong, "imports that go up a floor:\n" + "\n".join(wrong)
 
 
+def test_siblings_on_one_floor_never_import_each_other():
+    """data and rewards, and runs, report and serve, share a floor: none imports another."""
+    modules = all_modules()
+    wrong = []
+    for module, path in modules.items():
+        parts = module.split(".")
+        if len(parts) < 2:
+            continue
+        for group in SIBLINGS:
+            if parts[1] not in group:
+                continue
+            for target, line, _, _ in imports_of(path):
+                found = known(target, modules) if target.startswith("persalign") else None
+                other = found.split(".")[1] if found and "." in found else None
+                if other in group and other != parts[1]:
+                    wrong.append(f"{path.relative_to(SRC)}:{line}: {module} imports {found}")
+    assert not wrong, "siblings importing each other:\n" + "\n".join(wrong)
+
+
 def test_no_import_cycle():
     modules = all_modules()
     graph: dict[str, set[str]] = defaultdict(set)
@@ -202,6 +224,10 @@ def test_the_floors_are_checked_on_a_known_bad_graph(tmp_path):
     """The checker itself: an upward import is found (a test that cannot pass vacuously)."""
     assert floor_of("persalign.models.loading") < floor_of("persalign.runs.cells")
     assert floor_of("persalign.io") == 0 and floor_of("persalign.cli") == len(FLOORS) - 1
+    assert floor_of("persalign.seeding") == 0
+    assert floor_of("persalign.serve.app") > floor_of("persalign.decoding.args")
+    assert floor_of("persalign.serve.app") > floor_of("persalign.rewards.engine.training")
+    assert floor_of("persalign.serve.app") == floor_of("persalign.report.writer")
     bad = tmp_path / "probe.py"
     bad.write_text("from persalign.runs import cells\n\ndef f():\n    import torch\n")
     found = imports_of(bad, "persalign.models.probe")

@@ -20,8 +20,8 @@ import pytest
 
 from persalign.cli import main
 from persalign.errors import DataError
-from persalign.rewards import io as reward_io
 from persalign.rewards import load
+from persalign.rewards.engine import saving as reward_io
 
 from .rewards_synthetic import write_two_group_benchmark
 from .test_cli import run
@@ -30,7 +30,7 @@ from .test_cli import run
 # written and before the config is, it touches READY and sleeps until the test kills it (-9).
 CHILD = """
 import pathlib, sys, time
-from persalign.rewards import io
+from persalign.rewards.engine import saving as io
 ready = pathlib.Path(sys.argv[1])
 def stuck(*args, **kwargs):
     ready.touch()

@@ -14,7 +14,7 @@ import torch
 import persalign.rewards as rewards
 from persalign.decoding import GenerationRequest, Policy, create_decoder
 from persalign.metrics.schema import COST_FIELDS
-from persalign.rewards.backbone import Backbone
+from persalign.rewards.engine.backbone import Backbone
 from persalign.runs.cost import CostMeter, model_costs
 
 FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from persalign.rewards.backbone import Backbone, LoraSettings
-from persalign.rewards.inference import TransposedLinear, merged_decoder
+from persalign.rewards.engine.backbone import Backbone, LoraSettings
+from persalign.rewards.engine.inference import TransposedLinear, merged_decoder
 
 
 def lora_backbone(tiny_lm: str) -> Backbone:
@@ -67,7 +67,7 @@ def test_transposed_linear_equals_the_linear_layer_on_every_kernel(monkeypatch):
     torch.manual_seed(0)
     layer = torch.nn.Linear(24, 40)
     for onednn in (True, False):
-        monkeypatch.setattr("persalign.rewards.inference.use_onednn", lambda w, o=onednn: o)
+        monkeypatch.setattr("persalign.rewards.engine.inference.use_onednn", lambda w, o=onednn: o)
         fast = TransposedLinear(layer.weight, layer.bias)
         assert fast.onednn == onednn and fast.weight.shape == (40, 24)
         assert fast.in_features == 24 and fast.out_features == 40

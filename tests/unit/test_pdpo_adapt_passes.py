@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 import persalign.rewards as rewards
-import persalign.rewards.methods.pdpo_adapt as pdpo_adapt
-from persalign.rewards.methods.pdpo_adapt import (
+import persalign.rewards.methods._pdpo_adapt as pdpo_adapt
+from persalign.rewards.engine.training import frozen
+from persalign.rewards.methods._pdpo_adapt import (
     margin_jacobian,
     shared_prompt_chunks,
     two_sequence_chunks,
 )
-from persalign.rewards.training import frozen
 
 from .rewards_synthetic import two_group_task
 from .test_rewards_pdpo import FAST, adapted

@@ -8,7 +8,7 @@ from torch import nn
 
 import persalign.rewards as rewards
 from persalign.models.encoding import pad_sequences
-from persalign.rewards.methods.likelihood import response_logprobs
+from persalign.rewards.methods._likelihood import response_logprobs
 
 from .rewards_synthetic import two_group_task
 

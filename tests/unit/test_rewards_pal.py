@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
+from persalign.rewards.engine.training import adapt_user_vector
 from persalign.rewards.methods.pal import mixture_weights
-from persalign.rewards.training import adapt_user_vector
 
 from .rewards_synthetic import style_pairs
 

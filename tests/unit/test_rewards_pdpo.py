@@ -10,9 +10,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 import persalign.rewards as rewards
-from persalign.rewards.methods.likelihood import adapters_disabled
-from persalign.rewards.methods.pdpo_adapt import pair_logprob_sums, should_stop
-from persalign.rewards.pair_batching import collate_shared, tokenize_pairs
+from persalign.rewards.engine.pair_batching import collate_shared, tokenize_pairs
+from persalign.rewards.methods._likelihood import adapters_disabled
+from persalign.rewards.methods._pdpo_adapt import pair_logprob_sums, should_stop
 
 from .rewards_synthetic import two_group_task
 

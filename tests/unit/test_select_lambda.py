@@ -12,17 +12,17 @@ import persalign.rewards as rewards
 from persalign.data.benchmark_folder import load_benchmark, write_benchmark
 from persalign.decoding import GenerationRequest, Policy, create_decoder
 from persalign.errors import ConfigError
-from persalign.metrics import lambda_selection as select
 from persalign.metrics import policy_accuracy as policy_metrics
 from persalign.metrics.generation import rouge
-from persalign.metrics.lambda_selection import (
+from persalign.metrics.scoring import ScoreParts
+from persalign.runs import lambda_selection as select
+from persalign.runs.lambda_selection import (
     harmonic_mean,
     heldout_preferences,
     save_selection,
     select_lambda,
     split_train_heldout,
 )
-from persalign.metrics.scoring import ScoreParts
 from persalign.types import Benchmark, Preference
 
 from .rewards_synthetic import two_group_task

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
-from persalign.rewards.aggregation import response_index
-from persalign.rewards.pair_batching import (
+from persalign.rewards.engine.aggregation import response_index
+from persalign.rewards.engine.pair_batching import (
     PairTokens,
     collate_shared,
     length_buckets,
     shared_cost,
 )
-from persalign.rewards.pair_rewards import pair_rewards, shared_prompt_mode
-from persalign.rewards.training import response_features
+from persalign.rewards.engine.pair_rewards import pair_rewards, shared_prompt_mode
+from persalign.rewards.engine.training import response_features
 
 from .rewards_synthetic import two_group_task
 from .test_rewards_contract import EXTRA, FAST

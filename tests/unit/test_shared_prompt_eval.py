@@ -19,8 +19,8 @@ import torch
 from persalign.errors import ConfigError
 from persalign.metrics.prefix_accuracy import accuracies
 from persalign.metrics.ranking import rm_accuracy
+from persalign.rewards.engine.pair_eval import eval_mode, pair_prefix_rewards_shared, two_calls
 from persalign.rewards.methods.global_rm import GlobalRM
-from persalign.rewards.pair_eval import eval_mode, pair_prefix_rewards_shared, two_calls
 from persalign.types import Preference
 
 from .test_shared_prompt import assert_grads_close, ready, rel

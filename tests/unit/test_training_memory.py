@@ -20,15 +20,19 @@ import torch
 import persalign.rewards as rewards
 from persalign.rewards.base import RewardModel
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.memory import (
+from persalign.rewards.engine.memory import (
     ModelShape,
     available_memory_mib,
     estimate_training_memory,
     memory_advice,
     warn_if_short_of_memory,
 )
-from persalign.rewards.pair_batching import tokenize_pairs
-from persalign.rewards.pair_rewards import backward_pair_loss, microbatches, shared_prompt_mode
+from persalign.rewards.engine.pair_batching import tokenize_pairs
+from persalign.rewards.engine.pair_rewards import (
+    backward_pair_loss,
+    microbatches,
+    shared_prompt_mode,
+)
 from persalign.types import Preference
 
 from .rewards_synthetic import two_group_task

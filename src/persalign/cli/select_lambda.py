@@ -19,12 +19,12 @@ from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
 from persalign.errors import ConfigError
-from persalign.metrics.lambda_selection import (
+from persalign.rewards import load
+from persalign.runs.lambda_selection import (
     heldout_preferences,
     save_selection,
     select_lambda,
 )
-from persalign.rewards import load
 
 DEFAULT_POLICY = "bundled:smollm2-135m-instruct"
 

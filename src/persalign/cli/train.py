@@ -26,8 +26,8 @@ from persalign.io import SkipReport, folder_in_place, write_json
 from persalign.logs import track
 from persalign.overrides import parse_overrides
 from persalign.rewards import create
-from persalign.rewards.memory import warn_if_short_of_memory
-from persalign.rewards.training import usable_pairs
+from persalign.rewards.engine.memory import warn_if_short_of_memory
+from persalign.rewards.engine.training import usable_pairs
 from persalign.sysinfo import peak_rss_mib
 
 log = logging.getLogger(__name__)

@@ -26,10 +26,11 @@ from persalign.data.acl import load_acl
 from persalign.data.corpus import Corpus, Paper
 from persalign.data.lamp5 import LAMP5_INSTRUCTION, load_lamp5
 from persalign.data.registry import BUILDERS, BuildOptions, with_defaults
-from persalign.data.splits import seeded_rng, split_users, write_preference_benchmark
+from persalign.data.splits import split_users, write_preference_benchmark
 from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.models import cached_encode, load_embedder
+from persalign.seeding import seeded_rng
 from persalign.types import Completion, Preference
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ for Pref-LaMP.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from persalign.data.registry import BuildOptions, with_defaults
 from persalign.data.stats import items_per_user
 from persalign.errors import ConfigError, DataError
 from persalign.io import SkipReport, read_json
+from persalign.seeding import seeded_rng
 from persalign.types import Completion, Preference, group_by_user
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,6 @@ T = TypeVar("T")
 
 TRAIN_KEYS = ("train", "seen", "summary_uids", "train_users")
 ADAPT_KEYS = ("adapt", "unseen", "summary_unseen_uids", "adapt_users", "test")
-
-
-def seeded_rng(*parts: object) -> random.Random:
-    """A random generator that depends only on ``parts`` (not on call order or process)."""
-    return random.Random(":".join(str(p) for p in parts))
 
 
 def split_users(

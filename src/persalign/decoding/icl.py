@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import Field
 
-from persalign.data.splits import seeded_rng
 from persalign.decoding.base import Decoder, DecodeSettings, GenerationRequest, register_decoder
 from persalign.decoding.policy import Policy
-from persalign.models.encoding import PromptFormatter
+from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS, PromptFormatter
+from persalign.seeding import seeded_rng
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,9 @@ class IclSettings(DecodeSettings):
         "embedding", pattern="^(embedding|bm25)$", description="icl-rag similarity."
     )
     embedder: str = Field("bundled:all-minilm-l6-v2", description="icl-rag embedder.")
-    max_prompt_tokens: int = Field(2048, ge=16, description="Context budget for the prompt.")
+    max_prompt_tokens: int = Field(
+        DEFAULT_MAX_PROMPT_TOKENS, ge=16, description="Context budget for the prompt."
+    )
     demonstrations: str = Field(
         "pair",
         pattern="^(pair|chosen)$",

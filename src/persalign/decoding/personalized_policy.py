@@ -20,7 +20,7 @@ import torch
 
 from persalign.decoding.base import Decoder, register_decoder
 from persalign.models.encoding import PromptFormatter
-from persalign.rewards.methods.likelihood import TokenStream, feed, open_stream
+from persalign.rewards.methods._likelihood import TokenStream, feed, open_stream
 from persalign.rewards.methods.p_dpo import PDPO
 
 

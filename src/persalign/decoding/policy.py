@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm, load_tokenizer
-from persalign.models.encoding import PromptFormatter, pad_sequences
+from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS, PromptFormatter, pad_sequences
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Policy:
         device: str | None = None,
         dtype: str | None = None,
         use_chat_template: bool = True,
-        max_prompt_tokens: int = 2048,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         trust_remote_code: bool = False,
     ) -> Policy:
         model = load_causal_lm(

@@ -58,6 +58,7 @@ from persalign.metrics.scoring import (
     personalized_parts,
     score_parts,
 )
+from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def policy_scores(
     demonstrations: Sequence[Sequence[Preference]] | None = None,
     batch_size: int = 8,
     padding_side: str = "right",
-    max_prompt_tokens: int = 2048,
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     progress: bool = True,
 ) -> torch.Tensor:
     """[N] float64 scores s(y | x) of ``scorer`` (Eqs. 4-7).

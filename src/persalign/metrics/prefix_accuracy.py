@@ -42,7 +42,7 @@ from persalign.metrics.base import CellContext, CellMetric, Column, register_met
 from persalign.metrics.generation import per_user_mean
 from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
 from persalign.rewards.base import PrefixRewards
-from persalign.rewards.pair_eval import pair_prefix_rewards_shared
+from persalign.rewards.engine.pair_eval import pair_prefix_rewards_shared
 from persalign.types import Preference
 
 

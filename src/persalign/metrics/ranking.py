@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
-from persalign.rewards.pair_eval import eval_mode, pair_prefix_rewards_shared
+from persalign.rewards.engine.pair_eval import eval_mode, pair_prefix_rewards_shared
 from persalign.types import Preference
 
 

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 KEEP_HEAD = 32  # prompt tokens kept from the start when the middle is cut
 
 
+# The prompt budget of a policy and its scorers (and of ICL's context) where none is given: the
+# one place this default is written.
+DEFAULT_MAX_PROMPT_TOKENS = 2048
+
+
 class PromptFormatter:
     """Renders and tokenizes prompts and responses, counting truncations."""
 
@@ -36,7 +41,7 @@ class PromptFormatter:
         tokenizer: PreTrainedTokenizerBase,
         *,
         use_chat_template: bool = True,
-        max_prompt_tokens: int = 512,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         max_response_tokens: int = 128,
     ):
         self.tokenizer = tokenizer

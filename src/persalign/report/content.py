@@ -20,7 +20,7 @@ from typing import Any
 
 import matplotlib.style
 
-from persalign.report.cost import cost_table, quality_cost_figure
+from persalign.report.cost_tables import cost_table, quality_cost_figure
 from persalign.report.figures import FigurePNG, benchmark_figures
 from persalign.report.findings import Finding, benchmark_findings, findings_table
 from persalign.report.formatting import slug

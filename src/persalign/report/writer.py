@@ -43,7 +43,7 @@ from pathlib import Path
 from persalign.io import atomic_write
 from persalign.report.content import benchmark_report
 from persalign.report.formatting import slug
-from persalign.report.html import render_page
+from persalign.report.html_page import render_page
 from persalign.report.markdown import render_markdown
 from persalign.report.reading import load_run
 from persalign.report.results import RunResults

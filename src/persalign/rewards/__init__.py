@@ -15,7 +15,7 @@ from typing import Any
 from persalign.errors import validated
 from persalign.rewards.base import METHODS, PrefixRewards, RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.io import load_reward_model as load
+from persalign.rewards.engine.saving import load_reward_model as load
 
 
 def create(name: str, **config: Any) -> RewardModel:

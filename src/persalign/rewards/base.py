@@ -29,13 +29,13 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
 from persalign.models.encoding import EncodedBatch, PromptFormatter, encode_pairs
-from persalign.rewards.aggregation import aggregate, response_index
-from persalign.rewards.backbone import Backbone, LoraSettings
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.io import save_reward_model
+from persalign.rewards.engine.aggregation import aggregate, response_index
+from persalign.rewards.engine.backbone import Backbone, LoraSettings
+from persalign.rewards.engine.saving import save_reward_model
+from persalign.rewards.engine.stepping import commit_hidden, start_hidden, step_hidden
+from persalign.rewards.engine.training import adapt_user_vector, default_training_step, fit
 from persalign.rewards.registry import METHODS
-from persalign.rewards.stepping import commit_hidden, start_hidden, step_hidden
-from persalign.rewards.training import adapt_user_vector, default_training_step, fit
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,18 @@ class PrefixRewards:
         return self.rewards[torch.arange(len(self.lengths)), self.lengths - 1]
 
 
+# The functions that define how a method scores text; see RewardModel.pair_eval_mode.
+SCORING_FUNCTIONS = (
+    "prefix_rewards",
+    "sequence_rewards",
+    "batch_prefix_rewards",
+    "encode",
+    "token_values",
+    "sequence_logprobs",
+    "soft_tokens",
+)
+
+
 class RewardModel(nn.Module):
     """Base class: shared backbone theta (LoRA), a head, and per-user parameters z_k."""
 
@@ -79,6 +91,18 @@ class RewardModel(nn.Module):
     # the reward reads hidden states (head_values) or token log-probs at each response's own
     # positions; False (soft tokens before the prompt, P-DPO): two sequences per pair.
     shares_prompt: ClassVar[bool] = True
+    # How evaluation may score a pair as one shared-prompt row (engine/pair_eval.py): "hidden"
+    # (the base scoring: head_values of the hidden state at each response position), "logprobs"
+    # (a likelihood sum without soft tokens or reference model, GenARM) or None (two
+    # prefix_rewards calls). A subclass that overrides a scoring function (SCORING_FUNCTIONS)
+    # without declaring this attribute again gets None: it must say that its scoring is the same.
+    pair_eval_mode: ClassVar[str | None] = "hidden"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overrides = any(name in cls.__dict__ for name in SCORING_FUNCTIONS)
+        if overrides and "pair_eval_mode" not in cls.__dict__:
+            cls.pair_eval_mode = None
 
     def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
         super().__init__()

@@ -29,11 +29,11 @@ import torch
 from persalign.decoding import DECODERS, GenerationRequest, create_decoder
 from persalign.io import read_json, write_json
 from persalign.metrics import METRICS, CellContext, ZeroShot, compute_cell_metrics
-from persalign.metrics.lambda_selection import select_lambda, split_train_heldout
 from persalign.metrics.schema import METRICS_FILE
 from persalign.rewards import RewardModel
 from persalign.runs import workspace
 from persalign.runs.cost import CostMeter, model_costs
+from persalign.runs.lambda_selection import select_lambda, split_train_heldout
 from persalign.runs.plan import Job
 from persalign.runs.specs import CellJobSpec
 from persalign.runs.workspace import GENERATIONS, PARTIAL, job_log
@@ -115,11 +115,14 @@ def _support(bench: Benchmark) -> dict[str, list]:
     return {u.user: list(u.support) for u in bench.adapt_users()}
 
 
-def choose_lambda(spec: CellJobSpec, bench: Benchmark, policy, rm: RewardModel) -> dict[str, Any]:
-    """{"lambda", "lambda_curve"}: the one grid value, or the best on held-out train items."""
+def choose_lambda(
+    spec: CellJobSpec, bench: Benchmark, policy, rm: RewardModel
+) -> tuple[float, dict | None]:
+    """(lam, its selection curve): the one grid value (no curve), or the best on held-out train
+    items."""
     lam = spec.lam
     if len(lam.grid) == 1:
-        return {"lambda": float(lam.grid[0])}
+        return float(lam.grid[0]), None
     _, heldout = split_train_heldout(bench, lam.heldout_per_user, lam.heldout_users, spec.seed)
     selection = select_lambda(
         policy,
@@ -131,7 +134,7 @@ def choose_lambda(spec: CellJobSpec, bench: Benchmark, policy, rm: RewardModel) 
         batch_size=spec.metrics.batch_size,
         progress=False,
     )
-    return {"lambda": selection["lam"], "lambda_curve": selection["curve"]}
+    return selection["lam"], selection["curve"]
 
 
 def _zero_shot(run_dir: Path, spec: CellJobSpec) -> ZeroShot | None:
@@ -172,10 +175,14 @@ def evaluate_cell(
             if (model_dir / f"{name}.json").is_file():
                 model_results[name] = read_json(model_dir / f"{name}.json")
     settings = dict(spec.decoder_settings)
+    lam = None
     if rm is not None and spec.lam is not None:  # the RGD scorer of policy accuracy uses it too
-        out.update(choose_lambda(spec, bench, policy, rm))
+        lam, curve = choose_lambda(spec, bench, policy, rm)
+        out["lambda"] = lam  # the metrics.json column
+        if curve is not None:
+            out["lambda_curve"] = curve
         if decoder_class.takes("lam"):
-            settings["lam"] = out["lambda"]
+            settings["lam"] = lam
     gens = None
     if spec.generate:
         decoder = create_decoder(
@@ -201,7 +208,7 @@ def evaluate_cell(
         benchmark=bench,
         policy=policy,
         reward_model=rm,
-        lam=out.get("lambda"),
+        lam=lam,
         shots=spec.shots,
         icl=dict(spec.decoder_settings) if decoder_class.needs_support else None,
         generations=gens,

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 from persalign.io import write_json
-from persalign.metrics.lambda_selection import split_train_heldout
 from persalign.metrics.prefix_accuracy import accuracies
 from persalign.rewards import create
+from persalign.runs.lambda_selection import split_train_heldout
 from persalign.runs.plan import Job
 from persalign.runs.specs import ModelJobSpec
 from persalign.runs.workspace import MODEL_MARKER, benchmark, job_log, marker_matches

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from persalign.data.registry import BuildFields, BuildOptions
+from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS
 
 
 class Strict(BaseModel):
@@ -70,7 +71,9 @@ class PolicyConfig(Strict):
     device: str | None = Field(None, description="cpu, cuda, cuda:N; null: CUDA if present.")
     dtype: str | None = Field(None, description="float32/bfloat16/float16; null: automatic.")
     max_prompt_tokens: int = Field(
-        2048, ge=16, description="Longer prompts lose their middle (policy and its scorers)."
+        DEFAULT_MAX_PROMPT_TOKENS,
+        ge=16,
+        description="Longer prompts lose their middle (policy and its scorers).",
     )
     trust_remote_code: bool = Field(False, description="Allow hub code in the model's repo.")
 
@@ -90,7 +93,9 @@ class BaselinesConfig(Strict):
     retrieval: Literal["embedding", "bm25"] = Field("embedding", description="ICL-RAG retrieval.")
     embedder: str = Field("bundled:all-minilm-l6-v2", description="ICL-RAG embedder.")
     max_prompt_tokens: int = Field(
-        2048, ge=16, description="ICL context budget; demonstrations are dropped to fit."
+        DEFAULT_MAX_PROMPT_TOKENS,
+        ge=16,
+        description="ICL context budget; demonstrations are dropped to fit.",
     )
     demonstrations: Literal["pair", "chosen"] = Field(
         "pair",

@@ -29,7 +29,7 @@ from torch.nn import functional
 from transformers.cache_utils import Cache, DynamicLayer
 
 from persalign.decoding.policy import PolicyState
-from persalign.rewards.stepping import StepState
+from persalign.rewards.engine.stepping import StepState
 
 _POLICY_FIELDS = {"cache", "attention", "next_position", "logits"}
 _STEP_FIELDS = {"cache", "attention", "next_position", "z", "total", "count", "pending", "extra"}

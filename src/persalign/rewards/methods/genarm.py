@@ -31,7 +31,7 @@ from torch import nn
 
 from persalign.rewards.base import register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.methods.likelihood import LikelihoodRM
+from persalign.rewards.methods._likelihood import LikelihoodRM
 from persalign.types import Preference
 
 

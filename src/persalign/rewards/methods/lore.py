@@ -40,8 +40,8 @@ from torch import nn
 
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.pair_rewards import last_hidden
-from persalign.rewards.training import frozen
+from persalign.rewards.engine.pair_rewards import last_hidden
+from persalign.rewards.engine.training import frozen
 from persalign.types import Preference
 
 

@@ -44,14 +44,14 @@ from torch import nn
 from persalign.models.encoding import EncodedBatch
 from persalign.rewards.base import register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.methods.likelihood import (
+from persalign.rewards.engine.training import frozen, start_user_vector
+from persalign.rewards.methods._likelihood import (
     LikelihoodRM,
     feed,
     open_stream,
     response_logprobs,
 )
-from persalign.rewards.methods.pdpo_adapt import train_user_tokens
-from persalign.rewards.training import frozen, start_user_vector
+from persalign.rewards.methods._pdpo_adapt import train_user_tokens
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ class PDPO(LikelihoodRM):
     uses_reference = True
     has_rm_accuracy = False  # Tables 2-12: "-"; scored as a policy (personalized-policy)
     shares_prompt = False  # training: soft tokens + reference model (adaptation packs its own)
+    pair_eval_mode = None  # soft tokens go before the prompt: two sequences per pair
     default_decoder = "p-dpo"  # it writes with its own personalized policy
     config: PDPOConfig
 

@@ -45,7 +45,7 @@ from torch import nn
 
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.training import frozen, response_features, start_user_vector
+from persalign.rewards.engine.training import frozen, response_features, start_user_vector
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)

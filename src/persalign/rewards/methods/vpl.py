@@ -55,9 +55,9 @@ from persalign.io import SkipReport
 from persalign.logs import track
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.pair_batching import tokenize_pairs
-from persalign.rewards.pair_rewards import response_hidden, rewards_of, shared_prompt_mode
-from persalign.rewards.training import usable_pairs
+from persalign.rewards.engine.pair_batching import tokenize_pairs
+from persalign.rewards.engine.pair_rewards import response_hidden, rewards_of, shared_prompt_mode
+from persalign.rewards.engine.training import usable_pairs
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)

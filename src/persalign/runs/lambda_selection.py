@@ -30,13 +30,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from persalign.data.splits import seeded_rng
 from persalign.decoding import GenerationRequest, create_decoder
 from persalign.errors import ConfigError
 from persalign.io import write_json
 from persalign.metrics.generation import per_user_mean, rouge
 from persalign.metrics.perplexity import perplexity
 from persalign.metrics.policy_accuracy import policy_accuracy_curve
+from persalign.seeding import seeded_rng
 from persalign.types import Benchmark, Completion, Preference
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from peft import PeftModel
 from transformers.cache_utils import Cache
 
 from persalign.models.encoding import EncodedBatch, pad_sequences
-from persalign.rewards.backbone import Backbone
 from persalign.rewards.base import RewardModel, response_index
-from persalign.rewards.stepping import StepState
+from persalign.rewards.engine.backbone import Backbone
+from persalign.rewards.engine.stepping import StepState
 
 
 @contextmanager
@@ -184,6 +184,7 @@ class LikelihoodRM(RewardModel):
     aggregation = "sum"
     cumulative = True
     uses_reference = False  # subtract the log-probs of the backbone without LoRA (P-DPO)
+    pair_eval_mode = "logprobs"  # a pair's log-prob sums from one shared-prompt row
 
     def reward_scale(self) -> float:
         """The factor beta in front of the log-probs."""

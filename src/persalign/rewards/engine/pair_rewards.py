@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from persalign.rewards.aggregation import aggregate, response_index
-from persalign.rewards.pair_batching import (
+from persalign.rewards.engine.aggregation import aggregate, response_index
+from persalign.rewards.engine.pair_batching import (
     PairTokens,
     SharedBatch,
     collate_shared,

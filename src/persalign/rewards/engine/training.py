@@ -28,9 +28,9 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
-from persalign.rewards.aggregation import aggregate
-from persalign.rewards.memory import limit_heap_fragmentation
-from persalign.rewards.pair_rewards import backward_pair_loss, response_hidden
+from persalign.rewards.engine.aggregation import aggregate
+from persalign.rewards.engine.memory import limit_heap_fragmentation
+from persalign.rewards.engine.pair_rewards import backward_pair_loss, response_hidden
 
 if TYPE_CHECKING:  # annotations only: RewardModel calls into this module
     from persalign.rewards.base import RewardModel

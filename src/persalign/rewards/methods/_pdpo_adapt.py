@@ -36,14 +36,14 @@ from collections.abc import Sequence
 
 import torch
 
-from persalign.rewards.methods.likelihood import adapters_disabled
-from persalign.rewards.pair_batching import (
+from persalign.rewards.engine.pair_batching import (
     SharedBatch,
     collate_shared,
     length_buckets,
     shared_cost,
     tokenize_pairs,
 )
+from persalign.rewards.methods._likelihood import adapters_disabled
 from persalign.types import Preference
 
 

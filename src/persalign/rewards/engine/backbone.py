@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm
-from persalign.rewards.inference import MergedCache
+from persalign.rewards.engine.inference import MergedCache
 
 
 @dataclass(frozen=True)

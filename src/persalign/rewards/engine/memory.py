@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.pair_rewards import shared_prompt_mode
+from persalign.rewards.engine.pair_rewards import shared_prompt_mode
 
 if TYPE_CHECKING:  # annotations only
-    from persalign.rewards.backbone import Backbone
     from persalign.rewards.base import RewardModel
+    from persalign.rewards.engine.backbone import Backbone
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024

@@ -10,13 +10,12 @@ rounding, but each pair is one ``[prompt, chosen, rejected]`` row (``collate_sha
 is encoded once instead of twice, and no head runs on prompt positions. Pairs go in chunks of
 ``batch_size`` (default ``config.eval_batch_size``), longest first, so padding stays small.
 
-``eval_mode`` allows this only where it is provably the same computation: a ``RewardModel``
-whose ``shared_prompt_mode`` is "hidden" and whose scoring (``prefix_rewards``,
-``sequence_rewards``, ``batch_prefix_rewards``, ``token_values``, ``encode``) is the base
-class's, i.e. ``head_values`` of the hidden state at each response position; or "logprobs", a
-``LikelihoodRM`` without soft tokens or reference model (GenARM) that keeps the base likelihood
-scoring. Anything else (P-DPO, a method overriding its scoring, ``shared_prompt`` off, an object
-that is not a RewardModel) gets None, and ``pair_prefix_rewards_shared`` makes the two calls.
+``eval_mode`` allows this only where the method declares it is the same computation
+(``RewardModel.pair_eval_mode``): "hidden", the base class's scoring, i.e. ``head_values`` of the
+hidden state at each response position; or "logprobs", the likelihood scoring of a
+``LikelihoodRM`` without soft tokens or reference model (GenARM). A class that overrides a scoring
+function without declaring the attribute again gets None, as do P-DPO, ``shared_prompt`` off and
+an object that is not a RewardModel: ``pair_prefix_rewards_shared`` then makes the two calls.
 """
 
 from __future__ import annotations
@@ -26,33 +25,22 @@ from collections.abc import Sequence
 import torch
 
 from persalign.rewards.base import PrefixRewards, RewardModel
-from persalign.rewards.methods.likelihood import LikelihoodRM
-from persalign.rewards.pair_batching import (
+from persalign.rewards.engine.pair_batching import (
     shared_cost,
     tokenize_pairs,
 )
-from persalign.rewards.pair_rewards import shared_prefix_rewards, shared_prompt_mode
+from persalign.rewards.engine.pair_rewards import shared_prefix_rewards, shared_prompt_mode
 from persalign.types import Preference
-
-_SCORING = ("prefix_rewards", "sequence_rewards", "batch_prefix_rewards", "encode")
 
 
 def eval_mode(rm: object) -> str | None:
     """How ``pair_prefix_rewards_shared`` may score ``rm``'s pairs: "hidden", "logprobs" or None
-    (two ``prefix_rewards`` calls); see the module docstring."""
+    (two ``prefix_rewards`` calls): the method's declared ``pair_eval_mode`` when its training
+    encoding (``shared_prompt_mode``) agrees with it; see the module docstring."""
     if not isinstance(rm, RewardModel):
         return None
-    cls = type(rm)
-    if any(getattr(cls, name) is not getattr(RewardModel, name) for name in _SCORING):
-        return None
-    mode = shared_prompt_mode(rm)
-    if mode == "hidden" and cls.token_values is RewardModel.token_values:
-        return "hidden"
-    likelihood = ("token_values", "sequence_logprobs", "soft_tokens")
-    same = isinstance(rm, LikelihoodRM) and all(
-        getattr(cls, n) is getattr(LikelihoodRM, n) for n in likelihood
-    )
-    return "logprobs" if mode == "logprobs" and same else None
+    declared = type(rm).pair_eval_mode
+    return declared if declared is not None and shared_prompt_mode(rm) == declared else None
 
 
 def two_calls(
