@@ -10,6 +10,7 @@ candidate from scratch for every candidate: no cache, no batch, no candidate mas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,11 +36,25 @@ class ArgsStep:
         return {(1, 0): "policy", (0, 1): "reward", (1, 1): "both"}.get((policy, reward), "neither")
 
 
+def args_scores(logp: list[float], rewards: list[float], lam: float) -> list[float]:
+    """ARGS (paper Eq. 1): log pi + lam * r for each candidate."""
+    return [lp + lam * r for lp, r in zip(logp, rewards, strict=True)]
+
+
 def naive_args_steps(
-    policy, rm, prompt: str, user: str, k: int, lam: float, steps: int, ignore_eos: bool = False
+    policy,
+    rm,
+    prompt: str,
+    user: str,
+    k: int,
+    lam: float,
+    steps: int,
+    ignore_eos: bool = False,
+    combine: Callable[[list[float], list[float], float], list[float]] = args_scores,
 ) -> tuple[list[int], list[ArgsStep]]:
     """Greedy ARGS recomputing the policy and the reward model from scratch for every candidate;
-    the tokens (without the final eos) and every step's candidates and terms."""
+    the tokens (without the final eos) and every step's candidates and terms. ``combine``: the
+    candidates' scores from their log-probs, rewards and lambda (a reward-guided variant)."""
     prompt_ids = policy.formatter.prompt_ids(prompt)
     rm_prompt = rm.formatter.prompt_ids(prompt)
     eos = policy.eos_ids()
@@ -60,7 +75,7 @@ def naive_args_steps(
                 prefix = rm.batch_prefix_rewards(batch.to(rm.backbone.device), [user])  # [1, R]
             rewards.append(float(prefix[0, len(tokens)]))
         logp = top_logp.tolist()
-        scores = [lp + lam * r for lp, r in zip(logp, rewards, strict=True)]
+        scores = combine(logp, rewards, lam)
         chosen = max(range(k), key=scores.__getitem__)
         trace.append(ArgsStep(top_ids.tolist(), logp, rewards, chosen))
         best = int(top_ids[chosen])

@@ -5,14 +5,17 @@ this one stay as they are), and found in the run's cells and report tables."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,10 +69,17 @@ def test_the_doc_has_one_worked_example_per_kind():
         "toyplug/linear_rm.py",
         "toyplug/title_length.py",
         "toyplug/toy_jsonl.py",
+        "toyplug/z_args.py",
     ]
     registrations = "".join(files.values())
-    for decorator in ("@register_method(", "@register_decoder(", "@register_metric(", "@BUILDERS."):
-        assert registrations.count(decorator) == 1, decorator
+    counts = {
+        "@register_method(": 1,
+        "@register_decoder(": 2,
+        "@register_metric(": 1,
+        "@BUILDERS.": 1,
+    }
+    for decorator, count in counts.items():
+        assert registrations.count(decorator) == count, decorator
 
 
 def test_one_file_each_adds_a_method_decoder_metric_and_dataset_to_a_run(tmp_path, tiny_lm):
@@ -91,7 +101,7 @@ def test_one_file_each_adds_a_method_decoder_metric_and_dataset_to_a_run(tmp_pat
             }
         },
         "reward": {"backbone": tiny_lm, "settings": {"max_steps": 2, "batch_size": 4}},
-        "methods": {"linear-rm": None},
+        "methods": {"linear-rm": {"decoder": "z-args"}},
         "policies": {"tiny": {"spec": tiny_lm, "params_m": 0.1, "scale": "tiny"}},
         "baselines": {"decoders": {"contrarian": {"rank": 1}}},
         "decoding": {"max_new_tokens": 4, "k": 3, "batch_size": 2},
@@ -108,9 +118,11 @@ def test_one_file_each_adds_a_method_decoder_metric_and_dataset_to_a_run(tmp_pat
     manifest = json.loads((run_dir / "benchmarks/toy/manifest.json").read_text())
     assert manifest["skipped"]["chosen equals rejected"]["count"] == 1
 
-    # the reward method: trained, and scored in its cell
+    # the reward method: trained, and scored in its cell (decoded by the z-args plugin)
     method = json.loads((run_dir / "cells/toy__tiny__linear-rm__s0/metrics.json").read_text())
     assert 0.0 <= method["rm_accuracy"]["mean"] <= 1.0 and method["personalized"] is False
+    cell = json.loads((run_dir / "cells/toy__tiny__linear-rm__s0/spec.json").read_text())
+    assert "z-args" in json.dumps(cell)
 
     # the decoder: a baseline row whose outputs differ from the policy's own choices
     def texts(cell: str) -> list[str]:
@@ -141,7 +153,7 @@ def test_one_file_each_adds_a_method_decoder_metric_and_dataset_to_a_run(tmp_pat
     argv = ["ls", *(arg for m in modules for arg in ("--plugin", m))]
     listing = run_cli(argv, tmp_path)
     assert listing.returncode == 0, listing.stderr
-    for name in ("linear-rm", "contrarian", "title_length", "toy-jsonl"):
+    for name in ("linear-rm", "contrarian", "z-args", "title_length", "toy-jsonl"):
         assert name in listing.stdout
 
 
@@ -160,3 +172,85 @@ def test_a_plugin_registers_on_import_only(tmp_path, module):
     assert out.returncode == 0, out.stderr[-2000:]
     expected = {"toyplug.contrarian": "['contrarian']", "toyplug.title_length": "['title_length']"}
     assert out.stdout.strip() == expected[module]
+
+
+# --- a dataset option given on the command line; a reward-guided decoder (docs/extending.md) ---
+
+
+def test_a_builder_option_is_a_data_build_flag_that_reaches_the_benchmark(tmp_path):
+    write_plugins(tmp_path)
+    prefs = tmp_path / "prefs.jsonl"
+    write_preferences(prefs)
+    build = ["data", "build", "--plugin", "toyplug.toy_jsonl", "toy-jsonl"]
+    helped = run_cli([*build, "--help"], tmp_path)
+    assert helped.returncode == 0, helped.stderr[-2000:]
+    assert "--skip-user" in helped.stdout and "--min-items" in helped.stdout
+    out = tmp_path / "bench"
+    argv = [*build, "--source", str(prefs), "--out", str(out), "--min-items", "2"]
+    done = run_cli([*argv, "--skip-user", "u5", "--skip-user", "u4"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"]["user left out (--skip-user)"]["count"] == 8
+    assert manifest["options"]["skip_user"] == ["u5", "u4"]
+    users = {
+        json.loads(line)["user"]
+        for part in ("train", "support", "query")
+        for line in (out / f"{part}.jsonl").read_text().splitlines()
+    }
+    assert users == {"u0", "u1", "u2", "u3"}
+
+
+@pytest.fixture
+def z_args(tmp_path, monkeypatch):
+    """The doc's toyplug.z_args, imported in this process; the decoder registry and
+    sys.modules are as they were afterwards."""
+    from persalign.decoding import DECODERS
+
+    write_plugins(tmp_path)
+    DECODERS.names()  # the built-in decoders are registered before the registry is copied
+    monkeypatch.setattr(DECODERS, "_entries", dict(DECODERS._entries))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        yield importlib.import_module("toyplug.z_args")
+    finally:
+        for name in [m for m in sys.modules if m == "toyplug" or m.startswith("toyplug.")]:
+            del sys.modules[name]
+
+
+def z_scores(logp: list[float], rewards: list[float], lam: float) -> list[float]:
+    """The z-args rule, one candidate at a time: log pi + lam * (r - mean) / (std + 1e-6)."""
+    mean, std = statistics.fmean(rewards), statistics.stdev(rewards)
+    return [lp + lam * (r - mean) / (std + 1e-6) for lp, r in zip(logp, rewards, strict=True)]
+
+
+def test_the_reward_guided_decoder_is_its_naive_loop_per_user(z_args, tiny_lm, tiny_lm_other):
+    import persalign.rewards as rewards
+    from persalign.decoding import DECODERS, GenerationRequest, Policy
+    from persalign.errors import ConfigError
+
+    from ..reference import naive_args_steps
+
+    policy = Policy.load(tiny_lm_other, device="cpu")
+    rm = rewards.create("mpu", backbone=tiny_lm, device="cpu", seed=0)
+    rm.set_users(
+        ["u1", "u2"], torch.randn(2, rm.user_dim, generator=torch.Generator().manual_seed(0))
+    )
+    decoder_class = DECODERS.get("z-args")
+    assert decoder_class is z_args.ZArgsDecoder and decoder_class.takes("lam")
+    with pytest.raises(ConfigError, match="needs a reward model"):
+        decoder_class(policy, None)
+
+    prompts = ["Say about cat sun", "Hi", "Write a line about the owl", "Title: cats on mats"]
+    requests = [GenerationRequest(f"q{i}", f"u{1 + i % 2}", p) for i, p in enumerate(prompts)]
+    settings = z_args.ZArgsSettings(lam=3.0, k=5, max_new_tokens=6, batch_size=4)
+    fast = decoder_class(policy, rm, settings).generate(requests, progress=False)
+    for request, out in zip(requests, fast, strict=True):
+        naive, _ = naive_args_steps(
+            policy, rm, request.prompt, request.user, 5, 3.0, 6, combine=z_scores
+        )
+        assert out.tokens == naive, request.id
+    greedy = decoder_class(policy, rm, settings.model_copy(update={"lam": 0.0})).generate(requests)
+    steered = decoder_class(policy, rm, settings.model_copy(update={"lam": 50.0})).generate(
+        requests
+    )
+    assert [g.tokens for g in greedy] != [g.tokens for g in steered], "the reward must steer"

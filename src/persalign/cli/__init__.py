@@ -60,7 +60,7 @@ def _global(
 
 app.command("ls")(ls.list_registered)
 app.add_typer(data_app, name="data")
-data_app.command("build")(data.data_build)
+data_app.add_typer(data.build_app, name="build")
 data_app.command("stats")(data.data_stats)
 data_app.command("verify")(data.data_verify)
 app.command("train")(train.train)

@@ -1,100 +1,147 @@
 """``persalign data ...``: build and inspect per-user preference benchmarks.
 
 persalign data build pref-acl --source ../shared/data/acl_anthology --out out/pref-acl
+persalign data build --plugin mypkg.mydata my-data --my-option 3 --out out/mine
 persalign data stats out/pref-acl [--json] [--no-verify]
 persalign data verify out/pref-acl          # every file that differs from the manifest; exit 2
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import click
 import typer
+from pydantic.fields import FieldInfo
 from rich.table import Table
+from typer.core import TyperGroup
 
 from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
-from persalign.data import BUILDERS, BuildOptions
+from persalign.data import BUILDERS
 from persalign.data.benchmark_folder import benchmark_differences, load_benchmark
 from persalign.data.stats import benchmark_stats
 from persalign.errors import ConfigError, DataError
 from persalign.io import folder_in_place
+from persalign.registry import load_plugins
 
 
-def data_build(
-    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl | jsonl")],
-    out: Annotated[Path, typer.Option(help="Output folder for the benchmark.")],
-    source: Annotated[
-        str | None, typer.Option(help="Local folder/file; default: hub or download.")
+class BuildGroup(TyperGroup):
+    """``persalign data build``: one command per registered builder, made on demand from the
+    fields of its options class (``BUILDERS.options_class``)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return BUILDERS.names()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return builder_command(cmd_name)  # an unknown name: ConfigError with "did you mean"
+
+
+def _load_plugins(ctx: click.Context, param: click.Parameter, value: list[str] | None) -> None:
+    load_plugins(value or [])  # eager: before the builder's name is looked up (and --help)
+
+
+build_app = typer.Typer(
+    cls=BuildGroup,
+    no_args_is_help=True,
+    help="Build a benchmark folder: manifest.json, train/support/query/completions.jsonl. "
+    "`persalign data build NAME --help` lists NAME's options.",
+)
+
+
+@build_app.callback()
+def _build_group(
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Import a plugin module first (repeatable; before NAME).",
+            is_eager=True,
+            callback=_load_plugins,
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for every random choice.")] = 0,
-    train_users: Annotated[int | None, typer.Option(help="Number of train users.")] = None,
-    adapt_users: Annotated[int | None, typer.Option(help="Number of adaptation users.")] = None,
-    min_items: Annotated[
-        int | None, typer.Option(help="Skip users with fewer items (default: per dataset).")
-    ] = None,
-    max_items: Annotated[int | None, typer.Option(help="Cap items per user.")] = None,
-    max_query: Annotated[
-        int | None, typer.Option(help="Cap query items per adaptation user (seeded sample).")
-    ] = None,
-    support_fraction: Annotated[float, typer.Option(help="Support share of items.")] = 0.5,
-    split: Annotated[str, typer.Option(help="Support/query split: random | time.")] = "random",
-    split_file: Annotated[
-        str | None, typer.Option(help="JSON of train/adapt user ids (PAL's seen/unseen).")
-    ] = None,
-    completions: Annotated[
-        str | None,
-        typer.Option(help="jsonl: the users' own responses, {user, prompt, completion} lines."),
-    ] = None,
-    negatives_top_k: Annotated[int, typer.Option(help="Hard negatives: sample from top-k.")] = 10,
-    embedder: Annotated[str, typer.Option(help="Embedder for negatives.")] = (
-        "bundled:all-minilm-l6-v2"
-    ),
-    negative_pool: Annotated[
-        str, typer.Option(help="Negatives from: users (their papers) | all (whole source).")
-    ] = "users",
-    embed_max_tokens: Annotated[int, typer.Option(help="Embed abstracts up to N tokens.")] = 512,
-    include: Annotated[
-        list[str] | None, typer.Option(help="Glob of source files to read (repeatable).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Embedding batch size.")] = 64,
-    force: Annotated[
-        bool, typer.Option(help="Replace a benchmark (or any folder) already at --out.")
-    ] = False,
 ) -> None:
-    """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl.
+    """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl."""
 
-    The build goes to a temporary folder renamed into place when complete."""
+
+def builder_command(name: str) -> click.Command:
+    """The ``persalign data build NAME`` command: --out, one --flag per field of the builder's
+    options class (its description as help, its default as default), --force."""
+    builder = BUILDERS.get(name)
+    fields = BUILDERS.options_class(name).model_fields
+    params = [
+        _param("out", Path, help="Output folder for the benchmark."),
+        *(_field_param(key, field) for key, field in fields.items()),
+        _param("force", bool, False, help="Replace a benchmark (or any folder) already at --out."),
+    ]
+
+    def command(out: Path, force: bool, **options: Any) -> None:
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        build_benchmark(name, out, force, {k: v for k, v in given.items() if v is not None})
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    doc = (builder.__doc__ or "").strip().splitlines()
+    command.__doc__ = (
+        f"{doc[0] if doc else name}\n\n"
+        "The build goes to a temporary folder renamed into place when complete."
+    )
+    app = typer.Typer(add_completion=False)
+    app.command(name)(command)
+    return typer.main.get_command(app)
+
+
+def _param(name: str, kind: Any, default: Any = inspect.Parameter.empty, *, help: str | None):
+    annotation = Annotated[kind, typer.Option(help=help)]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def _field_param(name: str, field: FieldInfo) -> inspect.Parameter:
+    """A build option's CLI parameter: --name-with-dashes, repeatable for a tuple or list (None
+    when not given: the field's default), its choices checked by the options class."""
+    kind = _cli_type(field.annotation)
+    default = ... if field.is_required() else field.get_default(call_default_factory=True)
+    if get_origin(kind) is list or (
+        get_origin(kind) in (Union, UnionType) and list in map(get_origin, get_args(kind))
+    ):
+        default = None
+    return _param(name, kind, default, help=field.description)
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The type Typer parses a field as: the field's own scalar (``X | None`` kept), a
+    ``Literal`` as ``str`` (the options class names the choices on a bad value), a tuple or list
+    as a repeatable ``list[X] | None``; anything else as ``str``, parsed by the options class."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _cli_type(rest[0]) if len(rest) == 1 else str
+        return inner if get_origin(inner) is list else inner | None
+    if origin is Literal:
+        return str
+    if origin in (tuple, list):
+        return list[_cli_type(args[0]) if args else str] | None
+    return annotation if annotation in (str, int, float, bool, Path) else str
+
+
+def build_benchmark(name: str, out: Path, force: bool, options: dict[str, Any]) -> None:
+    """Check ``out``, build benchmark ``name`` into it whole, and print its counts."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; expected a folder for the benchmark")
     if out.is_dir() and any(out.iterdir()) and not force:
         what = "holds a benchmark" if (out / "manifest.json").exists() else "is not empty"
         raise ConfigError(f"--out {out}: {what}; --force replaces it whole")
     check_writable(out)
-    builder = BUILDERS.get(name)
-    options = BuildOptions(
-        source=source,
-        seed=seed,
-        train_users=train_users,
-        adapt_users=adapt_users,
-        min_items=min_items,
-        max_items=max_items,
-        max_query=max_query,
-        support_fraction=support_fraction,
-        split=split,
-        split_file=split_file,
-        completions=completions,
-        negatives_top_k=negatives_top_k,
-        embedder=embedder,
-        negative_pool=negative_pool,
-        embed_max_tokens=embed_max_tokens,
-        include=tuple(include or ()),
-        batch_size=batch_size,
-    )
+    build = BUILDERS.get(name)
+    built_options = BUILDERS.options_class(name)(**options)
     with folder_in_place(out) as tmp:  # whole or not at all: Ctrl-C leaves the old folder
-        manifest = builder(options, tmp)
+        manifest = build(built_options, tmp)
     counts = manifest["counts"]
     stdout.print(
         f"wrote {out}: {counts['train_users']} train users ({counts['train_preferences']} prefs), "

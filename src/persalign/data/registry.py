@@ -7,12 +7,27 @@
 Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``, and
 ``jsonl`` (your own users' preference file; docs/own-data.md).
 ``persalign data build NAME`` and ``persalign ls datasets`` read this registry. ``BuildOptions``
-is the one declaration of every build option: the run config's ``benchmarks.<label>`` section
-extends it, and a bad value is a one-line ConfigError naming the option.
+is the one declaration of every shared build option: the run config's ``benchmarks.<label>``
+section extends it, and a bad value is a one-line ConfigError naming the option.
+
+A builder with options of its own annotates its first parameter with a ``BuildOptions`` subclass;
+``persalign data build NAME`` makes a ``--flag`` of every field of that class, and
+``BUILDERS.get(NAME)`` hands it that class (plain ``BuildOptions`` are filled with its defaults):
+
+    class ShoutOptions(BuildOptions):
+        shout: bool = Field(False, description="Upper-case every prompt.")
+
+    @BUILDERS.register("shouty")
+    def build_shouty(options: ShoutOptions, out): ...
+
+    BUILDERS.options_class("shouty")      # ShoutOptions
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -121,4 +136,43 @@ def with_defaults(options: BuildOptions, **defaults: Any) -> BuildOptions:
 
 
 Builder = Callable[[BuildOptions, str | Path], dict[str, Any]]
-BUILDERS: Registry[Builder] = Registry("dataset", packages=("persalign.data",))
+
+
+def options_class(builder: Builder) -> type[BuildOptions]:
+    """The options a builder declares: its first parameter's annotation when that is a
+    ``BuildOptions`` subclass, else ``BuildOptions``."""
+    first = next(iter(inspect.signature(builder).parameters), None)
+    try:
+        declared = typing.get_type_hints(builder).get(first) if first else None
+    except NameError as exc:  # an annotation that names nothing importable
+        raise ConfigError(
+            f"builder {builder.__name__}: cannot read its options class: {exc}"
+        ) from None
+    if isinstance(declared, type) and issubclass(declared, BuildOptions):
+        return declared
+    return BuildOptions
+
+
+class BuilderRegistry(Registry[Builder]):
+    """The dataset registry: ``get`` returns a builder that takes any ``BuildOptions`` and hands
+    the builder its own options class (the fields it adds at their defaults)."""
+
+    def options_class(self, name: str) -> type[BuildOptions]:
+        return options_class(super().get(name))
+
+    def get(self, name: str) -> Builder:
+        builder = super().get(name)
+        cls = options_class(builder)
+        if cls is BuildOptions:
+            return builder
+
+        @functools.wraps(builder)
+        def build(options: BuildOptions, out: str | Path) -> dict[str, Any]:
+            if not isinstance(options, cls):
+                options = cls(**options.model_dump())
+            return builder(options, out)
+
+        return build
+
+
+BUILDERS = BuilderRegistry("dataset", packages=("persalign.data",))
