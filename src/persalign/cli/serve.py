@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from persalign.errors import ConfigError, validated
+from persalign.models.device import DEVICES
 from persalign.serve import ServeLimits, build_service, run
 
 
@@ -54,7 +55,10 @@ def serve(
     retrieval: Annotated[str, typer.Option(help="icl-rag similarity: embedding | bm25.")] = (
         "embedding"
     ),
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: best).")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help=f"{DEVICES} (default: auto: cuda if available; $PERSALIGN_DEVICE)."),
+    ] = None,
 ) -> None:
     """Serve personalized completions over an OpenAI-compatible HTTP API."""
     limits = validated(

@@ -23,6 +23,7 @@ from persalign.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEVICE_ENV = "PERSALIGN_DEVICE"
+DEVICES = "auto, cpu, cuda or cuda:N"  # what pick_device accepts (Apple's mps is not supported)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -49,11 +50,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     try:
         chosen = torch.device(requested)
     except RuntimeError as exc:
-        raise ConfigError(f"unknown device {requested!r} (use auto, cpu, cuda or cuda:N)") from exc
+        raise ConfigError(f"unknown device {requested!r} (use {DEVICES})") from exc
     if chosen.type == "cpu":
         return chosen
     if chosen.type != "cuda":
-        raise ConfigError(f"unsupported device {requested!r} (use auto, cpu, cuda or cuda:N)")
+        raise ConfigError(f"unsupported device {requested!r} (use {DEVICES})")
     if not torch.cuda.is_available():
         raise ConfigError(f"device {requested!r} requested but CUDA is not available here")
     if chosen.index is not None and chosen.index >= torch.cuda.device_count():
