@@ -24,9 +24,9 @@ DOC = REPO / "docs" / "own-data.md"
 BLOCK = re.compile(r"<!-- (?P<tag>[\w:. -]+) -->\n```\w*\n(?P<body>.*?)```", re.S)
 
 
-def doc_blocks() -> dict[str, str]:
-    """tag -> body of every ``<!-- tag -->`` fenced block of docs/own-data.md."""
-    return {m["tag"]: m["body"] for m in BLOCK.finditer(DOC.read_text(encoding="utf-8"))}
+def doc_blocks(doc: Path = DOC) -> dict[str, str]:
+    """tag -> body of every ``<!-- tag -->`` fenced block of ``doc`` (docs/own-data.md)."""
+    return {m["tag"]: m["body"] for m in BLOCK.finditer(doc.read_text(encoding="utf-8"))}
 
 
 def test_the_doc_has_its_files_command_output_skips_and_config():

@@ -44,11 +44,15 @@ def free_port() -> int:
 class Server:
     """A ``persalign serve`` subprocess and an HTTP client for it."""
 
-    def __init__(self, policy: str, reward: Path, state: Path, key: str | None = None):
+    def __init__(self, policy: str, reward: Path, state: Path, key: str | None = None, args=None):
+        """``args``: the serve options, in place of those made of ``policy``, ``reward``
+        and ``state`` (docs/tutorial.md's pasted command)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--policy", policy, "--reward", str(reward), "--state-dir", str(state)]
-        args += ["--port", str(self.port), "--max-batch", "8", "--k", "5", "--device", "cpu"]
+        if args is None:
+            args = ["--policy", policy, "--reward", str(reward), "--state-dir", str(state)]
+            args += ["--max-batch", "8", "--k", "5", "--device", "cpu"]
+        args = [*args, "--port", str(self.port)]
         env = {**os.environ, "PERSALIGN_API_KEY": key or ""}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "persalign.cli", "-q", "serve", *args],

@@ -5,6 +5,12 @@ would deploy per benchmark and policy, chosen by any report column.
     persalign select runs/demo --metric rm_accuracy --json     # the paper's practice, as JSON
     persalign select runs/demo --out runs/demo/selection.json  # report.selection_metric
 
+After the table, one ready-to-paste line per pick: the chosen model's folder and lambda as a
+``persalign serve`` command (from the chosen cell's ``spec.json``), e.g.
+
+    persalign serve --policy bundled:smollm2-135m-instruct \
+        --reward runs/demo/models/pref-acl__lore__bundled-smollm2-135m-instruct__s0 --lam 2 --k 5
+
 Reads only the run's cells (``persalign.report.reading``); ``persalign.metrics.selection`` picks.
 Without ``--metric`` the run config's ``report.selection_metric`` is used. An unknown name is an
 error that lists the valid ones.
@@ -12,6 +18,7 @@ error that lists the valid ones.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +27,7 @@ from rich.table import Table
 
 from persalign.cli.output import emit, stdout
 from persalign.errors import DataError
+from persalign.io import read_json
 from persalign.metrics.selection import select_best, selection_column
 from persalign.report.reading import load_run
 from persalign.runs.sections import ReportConfig
@@ -68,6 +76,11 @@ def select(
     picks = select_best(records, column)
     if not picks:
         raise DataError(f"no finished cell has a value for {column.key!r}", path=run_dir)
+    cell_ids = {(c.benchmark, c.policy, c.row, c.seed): c.cell for c in results.cells}
+    for pick in picks:
+        best = pick["best"]
+        cell = cell_ids[(pick["benchmark"], pick["policy"], best["row"], best["seed"])]
+        best["model_dir"], pick["serve"] = deployment(run_dir, cell, best["lambda"])
     if emit({"metric": column.key, "selections": picks}, as_json, out):
         return
     table = Table(title=f"Selected by {column.label} ({column.key})", title_justify="left")
@@ -85,3 +98,31 @@ def select(
             f"{top['row']} {_value(top['mean'])} ({len(top['seeds'])} seeds)",
         )
     stdout.print(table)
+    for pick in picks:
+        if pick["serve"]:
+            stdout.print(f"{pick['benchmark']} / {pick['policy']}:", markup=False)
+            stdout.print(f"  {pick['serve']}", markup=False, soft_wrap=True)  # one line to paste
+
+
+def deployment(run_dir: Path, cell: str, lam: float | None) -> tuple[str | None, str | None]:
+    """The chosen cell's reward-model folder (None for a baseline) and the ``persalign serve``
+    command that deploys it: its policy, its decoder, its lambda and k (both None when the cell
+    has no ``spec.json``)."""
+    path = run_dir / "cells" / cell / "spec.json"
+    if not path.is_file():
+        return None, None
+    spec = read_json(path)["spec"]
+    argv = ["persalign", "serve", "--policy", str(spec["policy"]["spec"])]
+    model = spec.get("model")
+    model_dir = str(run_dir / "models" / model["id"]) if model else None
+    if spec["decoder"] != "args":
+        argv += ["--decoder", str(spec["decoder"])]
+    if model_dir:
+        argv += ["--reward", model_dir]
+    if lam is not None:
+        argv += ["--lam", f"{lam:g}"]
+    settings = spec.get("decoder_settings") or {}
+    for key in ("k", "shots"):
+        if key in settings:
+            argv += [f"--{key}", str(settings[key])]
+    return model_dir, " ".join(shlex.quote(arg) for arg in argv)
