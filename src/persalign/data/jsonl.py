@@ -103,7 +103,7 @@ def load_own_data(
     data = OwnData()
     reader = _PreferenceReader(path, data.skips, need_time)
     records = 0
-    rows = read_jsonl(path, PREFERENCE_FIELDS, kind="preference")
+    rows = read_jsonl(path, PREFERENCE_FIELDS, kind="preference", empty_ok=False)
     for line, row in track(rows, f"reading {path.name}", None, progress):
         records += 1
         pref = reader.convert(row, line)
@@ -245,7 +245,7 @@ def _read_completions(
     seen: dict[tuple[str, str], int] = {}
     out: list[Completion] = []
     records = matched = 0
-    for line, row in read_jsonl(path, COMPLETION_FIELDS, kind="completion"):
+    for line, row in read_jsonl(path, COMPLETION_FIELDS, kind="completion", empty_ok=False):
         records += 1
         where = f"{path.name}:{line}"
         user = _user(row["user"], path, line)
