@@ -277,13 +277,6 @@ CASES = {
         stdout_words=["train.jsonl: sha256 differs", "completions.jsonl: missing"],
         in_process=True,
     ),
-    "jsonl-source-empty": Case(
-        JSONL,
-        ["prefs.jsonl", "the file is empty", "preferences"],
-        _empty("prefs.jsonl"),
-        absent=["out"],
-        in_process=True,
-    ),
     "jsonl-completions-empty": Case(
         [*JSONL, "--completions", "{tmp}/comps.jsonl", "--min-items", "1"],
         ["comps.jsonl", "the file is empty", "completions"],
@@ -295,27 +288,6 @@ CASES = {
         [*JSONL, "--min-items", "1"],
         ["prefs.jsonl", "no preferences to split", "12 chosen equals rejected"],
         lambda tmp: _prefs(tmp, rejected="c"),
-        absent=["out"],
-        in_process=True,
-    ),
-    "tldr-batch-empty": Case(
-        BUILD,
-        ["comparisons_batch1.jsonl", "the file is empty", "comparisons"],
-        _empty("tldr/comparisons_batch1.jsonl"),
-        absent=["out"],
-        in_process=True,
-    ),
-    "prism-conversations-empty": Case(
-        ["data", "build", "prism", "--source", "{tmp}/prism", "--out", "{tmp}/out"],
-        ["conversations.jsonl", "the file is empty", "conversations"],
-        _empty("prism/conversations.jsonl"),
-        absent=["out"],
-        in_process=True,
-    ),
-    "lamp5-questions-empty": Case(
-        ["data", "build", "pref-lamp", "--source", "{tmp}/lamp", "--out", "{tmp}/out"],
-        ["dev_questions.json", "the file is empty"],
-        _empty("lamp/dev_questions.json"),
         absent=["out"],
         in_process=True,
     ),
@@ -353,6 +325,21 @@ CASES = {
         in_process=True,
     ),
 }
+
+EMPTY_SOURCES = {  # dataset: (its --source, the empty file under it, what the error expects)
+    "jsonl": ("prefs.jsonl", "prefs.jsonl", "JSON lines of preferences"),
+    "tldr": ("tldr", "tldr/comparisons_batch1.jsonl", "JSON lines of comparisons"),
+    "prism": ("prism", "prism/conversations.jsonl", "JSON lines of conversations"),
+    "pref-lamp": ("lamp", "lamp/dev_questions.json", "expected JSON"),
+}
+for dataset, (source, rel, expected) in EMPTY_SOURCES.items():
+    CASES[f"{dataset}-source-empty"] = Case(
+        ["data", "build", dataset, "--source", f"{{tmp}}/{source}", "--out", "{tmp}/out"],
+        [Path(rel).name, "the file is empty", expected],
+        _empty(rel),
+        absent=["out"],
+        in_process=True,
+    )
 
 
 def snapshot(path: Path) -> object:

@@ -26,7 +26,7 @@ from persalign.data.splits import DUPLICATE_REASON
 from persalign.data.tldr import load_tldr
 from persalign.types import Preference
 
-from .test_builder import HashEmbedder
+from .test_builder import fake_embedder  # noqa: F401 - the fixture, used by name
 from .test_jsonl_builder import own_rows, write_rows
 from .test_prism import _conversation
 from .test_prism import _write as write_prism
@@ -50,18 +50,6 @@ def check_no_leak(out: Path, manifest: dict[str, Any], dropped: int | None = Non
     if dropped is not None:
         assert skipped["count"] == dropped
     assert "repeats" in skipped["examples"][0]
-
-
-@pytest.fixture
-def hash_embedder(monkeypatch: pytest.MonkeyPatch) -> HashEmbedder:
-    import persalign.data.builder as module
-
-    emb = HashEmbedder()
-    monkeypatch.setattr(module, "load_embedder", lambda spec, **kw: emb)
-    monkeypatch.setattr(
-        module, "cached_encode", lambda e, texts, batch_size=64, progress=False: e.encode(texts)
-    )
-    return emb
 
 
 def test_jsonl_duplicates_are_dropped_counted_and_logged(tmp_path: Path, caplog) -> None:
@@ -125,7 +113,8 @@ def _lamp_questions(users: int, papers: int) -> list[dict[str, Any]]:
     return questions
 
 
-def test_pref_lamp_twice_listed_papers(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+@pytest.mark.usefixtures("fake_embedder")
+def test_pref_lamp_twice_listed_papers(tmp_path: Path) -> None:
     lamp = tmp_path / "lamp"
     lamp.mkdir()
     (lamp / "dev_questions.json").write_text(json.dumps(_lamp_questions(6, 3)), encoding="utf-8")
@@ -136,9 +125,8 @@ def test_pref_lamp_twice_listed_papers(tmp_path: Path, hash_embedder: HashEmbedd
     check_no_leak(tmp_path / "out", manifest, dropped=6 * 3)
 
 
-def test_pref_acl_collection_copied_under_another_id(
-    shared_data: Path, tmp_path: Path, hash_embedder: HashEmbedder
-) -> None:
+@pytest.mark.usefixtures("fake_embedder")
+def test_pref_acl_collection_copied_under_another_id(shared_data: Path, tmp_path: Path) -> None:
     real = shared_data / "acl_anthology"
     (tmp_path / "acl" / "xml").mkdir(parents=True)
     shutil.copytree(real / "yaml", tmp_path / "acl" / "yaml")
