@@ -140,7 +140,7 @@ def _run_process() -> NoReturn:
             _exiting = True
     except SystemExit as exc:
         code = _exit_code(exc)
-    except KeyboardInterrupt:  # between the command's end and the line above
+    except KeyboardInterrupt:  # one that escaped _run (while it printed) or beat `_exiting`
         _exit_interrupted()
     except BaseException:  # a bug: the usual traceback, exit 1
         sys.excepthook(*sys.exc_info())
