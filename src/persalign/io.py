@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,15 +28,22 @@ from typing import IO, Any
 from persalign.errors import DataError
 
 log = logging.getLogger(__name__)
+INTERRUPT_ENV = "PERSALIGN_TEST_INTERRUPT_AT"
 
 
 def read_jsonl(
-    path: str | Path, required: Sequence[str] = (), *, kind: str = "record"
+    path: str | Path,
+    required: Sequence[str] = (),
+    *,
+    kind: str = "record",
+    empty_ok: bool = True,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line; DataError on any bad line."""
+    """Yield ``(line_number, object)`` for each non-blank line; DataError on any bad line, and
+    (``empty_ok=False``: a source file) on a file without a single record."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file (expected a JSON-lines file of {kind}s)", path=path)
+    records = 0
     with path.open("rb") as handle:  # bytes, decoded per line: a bad byte names its line
         for line_no, raw in enumerate(handle, start=1):
             try:
@@ -59,7 +67,10 @@ def read_jsonl(
             missing = [key for key in required if key not in obj]
             if missing:
                 raise DataError(f"{kind} is missing field(s): {', '.join(missing)}", path, line_no)
+            records += 1
             yield line_no, obj
+    if not records and not empty_ok:
+        raise DataError(f"the file is empty; expected JSON lines of {kind}s", path)
 
 
 def read_json(path: str | Path) -> Any:
@@ -67,8 +78,11 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", path=path)
+    text = read_text(path)
+    if not text.strip():
+        raise DataError("the file is empty; expected JSON", path)
     try:
-        return json.loads(read_text(path))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"malformed JSON ({exc.msg} at column {exc.colno})", path, exc.lineno
@@ -200,14 +214,32 @@ def folder_in_place(dest: str | Path) -> Iterator[Path]:
     ]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
     tmp.mkdir()
     try:
         yield tmp
-    except BaseException:
+        interrupt_point("folder-whole")
+        if dest.exists():
+            os.replace(dest, old)  # the old folder steps aside only once the new one is whole
+        os.replace(tmp, dest)
+    except BaseException:  # an error or Ctrl-C, even between the two renames: as it was
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)
         raise
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)  # the old folder steps aside only once the new one is whole
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        interrupt_point("folder-in-place")
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def interrupt_point(name: str) -> None:
+    """A Ctrl-C that tests can place: SIGINT to this process, here, when the environment
+    variable ``PERSALIGN_TEST_INTERRUPT_AT`` is ``name`` (nothing otherwise).
+
+    Points: ``split`` (a preference build, before anything is written), ``folder-whole`` (the
+    temporary folder complete, not yet in place), ``folder-in-place`` (just renamed into place),
+    ``atexit`` (the command line's exit handlers, where torch's run).
+    """
+    if os.environ.get(INTERRUPT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGINT)

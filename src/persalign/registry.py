@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import keyword
 import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,10 +99,27 @@ def discover(package: str) -> list[str]:
     )
 
 
+def plugin_name_problem(module: str) -> str | None:
+    """Why ``module`` is not a plugin name (a dotted module name such as ``my_lab.metrics``, not
+    a path or a relative name), or None."""
+    parts = module.split(".") if isinstance(module, str) else [""]
+    if not all(part.isidentifier() and not keyword.iskeyword(part) for part in parts):
+        return f"plugin {module!r} is not a module name: use a dotted name such as my_lab.metrics"
+    return None
+
+
 def load_plugins(modules: Sequence[str]) -> None:
-    """Import each module (a plugin registers its methods, decoders or metrics on import)."""
+    """Import each module (a plugin registers its methods, decoders or metrics on import).
+
+    A name that is not a dotted module name, or any failure to import one (not found, a syntax
+    error, an exception raised by its code), is a ConfigError naming the plugin and the reason.
+    """
     for module in modules:
+        problem = plugin_name_problem(module)
+        if problem:
+            raise ConfigError(problem)
         try:
             importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            raise ConfigError(f"plugin {module!r} cannot be imported: {exc}") from None
+        except Exception as exc:  # whatever the plugin's code raises
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+            raise ConfigError(f"plugin {module!r} cannot be imported: {reason}") from None

@@ -140,7 +140,41 @@ def _model_without_weights(tmp: Path) -> None:
     (tmp / "model" / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
+def _empty(rel: str) -> Callable[[Path], None]:
+    """An empty source file at ``rel`` (its folders made)."""
+
+    def setup(tmp: Path) -> None:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(b"")
+
+    return setup
+
+
+PREF_ROW = '{"user": "u%d", "prompt": "p%d", "chosen": "c", "rejected": "%s"}\n'
+
+
+def _prefs(tmp: Path, rejected: str = "r") -> None:
+    rows = [PREF_ROW % (u, i, rejected) for u in range(4) for i in range(3)]
+    (tmp / "prefs.jsonl").write_text("".join(rows), encoding="utf-8")
+
+
+def _prefs_and_empty_completions(tmp: Path) -> None:
+    _prefs(tmp)
+    _empty("comps.jsonl")(tmp)
+
+
+def _config_with_plugin_path(tmp: Path) -> None:
+    text = (REPO / "configs" / "demo.yaml").read_text(encoding="utf-8")
+    (tmp / "config.yaml").write_text(text + "\nplugins: [../plugins/evil]\n", encoding="utf-8")
+
+
+def _selection_out_is_a_folder(tmp: Path) -> None:
+    (tmp / "run").mkdir()
+    (tmp / "sel.json").mkdir()
+
+
 REPO = Path(__file__).resolve().parents[2]
+JSONL = ["data", "build", "jsonl", "--source", "{tmp}/prefs.jsonl", "--out", "{tmp}/out"]
 BUILD = ["data", "build", "tldr", "--source", "{tmp}/tldr", "--out", "{tmp}/out"]
 GENERATE = ["generate", "--benchmark", "{tmp}/bench", "--policy", "{tmp}/no-policy"]
 OUT_GEN = ["--out", "{tmp}/gen.jsonl"]
@@ -243,6 +277,46 @@ CASES = {
         stdout_words=["train.jsonl: sha256 differs", "completions.jsonl: missing"],
         in_process=True,
     ),
+    "jsonl-completions-empty": Case(
+        [*JSONL, "--completions", "{tmp}/comps.jsonl", "--min-items", "1"],
+        ["comps.jsonl", "the file is empty", "completions"],
+        _prefs_and_empty_completions,
+        absent=["out"],
+        in_process=True,
+    ),
+    "jsonl-every-record-skipped": Case(
+        [*JSONL, "--min-items", "1"],
+        ["prefs.jsonl", "no preferences to split", "12 chosen equals rejected"],
+        lambda tmp: _prefs(tmp, rejected="c"),
+        absent=["out"],
+        in_process=True,
+    ),
+    "select-out-is-a-folder": Case(
+        ["select", "{tmp}/run", "--out", "{tmp}/sel.json"],
+        ["--out", "sel.json", "is a folder"],
+        _selection_out_is_a_folder,
+        unchanged=["sel.json"],
+        in_process=True,
+    ),
+    "evaluate-out-is-a-folder": Case(
+        ["evaluate", "policy", "--benchmark", "{tmp}/bench", "--scorer", "base", *OUT_GEN],
+        ["--out", "is a folder"],
+        _out_is_a_folder,
+        unchanged=["gen.jsonl"],
+        in_process=True,
+    ),
+    "config-plugin-is-a-path": Case(
+        ["run", "{tmp}/config.yaml", "--out", "{tmp}/runs"],
+        ["config.yaml", "plugin '../plugins/evil'", "not a module name"],
+        _config_with_plugin_path,
+        absent=["runs"],
+        in_process=True,
+    ),
+    "ls-plugin-is-a-path": Case(
+        ["ls", "--plugin", "../plugins/evil"],
+        ["plugin '../plugins/evil'", "not a module name"],
+        in_process=True,
+    ),
     "reward-model-without-weights": Case(
         ["evaluate", "rm", "--model", "{tmp}/model", "--benchmark", "{tmp}/bench"],
         ["model:", "missing weights.safetensors"],
@@ -251,6 +325,21 @@ CASES = {
         in_process=True,
     ),
 }
+
+EMPTY_SOURCES = {  # dataset: (its --source, the empty file under it, what the error expects)
+    "jsonl": ("prefs.jsonl", "prefs.jsonl", "JSON lines of preferences"),
+    "tldr": ("tldr", "tldr/comparisons_batch1.jsonl", "JSON lines of comparisons"),
+    "prism": ("prism", "prism/conversations.jsonl", "JSON lines of conversations"),
+    "pref-lamp": ("lamp", "lamp/dev_questions.json", "expected JSON"),
+}
+for dataset, (source, rel, expected) in EMPTY_SOURCES.items():
+    CASES[f"{dataset}-source-empty"] = Case(
+        ["data", "build", dataset, "--source", f"{{tmp}}/{source}", "--out", "{tmp}/out"],
+        [Path(rel).name, "the file is empty", expected],
+        _empty(rel),
+        absent=["out"],
+        in_process=True,
+    )
 
 
 def snapshot(path: Path) -> object:
@@ -296,3 +385,39 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert not ro.exists() or ro.is_file() or not any(ro.iterdir()), "wrote under --out"
     for rel, old in before.items():
         assert snapshot(tmp_path / rel) == old, rel
+
+
+BROKEN_PLUGINS = {  # module text: words of the error
+    "raise RuntimeError('no GPU here')\n": ["RuntimeError: no GPU here"],
+    "def broken(:\n": ["SyntaxError"],
+    "from . import sibling\n": ["ImportError"],
+    "import no_such_dependency_xyz\n": ["ModuleNotFoundError", "no_such_dependency_xyz"],
+}
+
+
+@pytest.mark.parametrize("source", list(BROKEN_PLUGINS))
+@pytest.mark.parametrize("where", ["ls", "run"])
+def test_a_plugin_that_fails_to_import_is_one_line_naming_it_and_why(
+    source: str,
+    where: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    name = f"broken_plugin_{where}_{list(BROKEN_PLUGINS).index(source)}"
+    (tmp_path / f"{name}.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if where == "ls":
+        argv = ["ls", "--plugin", name]
+    else:
+        text = (REPO / "configs" / "demo.yaml").read_text(encoding="utf-8")
+        (tmp_path / "config.yaml").write_text(f"{text}\nplugins: [{name}]\n", encoding="utf-8")
+        argv = ["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "runs")]
+    code, _, err = run(["-q", *argv], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert f"plugin {name!r} cannot be imported" in lines[0]
+    for word in BROKEN_PLUGINS[source]:
+        assert word in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists()

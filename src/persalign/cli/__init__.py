@@ -18,8 +18,13 @@ exit 2; Ctrl-C prints ``interrupted`` and exits 130. No module outside ``cli/`` 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import signal
 import sys
-from typing import Annotated
+import threading
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -36,6 +41,7 @@ from persalign.cli import (
     train,
 )
 from persalign.errors import PersalignError
+from persalign.io import interrupt_point
 from persalign.logs import setup_logging, stderr
 
 app = typer.Typer(
@@ -79,7 +85,20 @@ app.command("serve")(serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app, turning user errors into one line and exit code 2."""
+    """Entry point: runs the app, turning user errors into one line and exit code 2.
+
+    With ``argv`` (tests, embedding): returns or raises SystemExit. Without (the ``persalign``
+    script, ``python -m persalign.cli``): this process's exit is handled here too, so that a
+    Ctrl-C at any point from here on, including while Python's exit handlers run (torch has
+    some), prints ``interrupted`` and exits 130; the process never returns from this call.
+    """
+    if argv is not None:
+        _run(argv)
+    else:
+        _run_process()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="persalign")
     except PersalignError as exc:
@@ -87,12 +106,71 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:  # outside a command (Typer turns one inside into exit 130)
         stderr.print("interrupted", markup=False)
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED) from None
     except SystemExit as exc:
-        if exc.code == 130:  # Ctrl-C inside a command: Typer exits 130 without a word
+        if exc.code == INTERRUPTED:  # Ctrl-C inside a command: Typer exits 130 without a word
             stderr.print("interrupted", markup=False)
         raise
 
 
+INTERRUPTED = 130
+_exiting = False  # set once the command has ended: a Ctrl-C then exits at once
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    if not _exiting:
+        raise KeyboardInterrupt  # as Python's own handler: the command unwinds
+    _exit_interrupted()
+
+
+def _exit_interrupted() -> NoReturn:
+    os.write(2, b"interrupted\n")  # not through rich: the exit may be half done
+    os._exit(INTERRUPTED)
+
+
+def _run_process() -> NoReturn:
+    global _exiting
+    try:
+        signal.signal(signal.SIGINT, _on_sigint)
+        atexit.register(interrupt_point, "atexit")  # tests: Ctrl-C among the exit handlers
+        try:
+            _run(sys.argv[1:])
+            code = 0
+        finally:
+            _exiting = True
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except KeyboardInterrupt:  # one that escaped _run (while it printed) or beat `_exiting`
+        _exit_interrupted()
+    except BaseException:  # a bug: the usual traceback, exit 1
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    _exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    sys.stderr.write(f"{exc.code}\n")  # sys.exit("message"), as Python does it
+    return 1
+
+
+def _exit(code: int) -> NoReturn:
+    """What the interpreter does at exit (wait for threads, exit handlers, flush), then exit
+    with ``code`` unless SIGINT came meanwhile: the last step cannot be interrupted, so the
+    code is 130 for any Ctrl-C before it (Python's own exit resets the handler to the default,
+    which would kill the process without a word, or, inside an exit handler, print a traceback
+    and exit 0)."""
+    threading._shutdown()  # type: ignore[attr-defined]  # joins threads, as Py_Finalize does
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    if signal.SIGINT in signal.sigpending():
+        _exit_interrupted()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])
+    main()

@@ -2,6 +2,7 @@
 
     verify: VerifyOption = True                       # --verify/--no-verify on a command
     check_writable(out, "--out")                      # ConfigError unless out can be written
+    check_out_file(out, "a JSON file")                # and not a folder where a file goes
 
 ``check_writable`` looks at the nearest folder that exists on the way to ``out`` (the folder a
 temporary file or folder is made in): a regular file there, or a folder this process may not
@@ -40,3 +41,10 @@ def check_writable(path: Path, option: str = "--out") -> None:
         raise ConfigError(f"{option} {path}: cannot write there ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {path}: cannot write there ({parent} is not writable)")
+
+
+def check_out_file(path: Path, what: str = "a file", option: str = "--out") -> None:
+    """ConfigError if ``path`` (an output file) is a folder, or cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; expected {what} to write")
+    check_writable(path, option)

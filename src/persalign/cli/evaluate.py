@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from persalign.cli.checks import VerifyOption, check_writable
+from persalign.cli.checks import VerifyOption, check_out_file, check_writable
 from persalign.cli.output import emit, print_accuracy, read_generations, stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
@@ -62,7 +62,7 @@ def evaluate_policy(
 ) -> None:
     """Policy accuracy (Eq. 3) on the adaptation users' query preferences, per user and overall."""
     if out is not None:
-        check_writable(out)
+        check_out_file(out, "a JSON file")
     check_scorer(scorer)
     if scorer in REWARD_MODEL_SCORERS and reward is None:
         raise ConfigError(f"the {scorer} scorer needs a reward model (--reward MODEL_DIR)")
@@ -142,7 +142,7 @@ def evaluate_generation(
 ) -> None:
     """Behavioural alignment (Eq. 8): ROUGE-1/L and BERTScore-F1 against the users' completions."""
     if out is not None:
-        check_writable(out)
+        check_out_file(out, "a JSON file")
     gens = read_generations(generations)
     bench = load_benchmark(benchmark, verify=verify)
     if not bench.completions:
@@ -199,7 +199,7 @@ def evaluate_winrate(
 ) -> None:
     """Win rate (Table 5): how often the RM scores its RGD output above zero-shot's."""
     if out is not None:
-        check_writable(out)
+        check_out_file(out, "a JSON file")
     tie_weight(ties)  # a bad value is an error before any model loads
     rgd_gens, zero_gens = read_generations(rgd), read_generations(zero_shot)
     bench = load_benchmark(benchmark, verify=verify)

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from persalign.cli.checks import VerifyOption, check_writable
+from persalign.cli.checks import VerifyOption, check_out_file
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import DECODERS, GenerationRequest, Policy, create_decoder
@@ -70,9 +70,7 @@ def generate(
     verify: VerifyOption = True,
 ) -> None:
     """Generate for the adaptation users' query prompts with one decoder."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; expected a JSON-lines file to write")
-    check_writable(out)
+    check_out_file(out, "a JSON-lines file")
     bench = load_benchmark(benchmark, verify=verify)
     adapt = {u.user: u for u in bench.adapt_users()}
     wanted = sorted(adapt) if users == "all" else [u.strip() for u in users.split(",")]

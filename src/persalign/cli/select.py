@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from persalign.cli.checks import check_out_file
 from persalign.cli.output import emit, stdout
 from persalign.errors import DataError
 from persalign.io import read_json
@@ -59,6 +60,8 @@ def select(
 ) -> None:
     """Pick the model to deploy (method, seed and its lambda) by any metric, per benchmark and
     policy."""
+    if out is not None:
+        check_out_file(out, "a JSON file")
     results = load_run(run_dir, all_cells=all_cells)  # loads the run's metric plugins first
     column = selection_column(metric or _default_metric(results.manifest))
     records = [

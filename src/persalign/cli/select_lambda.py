@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from persalign.cli.checks import VerifyOption, check_writable
+from persalign.cli.checks import VerifyOption, check_out_file
 from persalign.cli.output import stdout
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
@@ -65,7 +65,7 @@ def select_lambda_command(
 ) -> None:
     """Choose ARGS's lambda on held-out preferences of the train users (appendix F.2)."""
     grid = parse_lams(lams)
-    check_writable(out)
+    check_out_file(out, "a JSON file")
     bench = load_benchmark(benchmark, verify=verify)
     heldout = heldout_preferences(bench, per_user=per_user, max_users=max_users, seed=seed)
     decode = {"k": k, "max_new_tokens": max_new_tokens, "batch_size": batch_size}

@@ -24,11 +24,13 @@ not written.
 Errors (DataError naming the file and line; nothing is written): a line that is not JSON or not
 an object, a missing field, a wrong type, a ``time`` that is neither a finite number nor an ISO
 8601 string, numbers and strings mixed as ``time``, a repeated ``id``, a second completion for the
-same user and prompt, a record without ``time`` under ``--split time``.
+same user and prompt, a record without ``time`` under ``--split time``, an empty file.
 
 Skipped, counted in the manifest's ``skipped`` and on the console (examples are ``file:line``):
 an empty (or whitespace-only) user id, prompt, chosen, rejected or completion text, chosen equal to
-rejected (ignoring surrounding whitespace), users below ``--min-items`` (default 10), completions
+rejected (ignoring surrounding whitespace), an exact repeat of an earlier record (same user,
+prompt, chosen and rejected: ``write_preference_benchmark`` keeps the first), users below
+``--min-items`` (default 10), completions
 of a user with no preference, completions of a prompt the user has no preference on.
 """
 
@@ -103,7 +105,7 @@ def load_own_data(
     data = OwnData()
     reader = _PreferenceReader(path, data.skips, need_time)
     records = 0
-    rows = read_jsonl(path, PREFERENCE_FIELDS, kind="preference")
+    rows = read_jsonl(path, PREFERENCE_FIELDS, kind="preference", empty_ok=False)
     for line, row in track(rows, f"reading {path.name}", None, progress):
         records += 1
         pref = reader.convert(row, line)
@@ -245,7 +247,7 @@ def _read_completions(
     seen: dict[tuple[str, str], int] = {}
     out: list[Completion] = []
     records = matched = 0
-    for line, row in read_jsonl(path, COMPLETION_FIELDS, kind="completion"):
+    for line, row in read_jsonl(path, COMPLETION_FIELDS, kind="completion", empty_ok=False):
         records += 1
         where = f"{path.name}:{line}"
         user = _user(row["user"], path, line)

@@ -73,7 +73,7 @@ def load_prism(
     if not file.is_file():
         raise DataError(f"no such file (expected PRISM's {FILE_NAME} or a folder with it)", file)
     prefs: list[Preference] = []
-    rows = read_jsonl(file, REQUIRED, kind="conversation")
+    rows = read_jsonl(file, REQUIRED, kind="conversation", empty_ok=False)
     desc = f"reading {file.name}"
     for line_no, row in track(rows, desc, None, progress):
         prefs += converter.convert(row, (str(file), line_no))

@@ -23,7 +23,7 @@ from persalign.data.benchmark_folder import write_benchmark
 from persalign.data.registry import BuildOptions, with_defaults
 from persalign.data.stats import items_per_user
 from persalign.errors import ConfigError, DataError
-from persalign.io import SkipReport, read_json
+from persalign.io import SkipReport, interrupt_point, read_json
 from persalign.seeding import seeded_rng
 from persalign.types import Completion, Preference, group_by_user
 
@@ -32,6 +32,7 @@ T = TypeVar("T")
 
 TRAIN_KEYS = ("train", "seen", "summary_uids", "train_users")
 ADAPT_KEYS = ("adapt", "unseen", "summary_unseen_uids", "adapt_users", "test")
+DUPLICATE_REASON = "duplicate preference (same user, prompt, chosen and rejected)"
 
 
 def split_users(
@@ -132,14 +133,24 @@ def write_preference_benchmark(
 ) -> dict[str, Any]:
     """Split users and items of a preference dataset and write the benchmark folder.
 
+    Exact duplicates (same user, prompt, chosen and rejected) are dropped first and counted in
+    ``skips`` (:func:`drop_duplicates`): one copy in a user's support set and another in its query
+    set would be a query pair the adapted model has already seen.
+
     ``user_split`` (train, adapt) skips user selection when the caller already chose the users
     (the Pref-LaMP builder selects them before mining negatives). Completions are kept for the
     query preferences they answer (same id).
     """
+    interrupt_point("split")
     options = with_defaults(options, min_items=10)
+    prefs = drop_duplicates(prefs, skips)
     by_user = {
         user: cap_items(items, options, skips, user) for user, items in group_by_user(prefs).items()
     }
+    if not by_user:
+        why = "; ".join(f"{n} {reason}" for reason, n in sorted(skips.counts.items()))
+        why = f" (skipped: {why})" if why else ""
+        raise DataError(f"{name}: no preferences to split{why}", source.get("path"))
     if user_split is not None:
         train, adapt = (sorted(u for u in users if u in by_user) for users in user_split)
     else:
@@ -191,6 +202,21 @@ def write_preference_benchmark(
         completions=kept_completions,
         manifest=manifest,
     )
+
+
+def drop_duplicates(prefs: Sequence[Preference], skips: SkipReport) -> list[Preference]:
+    """The first of every group of preferences with the same user, prompt, chosen and rejected
+    (exact text); each later copy is counted in ``skips`` as ``DUPLICATE_REASON``."""
+    first: dict[tuple[str, str, str, str], str] = {}
+    kept = []
+    for pref in prefs:
+        key = (pref.user, pref.prompt, pref.chosen, pref.rejected)
+        if key in first:
+            skips.add(DUPLICATE_REASON, f"{pref.id} (repeats {first[key]})")
+        else:
+            first[key] = pref.id
+            kept.append(pref)
+    return kept
 
 
 def cap_items(

@@ -73,7 +73,7 @@ def load_tldr(
     file_info = []
     for file in files:
         before = len(prefs)
-        rows = read_jsonl(file, REQUIRED, kind="comparison")
+        rows = read_jsonl(file, REQUIRED, kind="comparison", empty_ok=False)
         desc = f"reading {file.name}"
         for line_no, row in track(rows, desc, None, progress):
             pref = converter.convert(row, (str(file), line_no))

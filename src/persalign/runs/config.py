@@ -275,8 +275,8 @@ def parse_config(
         config = RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
-    load_plugins(config.plugins)
     try:
+        load_plugins(config.plugins)
         check_methods(config)
         check_baselines(config)
         _check_selection_metric(config)
