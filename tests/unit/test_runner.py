@@ -74,7 +74,7 @@ def raw_config(bench: Path, lm: str, name: str = "tiny") -> dict:
         "baselines": {"icl": [1], "icl_rag": [1], "retrieval": "bm25"},
         "decoding": {"max_new_tokens": 4, "k": 3, "batch_size": 2},
         "lambda": {"grid": [0.0, 1.0], "heldout_per_user": 1},
-        "metrics": {"bertscore_model": None},
+        "metrics": {"generation": {"bertscore_model": None}},
     }
 
 

@@ -35,7 +35,7 @@ from persalign.metrics.generation import SIMILARITIES, behavioural_alignment
 from persalign.metrics.policy_accuracy import RGD_SCORERS, check_scorer, policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
 from persalign.metrics.scoring import REWARD_MODEL_SCORERS
-from persalign.metrics.winrate import tie_weight, win_rate
+from persalign.metrics.winrate import DEFAULT_TIES, tie_weight, win_rate
 from persalign.rewards import load
 
 log = logging.getLogger(__name__)
@@ -189,8 +189,9 @@ def evaluate_winrate(
     zero_shot: Annotated[Path, typer.Option(help="Zero-shot generations (JSON lines).")],
     benchmark: Annotated[Path, typer.Option(help="The benchmark folder (query prompts).")],
     ties: Annotated[
-        str, typer.Option(help="What a tie counts as: half (a half win) or loss (no win).")
-    ] = "half",
+        str,
+        typer.Option(help="What a tie counts as: loss (no win, the paper's) or half (a half win)."),
+    ] = DEFAULT_TIES,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     verify: VerifyOption = True,
     out: Annotated[
@@ -222,8 +223,8 @@ def evaluate_winrate(
         table.add_row(user, f"{value:.3f}", f"{result['tie_rate'][user]:.3f}")
     stdout.print(table)
     stdout.print(
-        f"win rate over {result['n']} pairs: {result['rate']:.4f} (a tie counts as "
-        f"{result['tie_weight']:g}; {result['wins']} wins, {result['ties']} ties, "
+        f"win rate over {result['n']} pairs: {result['rate']:.4f} ({result['tie_rule']}: a tie "
+        f"counts as {result['tie_weight']:g}; {result['wins']} wins, {result['ties']} ties, "
         f"{result['losses']} losses); mean over {result['users']} users: "
         f"{result['per_user_mean']:.4f}; not scored: {result['unpaired_rgd']} RGD and "
         f"{result['unpaired_zero_shot']} zero-shot outputs without a partner, "
