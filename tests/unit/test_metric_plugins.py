@@ -84,6 +84,9 @@ def test_ls_metrics_lists_the_cell_metrics(capsys):
     # " name  summary" lines; a long summary wraps onto lines that start with more spaces
     listed = {line.split()[0] for line in out.splitlines()[1:] if line[:2].strip()}
     assert code == 0 and listed == RUN_METRIC_KEYS
+    text = " ".join(out.split())  # rich wraps; each metric's options, defaults, descriptions
+    assert ".ties = 'loss': What a tie" in text and ".negatives = 9: Hard negatives" in text
+    assert ".batch_size = 8: Sequences per scoring pass" in text
 
 
 def test_report_columns_are_what_the_report_read_before():

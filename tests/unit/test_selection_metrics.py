@@ -220,7 +220,8 @@ def test_candidate_scoring_equals_one_row_per_text(lore, bench, policy):
     groups = [[c.reference, "a longer negative title here", "x"] for c in comps]
     ids = [policy.formatter.prompt_ids(p) for p in prompts]
     fast, tokens = candidate_logprob_sums(policy, ids, groups, batch_size=2)
-    each = [(i, p, u, r) for i, p, u, g in zip(ids, prompts, users, groups) for r in g]
+    rows = zip(ids, prompts, users, groups, strict=True)
+    each = [(i, p, u, r) for i, p, u, g in rows for r in g]
     naive, naive_tokens = policy_logprob_sums(
         policy, [e[0] for e in each], [e[3] for e in each], batch_size=1, progress=False
     )

@@ -48,5 +48,5 @@ def list_registered(
             table.add_row(entry.name, entry.summary)
             if name == "metrics":  # each metric's options, set under metrics.<name> in a run
                 for option, default, description in entry.obj.describe_options():
-                    table.add_row(f"  .{option} = {default}", description)
+                    table.add_row("", f".{option} = {default}: {description}")
         stdout.print(table)
