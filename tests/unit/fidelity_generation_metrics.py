@@ -110,7 +110,7 @@ def test_04_bertscore_is_rescaled_with_bert_scores_baseline_and_named(
     assert bertscore_baseline("roberta-large", rescale="never") is None
     assert bertscore_baseline(tiny_bert, 2) is None
 
-    # the run's metric: metrics.bertscore_rescale decides, and the block names the scale;
+    # the run's metric: metrics.generation.bertscore_rescale decides, and the block names the scale;
     # "auto" rescales where a baseline ships (here: the test's file stands in for one)
     monkeypatch.setattr(
         bertscore_module,
