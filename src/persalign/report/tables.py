@@ -69,7 +69,8 @@ PER_USER_MEAN = "per-user mean"
 BERTSCORE_NOTE = (
     "BERTScore-F1: rescaled = bert-score's baseline rescaling (F - b) / (1 - b), the paper's "
     "scale (roberta-large); raw = plain F1, where bert-score ships no baseline for the model "
-    "(metrics.generation.bertscore_rescale). Scores from different models or scales are not comparable."
+    "(metrics.generation.bertscore_rescale). Scores from different models or scales are not "
+    "comparable."
 )
 
 
