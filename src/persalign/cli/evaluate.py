@@ -30,8 +30,7 @@ from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.io import write_json
-from persalign.metrics.bertscore import DEFAULT_BERTSCORE_MODEL
-from persalign.metrics.generation import SIMILARITIES, behavioural_alignment
+from persalign.metrics.generation import SIMILARITIES, GenerationSettings, behavioural_alignment
 from persalign.metrics.policy_accuracy import RGD_SCORERS, check_scorer, policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
 from persalign.metrics.scoring import REWARD_MODEL_SCORERS
@@ -40,6 +39,8 @@ from persalign.rewards import load
 
 log = logging.getLogger(__name__)
 DEFAULT_POLICY = "bundled:smollm2-135m-instruct"
+
+GENERATION = GenerationSettings()  # the run metric's defaults: one source for both
 
 
 def evaluate_policy(
@@ -122,7 +123,7 @@ def evaluate_generation(
     bertscore_model: Annotated[
         str,
         typer.Option(help="BERTScore model: bundled:<name> (offline), folder or hub id."),
-    ] = DEFAULT_BERTSCORE_MODEL,
+    ] = GENERATION.bertscore_model,
     num_layers: Annotated[
         int | None, typer.Option(help="BERTScore layer (default: bert-score's, else the last).")
     ] = None,
@@ -132,8 +133,10 @@ def evaluate_generation(
             help="auto: rescale with bert-score's baseline where it ships one (roberta-large), "
             "else raw; always: rescale or fail; never: raw F1."
         ),
-    ] = "auto",
-    batch_size: Annotated[int, typer.Option(help="BERTScore batch size.")] = 32,
+    ] = GENERATION.bertscore_rescale,
+    batch_size: Annotated[
+        int, typer.Option(help="BERTScore batch size.")
+    ] = GENERATION.bertscore_batch_size,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     verify: VerifyOption = True,
     out: Annotated[
