@@ -12,6 +12,14 @@ pass over each batch of whole responses (``persalign.metrics.policy_accuracy``);
 prompt and y_<t and one reward-model pass over the response cut after t tokens. Prints one JSON
 object; targets: speedup >= 10, the same accuracy, scores within 1e-6.
 
+The ground-truth rank of the same global-RGD cell is timed beside it (``--gt-negatives N``,
+default 9; 0 skips it): each pair's chosen text stands for the user's own text, with N hard
+negatives (``ground_truth_rank.hard_negatives``: the rejected text, then other pairs' chosen
+texts), scored with each prompt encoded once (``metrics.candidate_scoring``). JSON keys:
+``gt_rank_over_policy_accuracy`` (its seconds over the single-pass policy accuracy's; target
+<= 1.5), ``gt_rank_per_text_over_policy_accuracy`` (one row per candidate text, the path before)
+and ``gt_rank_max_abs_score_diff`` (fast vs per-text scores).
+
 Accuracies are per user, then the mean over users (Eq. 3). The per-prefix path costs one 135M
 forward per response token and model (about 2,500 forwards for 20 pairs): ``--per-prefix-pairs N``
 runs it on the first N pairs only, and the speedup and agreement are measured on those N. In
@@ -47,6 +55,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--response-tokens", type=int, default=32)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--gt-negatives", type=int, default=9, help="0: no ground-truth rank.")
     args = parser.parse_args()
 
     from tests.reference_policy import naive_score, naive_terms
@@ -138,6 +147,7 @@ def main() -> None:
         "max_rel_score_diff": float((diff / naive_scores.abs()).max()),
         "max_abs_score_diff_unpadded": float((unpadded - naive_scores).abs().max()),
         "score_range": [float(naive_scores.min()), float(naive_scores.max())],
+        **(gt_rank_cost(prefs, policy, rm, args, single_seconds) if args.gt_negatives else {}),
         "peak_rss_mib": peak_rss_mib(),
     }
     result = {k: round(v, 12) if isinstance(v, float) else v for k, v in result.items()}
@@ -147,7 +157,61 @@ def main() -> None:
         == result["accuracy_per_prefix"],
         "max_abs_score_diff<=1e-6": result["max_abs_score_diff"] <= 1e-6,
     }
+    if args.gt_negatives:
+        result["targets_met"]["gt_rank_over_policy_accuracy<=1.5"] = (
+            result["gt_rank_over_policy_accuracy"] <= 1.5
+        )
     print(json.dumps(result, indent=2))
+
+
+def gt_rank_cost(prefs, policy, rm, args, policy_accuracy_seconds: float) -> dict:
+    """Seconds of the ground-truth rank of a global-RGD cell (each prompt encoded once) and of
+    the per-text path, over the single-pass policy accuracy's (see module doc)."""
+    from persalign.metrics.base import CellContext
+    from persalign.metrics.ground_truth_rank import (
+        _POLICY_SUMS,
+        deployed_scorer,
+        deployed_scores,
+        hard_negatives,
+    )
+    from persalign.metrics.scoring import policy_logprob_sums, reward_sums
+    from persalign.types import Benchmark, Completion
+
+    comps = tuple(Completion(p.id, p.user, p.prompt, p.chosen) for p in prefs)
+    bench = Benchmark("bench", (), (), tuple(prefs), comps)
+    ctx = CellContext(
+        kind="method", method="global-rm", decoder="args", seed=0, settings={},
+        benchmark=bench, policy=policy, reward_model=rm, lam=args.lam,
+    )  # fmt: skip
+    negatives = hard_negatives(bench, args.gt_negatives)
+    keys = [(c.user, c.id) for c in comps]
+    prompts = [c.prompt for c in comps]
+    groups = [[c.reference, *negatives[k]] for c, k in zip(comps, keys, strict=True)]
+    _POLICY_SUMS.clear()  # cold: the policy pass is timed too
+    start = time.perf_counter()
+    fast = deployed_scores(ctx, keys, prompts, groups, args.batch_size)
+    seconds = time.perf_counter() - start
+    flat = [(p, r, k[0]) for p, g, k in zip(prompts, groups, keys, strict=True) for r in g]
+    start = time.perf_counter()
+    ids = [policy.formatter.prompt_ids(f[0]) for f in flat]
+    logp, tokens = policy_logprob_sums(
+        policy, ids, [f[1] for f in flat], batch_size=args.batch_size, progress=False
+    )
+    rewards = reward_sums(
+        rm, *([f[i] for f in flat] for i in range(3)), batch_size=args.batch_size, progress=False
+    )
+    per_text = (logp + args.lam * rewards) / tokens.double()
+    per_text_seconds = time.perf_counter() - start
+    return {
+        "gt_rank_scorer": deployed_scorer(ctx),
+        "gt_rank_negatives": args.gt_negatives,
+        "gt_rank_candidates": len(flat),
+        "gt_rank_seconds": seconds,
+        "gt_rank_per_text_seconds": per_text_seconds,
+        "gt_rank_over_policy_accuracy": seconds / policy_accuracy_seconds,
+        "gt_rank_per_text_over_policy_accuracy": per_text_seconds / policy_accuracy_seconds,
+        "gt_rank_max_abs_score_diff": float((fast - per_text).abs().max()),
+    }
 
 
 if __name__ == "__main__":

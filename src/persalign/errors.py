@@ -9,7 +9,8 @@ unknown name); programming errors stay ordinary exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,3 +68,9 @@ def validated(model: type[M], data: Mapping[str, Any], where: str = "", *, head:
     except ValidationError as exc:
         message = describe_validation_error(exc, prefix=where)
         raise ConfigError(f"{head}: {message}" if head else message) from None
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``name``, or ""."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""

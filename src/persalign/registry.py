@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import keyword
 import pkgutil
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from persalign.errors import ConfigError
+from persalign.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -66,8 +65,7 @@ class Registry(Generic[T]):
         """The object registered as ``name``; a ConfigError with suggestions otherwise."""
         self._load()
         if name not in self._entries:
-            close = difflib.get_close_matches(name, list(self._entries), n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, list(self._entries))
             known = ", ".join(sorted(self._entries)) or "none registered"
             raise ConfigError(f"unknown {self.kind} {name!r}{hint} (known: {known})")
         return self._entries[name].obj

@@ -238,7 +238,7 @@ def test_05_run_cells_give_the_icl_scorer_the_rendering(tmp_path, tiny_lm, monke
         },
         "decoding": {"generate": False},
         "lambda": {"grid": [1.0]},
-        "metrics": {"bertscore_model": None},
+        "metrics": {"generation": {"bertscore_model": None}},
     }
     run_experiment(parse_config(raw), tmp_path / "runs")
     assert sorted(decoder for decoder, _ in seen) == ["icl", "icl-rag"]

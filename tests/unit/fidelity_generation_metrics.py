@@ -21,10 +21,10 @@ from persalign.errors import ConfigError
 from persalign.metrics import bertscore as bertscore_module
 from persalign.metrics.base import CellContext, compute_cell_metrics
 from persalign.metrics.bertscore import bertscore_baseline, bertscore_f1, read_baseline
-from persalign.metrics.winrate import win_rate
+from persalign.metrics.generation import GenerationSettings
+from persalign.metrics.winrate import WinRateSettings, win_rate
 from persalign.report.reading import load_run
 from persalign.report.tables import metrics_table, policy_table, win_rate_table
-from persalign.runs.sections import MetricsConfig
 from persalign.types import Benchmark, Completion
 
 from .test_generation_metrics import save_tiny_bert
@@ -110,7 +110,7 @@ def test_04_bertscore_is_rescaled_with_bert_scores_baseline_and_named(
     assert bertscore_baseline("roberta-large", rescale="never") is None
     assert bertscore_baseline(tiny_bert, 2) is None
 
-    # the run's metric: metrics.bertscore_rescale decides, and the block names the scale;
+    # the run's metric: metrics.generation.bertscore_rescale decides, and the block names the scale;
     # "auto" rescales where a baseline ships (here: the test's file stands in for one)
     monkeypatch.setattr(
         bertscore_module,
@@ -129,9 +129,11 @@ def test_04_bertscore_is_rescaled_with_bert_scores_baseline_and_named(
     bench = Benchmark("bench", (), (), (), completions)
     blocks = {}
     for rescale in ("auto", "never"):
-        settings = MetricsConfig(
-            bertscore_model=tiny_bert, bertscore_num_layers=2, bertscore_rescale=rescale
-        ).model_dump(mode="json")
+        settings = {
+            "generation": GenerationSettings(
+                bertscore_model=tiny_bert, bertscore_num_layers=2, bertscore_rescale=rescale
+            )
+        }
         ctx = CellContext(
             kind="baseline", method="zero-shot", decoder="zero-shot", seed=0,
             settings=settings, benchmark=bench, generations=gens,
@@ -143,7 +145,7 @@ def test_04_bertscore_is_rescaled_with_bert_scores_baseline_and_named(
     per_user = {"u1": (want[0] + want[1]) / 2, "u2": (want[2] + want[3]) / 2}
     assert rescaled["bertscore_f1"]["per_user"] == pytest.approx(per_user, rel=1e-5)
     assert plain["bertscore_f1"]["mean"] == pytest.approx(sum(raw) / 4, rel=1e-5)
-    assert MetricsConfig().bertscore_rescale == "auto"
+    assert GenerationSettings().bertscore_rescale == "auto"
 
     # every table with BERTScore names its scale and model
     run = _write_run(
@@ -187,7 +189,7 @@ def test_06_win_rate_is_pooled_with_ties_as_half(tmp_path):
     rgd = [{"user": u, "id": str(i), "text": r} for i, (u, r, _) in enumerate(pairs)]
     zero = [{"user": u, "id": str(i), "text": z} for i, (u, _, z) in enumerate(pairs)]
     prompts = {(u, str(i)): "prompt" for i, (u, _, _) in enumerate(pairs)}
-    result = win_rate(rm, rgd, zero, prompts)
+    result = win_rate(rm, rgd, zero, prompts, ties="half")
     # by hand: pooled (2 wins + 2 ties / 2) / 5 = 0.6; a: (1 + 2 / 2) / 4 = 0.5, b: 1 -> 0.75
     assert result["rate"] == pytest.approx(0.6, rel=1e-12)
     assert result["per_user"] == pytest.approx({"a": 0.5, "b": 1.0}, rel=1e-12)
@@ -200,7 +202,7 @@ def test_06_win_rate_is_pooled_with_ties_as_half(tmp_path):
     )
     strict = win_rate(rm, rgd, zero, prompts, ties="loss")  # the other reading: 2 / 5
     assert (strict["rate"], strict["per_user_mean"]) == pytest.approx((0.4, 0.625), rel=1e-12)
-    assert MetricsConfig().win_rate_ties == "half"
+    assert WinRateSettings().ties == "loss"  # the default: the paper's "judged better" (row 6)
 
     # the report: "Win Rate" reads the pooled rate, "(per-user mean)" the mean over users;
     # a cell written before (per-user "mean", ties as losses, no "rate") shows "--"
@@ -212,6 +214,7 @@ def test_06_win_rate_is_pooled_with_ties_as_half(tmp_path):
     rows = {row[1]: row[2:] for row in table.rows}
     assert rows == {"lore": ["60.00 ± 0.00", "75.00 ± 0.00"], "mpu": ["--", "--"]}
     assert any("counts as half a win" in note for note in table.notes)
+    assert table.title.endswith("(ties count half)")  # the header names the rule in use
     assert any("1 cell(s) have a win rate from an older persalign" in i for i in results.issues)
     every = metrics_table(results, "bench")
     lore = next(row for row in every.rows if row[1] == "lore")

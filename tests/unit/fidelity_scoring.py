@@ -36,7 +36,6 @@ from persalign.runs.config import parse_config
 from persalign.runs.lambda_selection import select_lambda
 from persalign.runs.plan import make_plan
 from persalign.runs.runner import run_experiment
-from persalign.runs.sections import MetricsConfig
 from persalign.types import Benchmark
 
 from .rewards_synthetic import two_group_task, write_two_group_benchmark
@@ -130,7 +129,7 @@ def test_01_pdpo_policy_accuracy_is_its_own_personalized_policy(pdpo, policy, ti
         by_user.setdefault(pref.user, []).append(hit)
     mean = sum(sum(h) / len(h) for h in by_user.values()) / len(by_user)
     bench = Benchmark("toy", train=(), support=(), query=query)
-    settings = MetricsConfig(bertscore_model=None, batch_size=2).model_dump(mode="json")
+    settings = {"batch_size": 2, "generation": {"bertscore_model": None}}
     ctx = CellContext(
         kind="method", method="p-dpo", decoder="p-dpo", seed=0, settings=settings,
         benchmark=bench, policy=policy, reward_model=rm, lam=None,
@@ -228,7 +227,7 @@ def tiny_config(tmp_path: Path, lm: str, methods: dict, **extra):
         "policies": {"tiny": {"spec": lm, "params_m": 0.1, "scale": "tiny"}},
         "decoding": {"max_new_tokens": 3, "k": 2, "batch_size": 3},
         "lambda": {"grid": [0.0, 1.0], "heldout_per_user": 1},
-        "metrics": {"bertscore_model": None},
+        "metrics": {"generation": {"bertscore_model": None}},
         **extra,
     }
     return parse_config(raw)
@@ -256,7 +255,7 @@ def test_03_which_methods_enter_which_comparison(pal_pdpo_run, tmp_path, tiny_lm
         supports_rgd, has_rm_accuracy, personalized = True, False, True
 
     bench = Benchmark("toy", train=(), support=(), query=())
-    settings = MetricsConfig(bertscore_model=None).model_dump(mode="json")
+    settings = {"generation": {"bertscore_model": None}}
 
     def applies(key: str, rm: object, decoder: str = "args") -> bool:
         ctx = CellContext(

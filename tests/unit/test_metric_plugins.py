@@ -52,7 +52,7 @@ RUN_METRIC_KEYS = {
     "ground_truth_rank",
     "prefix_accuracy",
 }
-# off here (SETTINGS does not turn them on): tests/unit/test_selection_metrics.py tests them
+# off here (SETTINGS turns them off): tests/unit/test_selection_metrics.py tests them
 SELECTION_KEYS = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
 FIXED_FIELDS = {
     "cell", "kind", "benchmark", "policy", "scale", "scale_params", "seed", "method", "shots",
@@ -60,12 +60,12 @@ FIXED_FIELDS = {
 }  # fmt: skip
 BATCH = 3
 FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)
-SETTINGS = {
-    "bertscore_model": None,
-    "bertscore_num_layers": None,
+SETTINGS = {  # a run config's metrics section
     "batch_size": BATCH,
+    "generation": {"bertscore_model": None, "bertscore_num_layers": None},
     "perplexity": True,
     "win_rate": True,
+    **dict.fromkeys(SELECTION_KEYS, False),
 }
 
 
@@ -84,6 +84,9 @@ def test_ls_metrics_lists_the_cell_metrics(capsys):
     # " name  summary" lines; a long summary wraps onto lines that start with more spaces
     listed = {line.split()[0] for line in out.splitlines()[1:] if line[:2].strip()}
     assert code == 0 and listed == RUN_METRIC_KEYS
+    text = " ".join(out.split())  # rich wraps; each metric's options, defaults, descriptions
+    assert ".ties = 'loss': What a tie" in text and ".negatives = 9: Hard negatives" in text
+    assert ".batch_size = 8: Sequences per scoring pass" in text
 
 
 def test_report_columns_are_what_the_report_read_before():
@@ -351,7 +354,9 @@ def test_bertscore_model_gives_behavioural_alignment(bench, monkeypatch):
 
     monkeypatch.setattr(generation_module, "bertscore_f1", fake_bertscore)
     gens = generations(bench, "chosen")
-    settings = dict(SETTINGS, bertscore_model="some/encoder", bertscore_num_layers=3)
+    settings = dict(
+        SETTINGS, generation={"bertscore_model": "some/encoder", "bertscore_num_layers": 3}
+    )
     ctx = context(bench, None, kind="baseline", method="icl-rag", decoder="icl-rag",
                   generations=gens, settings=settings)  # fmt: skip
     got = compute_cell_metrics(ctx)

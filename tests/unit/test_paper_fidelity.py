@@ -4,7 +4,7 @@ The tests live in topic modules beside this one, which pytest does not collect o
 (their names do not start with ``test_``); importing them here collects each item once:
 
     fidelity_scoring.py              1 P-DPO's own policy, 2 cumulative rewards, 3 comparisons
-    fidelity_generation_metrics.py   4 BERTScore scale, 6 win rate (pooled, ties as half)
+    fidelity_generation_metrics.py   4 BERTScore scale, 6 win rate (pooled, ties lose)
     fidelity_decoding.py             5 ICL triples, 13 ARGS fast == naive where lambda
                                      matters, 15 zero-shot == transformers, 16 sampling
     fidelity_methods.py              8 PAL, 9 VPL, 10 P-DPO learning rate, 11 MPU order,

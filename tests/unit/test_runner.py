@@ -74,7 +74,7 @@ def raw_config(bench: Path, lm: str, name: str = "tiny") -> dict:
         "baselines": {"icl": [1], "icl_rag": [1], "retrieval": "bm25"},
         "decoding": {"max_new_tokens": 4, "k": 3, "batch_size": 2},
         "lambda": {"grid": [0.0, 1.0], "heldout_per_user": 1},
-        "metrics": {"bertscore_model": None},
+        "metrics": {"generation": {"bertscore_model": None}},
     }
 
 
@@ -187,7 +187,7 @@ def test_at_lambda_zero_args_is_the_greedy_policy_and_ties_zero_shot(bench, tiny
         seeds=[0],
         methods={"global-rm": None},
         baselines={"icl": [], "icl_rag": []},
-        metrics={"bertscore_model": None, "perplexity": False},
+        metrics={"generation": {"bertscore_model": None}, "perplexity": False},
     )
     raw["lambda"] = {"grid": [0.0], "heldout_per_user": 0}
     summary = run_experiment(parse_config(raw), tmp_path)
@@ -304,6 +304,12 @@ def test_run_cli_reports_config_errors_by_key(bench, tiny_lm, tmp_path, capsys):
     code, _, err = run_cli(["run", str(config), "--backend", "slurm"], capsys)
     assert code == 2 and "unknown backend" in err
     assert not (tmp_path / "tiny").exists()
+    code, _, err = run_cli(["run", str(config), "--set", "metrics.win_rate.tie=half"], capsys)
+    assert code == 2 and "metrics.win_rate.tie: unknown option; did you mean 'ties'?" in err
+    code, _, err = run_cli(["run", str(config), "--set", "metrics.win_rat=false"], capsys)
+    assert (
+        code == 2 and "metrics.win_rat: unknown metric 'win_rat'; did you mean 'win_rate'?" in err
+    )
     with pytest.raises(ConfigError, match=r"lambda\.heldout_per_user"):
         parse_config({**raw, "lambda": {"grid": [0, 1], "heldout_per_user": 0}})
 

@@ -16,6 +16,11 @@ from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, ZeroShot
 from persalign.metrics import ground_truth_rank as gt_module
+from persalign.metrics.candidate_scoring import (
+    candidate_logprob_sums,
+    candidate_reward_sums,
+    collate_candidates,
+)
 from persalign.metrics.ground_truth_rank import (
     GroundTruthRank,
     ground_truth_rank,
@@ -25,9 +30,11 @@ from persalign.metrics.ground_truth_rank import (
 from persalign.metrics.policy_accuracy import policy_scores
 from persalign.metrics.prefix_accuracy import PrefixAccuracy, accuracies, prefix_hits
 from persalign.metrics.ranking import rm_accuracy
+from persalign.metrics.scoring import policy_logprob_sums, reward_sums
 from persalign.metrics.selection import select_best, selection_column
 from persalign.metrics.steering import SteeringAccuracy, steering_accuracy
 from persalign.rewards.base import PrefixRewards
+from persalign.rewards.engine.pair_eval import eval_mode
 from persalign.runs.config import parse_config
 from persalign.types import Benchmark, Completion, Preference
 
@@ -35,11 +42,11 @@ from .rewards_synthetic import adapted_lore, two_group_benchmark
 from .test_cli import run as run_cli
 
 FAST = dict(device="cpu", eval_batch_size=8, seed=0, max_response_tokens=32)
-SETTINGS = {
+NEGATIVES = 3
+SETTINGS = {  # a run config's metrics section
     "batch_size": 3,
     "steering_accuracy": True,
-    "ground_truth_rank": True,
-    "ground_truth_negatives": 3,
+    "ground_truth_rank": {"negatives": NEGATIVES},
     "prefix_accuracy": True,
 }
 NEW = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
@@ -73,6 +80,11 @@ def context(bench: Benchmark, policy: Policy | None, **fields: Any) -> CellConte
         kind="method", method="lore", decoder="args", seed=1, settings=dict(SETTINGS)
     )
     return CellContext(**(base | fields), benchmark=bench, policy=policy)
+
+
+def metric(cls: type, ctx: CellContext):
+    """The metric with the options the cell's settings give it (as compute_cell_metrics does)."""
+    return cls(ctx.options(cls.key))
 
 
 def per_user(users: list[str], values: list[float]) -> dict[str, float]:
@@ -186,9 +198,50 @@ def test_hard_negatives_rejected_first_then_most_similar_other_users():
     assert got == hard_negatives(bench, n=3, seed=0)  # deterministic
 
 
-def naive_rank(ctx: CellContext, scorer: str, **kw: Any) -> tuple[dict, dict]:
-    """Per prompt: the user's text and its negatives scored by policy_scores, ranked in a loop."""
-    negatives = hard_negatives(ctx.benchmark, SETTINGS["ground_truth_negatives"], ctx.seed)
+def test_candidates_share_one_row_per_prompt():
+    """[prompt, y_1, y_2] in one row: responses continue from the prompt's end, each predicted
+    from the prompt's last token, then its own tokens; no response sees another one."""
+    batch = collate_candidates([[1, 2], [7]], [[[3], [4, 5]], [[8, 9]]], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5], [7, 8, 9, 0, 0]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 0, 0]]
+    assert batch.row.tolist() == [0, 0, 1] and batch.slot.tolist() == [0, 1, 0]
+    assert batch.valid.tolist() == [[True, False], [True, True], [True, True]]
+    assert batch.predictor[1].tolist() == [1, 3] and batch.predictor[2].tolist() == [0, 1]
+    seen = batch.attention_mask[0, 0] == 0  # [T, T] query x key
+    assert seen[3].tolist() == [True, True, False, True, False]  # y_2's first: prompt + itself
+    assert seen[4].tolist() == [True, True, False, True, True]
+
+
+def test_candidate_scoring_equals_one_row_per_text(lore, bench, policy):
+    """The fast path (each prompt encoded once, its candidates in one row) against the naive
+    reference (every prompt + text on a row of its own), for the policy and the reward model."""
+    comps = list(bench.completions)
+    prompts, users = [c.prompt for c in comps], [c.user for c in comps]
+    groups = [[c.reference, "a longer negative title here", "x"] for c in comps]
+    ids = [policy.formatter.prompt_ids(p) for p in prompts]
+    fast, tokens = candidate_logprob_sums(policy, ids, groups, batch_size=2)
+    rows = zip(ids, prompts, users, groups, strict=True)
+    each = [(i, p, u, r) for i, p, u, g in rows for r in g]
+    naive, naive_tokens = policy_logprob_sums(
+        policy, [e[0] for e in each], [e[3] for e in each], batch_size=1, progress=False
+    )
+    assert torch.equal(tokens, naive_tokens)
+    assert torch.allclose(fast, naive, rtol=1e-5, atol=1e-4)
+    assert eval_mode(lore) == "hidden"  # the shared-row reward path
+    got = candidate_reward_sums(lore, prompts, groups, users, batch_size=2)
+    want = reward_sums(
+        lore, [e[1] for e in each], [e[3] for e in each], [e[2] for e in each],
+        batch_size=1, progress=False,
+    )  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def naive_rank(
+    ctx: CellContext, scorer: str, per_token: bool = True, **kw: Any
+) -> tuple[dict, dict]:
+    """Per prompt: the user's text and its negatives scored one row per text by policy_scores
+    (Eq. 4 means; Eq. 6 sums divided by the policy tokens: one aggregation), ranked in a loop."""
+    negatives = hard_negatives(ctx.benchmark, NEGATIVES, ctx.seed)
     prompts = ctx.prompts()
     users, rr, top = [], [], []
     for c in ctx.benchmark.completions:
@@ -197,6 +250,9 @@ def naive_rank(ctx: CellContext, scorer: str, **kw: Any) -> tuple[dict, dict]:
             ctx.policy, [prompts[(c.user, c.id)]] * len(texts), texts, scorer=scorer,
             users=[c.user] * len(texts), batch_size=2, progress=False, **kw,
         ).tolist()  # fmt: skip
+        if scorer == "personal-rgd" and per_token:  # a sum: its mean per policy token
+            sizes = [len(ctx.policy.formatter.response_ids(t)) for t in texts]
+            scores = [s / n for s, n in zip(scores, sizes, strict=True)]
         rank = 1 + sum(s >= scores[0] for s in scores[1:])
         users.append(c.user)
         rr.append(1 / rank)
@@ -206,8 +262,8 @@ def naive_rank(ctx: CellContext, scorer: str, **kw: Any) -> tuple[dict, dict]:
 
 def test_ground_truth_rank_of_rgd_and_zero_shot_cells_equals_a_naive_loop(lore, bench, policy):
     method = context(bench, policy, reward_model=lore, lam=2.0)
-    assert GroundTruthRank().applies(method)
-    got = GroundTruthRank().compute(method)
+    assert metric(GroundTruthRank, method).applies(method)
+    got = metric(GroundTruthRank, method).compute(method)
     mrr, top1 = naive_rank(method, "personal-rgd", reward_model=lore, lam=2.0)
     assert got["mrr"]["per_user"] == pytest.approx(mrr, rel=1e-9)
     assert got["top1"]["per_user"] == pytest.approx(top1, rel=1e-9)
@@ -215,8 +271,11 @@ def test_ground_truth_rank_of_rgd_and_zero_shot_cells_equals_a_naive_loop(lore, 
     assert 2 <= got["candidates_mean"] <= 3 and got["prompts"] == len(bench.completions)
 
     zero = context(bench, policy, kind="baseline", method="zero-shot", decoder="zero-shot")
-    assert [m.applies(zero) for m in (SteeringAccuracy(), PrefixAccuracy())] == [False, False]
-    base = {"ground_truth_rank": GroundTruthRank().compute(zero)}
+    assert [metric(m, zero).applies(zero) for m in (SteeringAccuracy, PrefixAccuracy)] == [
+        False,
+        False,
+    ]
+    base = {"ground_truth_rank": metric(GroundTruthRank, zero).compute(zero)}
     mrr, top1 = naive_rank(zero, "base")
     assert base["ground_truth_rank"]["mrr"]["per_user"] == pytest.approx(mrr, rel=1e-9)
     assert base["ground_truth_rank"]["top1"]["per_user"] == pytest.approx(top1, rel=1e-9)
@@ -226,17 +285,31 @@ def test_ground_truth_rank_of_rgd_and_zero_shot_cells_equals_a_naive_loop(lore, 
 def test_the_cells_of_a_seed_share_one_policy_pass(lore, bench, policy, monkeypatch):
     monkeypatch.setattr(gt_module, "_POLICY_SUMS", weakref.WeakKeyDictionary())  # cold
     calls = []
-    original = gt_module.policy_logprob_sums
+    original = gt_module.candidate_logprob_sums
     monkeypatch.setattr(
-        gt_module, "policy_logprob_sums", lambda *a, **k: calls.append(1) or original(*a, **k)
+        gt_module, "candidate_logprob_sums", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     zero = context(bench, policy, kind="baseline", method="zero-shot", decoder="zero-shot")
-    first = GroundTruthRank().compute(zero)
-    method = GroundTruthRank().compute(context(bench, policy, reward_model=lore, lam=0.0))
+    first = metric(GroundTruthRank, zero).compute(zero)
+    at_zero = context(bench, policy, reward_model=lore, lam=0.0)
+    method = metric(GroundTruthRank, at_zero).compute(at_zero)
     assert len(calls) == 1  # the method cell reused the zero-shot cell's policy pass
-    assert GroundTruthRank().compute(zero) == first and len(calls) == 1
-    # at lambda 0 the RGD score is the log-prob sum, the zero-shot score its per-token mean
+    assert metric(GroundTruthRank, zero).compute(zero) == first and len(calls) == 1
     assert method["scorer"] == "personal-rgd" and method["prompts"] == first["prompts"]
+
+
+def test_a_method_cell_at_lambda_0_gets_zero_shots_mrr_exactly(lore, bench, policy):
+    """One aggregation for every cell type (the mean per policy token): at lambda 0 Eq. 6's
+    terms are Eq. 4's, so the MRRs are equal; with Eq. 6's sums against Eq. 4's means (the old
+    aggregation) they differ on this benchmark, whose negatives differ in length."""
+    zero = context(bench, policy, kind="baseline", method="zero-shot", decoder="zero-shot")
+    at_zero = context(bench, policy, reward_model=lore, lam=0.0)
+    base, method = (metric(GroundTruthRank, c).compute(c) for c in (zero, at_zero))
+    assert method["scorer"] == "personal-rgd" and base["scorer"] == "base"
+    assert method["mrr"] == base["mrr"] and method["top1"] == base["top1"]
+    assert method["aggregation"] == base["aggregation"] == "mean per policy token"
+    sums, _ = naive_rank(at_zero, "personal-rgd", per_token=False, reward_model=lore, lam=0.0)
+    assert sums != base["mrr"]["per_user"]  # the old aggregation: not comparable
 
 
 def test_icl_cell_ranks_with_its_demonstrations_and_switches_turn_metrics_off(bench, policy, lore):
@@ -244,14 +317,15 @@ def test_icl_cell_ranks_with_its_demonstrations_and_switches_turn_metrics_off(be
         bench, policy, kind="baseline", method="icl", decoder="icl", shots=1,
         icl={"max_prompt_tokens": 256},
     )  # fmt: skip
-    got = ground_truth_rank(icl, 2)
+    got = ground_truth_rank(icl, 2, batch_size=2)
     assert got["scorer"] == "icl" and got["negatives"] == 2 and 0 < got["mrr"]["mean"] <= 1
     off = dict(SETTINGS, steering_accuracy=False, ground_truth_rank=False, prefix_accuracy=False)
     zero = ZeroShot(ZS, [{"user": q.user, "id": q.id, "text": "x"} for q in bench.query])
     ctx = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero, settings=off)
-    assert not [m for m in (SteeringAccuracy, GroundTruthRank, PrefixAccuracy) if m().applies(ctx)]
+    every = (SteeringAccuracy, GroundTruthRank, PrefixAccuracy)
+    assert not [m for m in every if metric(m, ctx).applies(ctx)]
     on = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero)
-    assert all(m().applies(on) for m in (SteeringAccuracy, GroundTruthRank, PrefixAccuracy))
+    assert all(metric(m, on).applies(on) for m in every)
     model_job = {"prefix_accuracy": {"mean": 0.25}}  # the model job's file is used as it is
     on.model_results = model_job
     assert PrefixAccuracy().compute(on) is model_job["prefix_accuracy"]

@@ -58,17 +58,19 @@ def test_win_rate_pooled_and_per_user_with_ties_and_unscored_pairs():
     ]
     prompts = {("a", str(i)): f"prompt a{i}" for i in range(1, 5)}
     prompts.update({("b", "1"): "prompt b1", ("b", "2"): "prompt b2", "4": "prompt by id"})
-    result = win_rate(rm, rgd, zero, prompts)
+    result = win_rate(rm, rgd, zero, prompts, ties="half")
     # a: 1 win + 2 ties of 4 -> (1 + 1) / 4 = 0.5; b: 1 of 1 -> 1.0; mean over users 0.75;
     # pooled: (2 wins + 2 ties / 2) of 5 = 0.6
     assert result["per_user"] == {"a": 0.5, "b": 1.0}
     assert result["rate"] == 0.6 and result["per_user_mean"] == 0.75
     assert result["tie_weight"] == 0.5 and "mean" not in result and "pooled" not in result
     assert (result["wins"], result["ties"], result["losses"], result["n"]) == (2, 2, 1, 5)
-    strict = win_rate(rm, rgd, zero, prompts, ties="loss")  # a tie is no win: 2 of 5
-    assert strict["per_user"] == {"a": 0.25, "b": 1.0}
+    assert result["tie_rule"] == "ties count half"
+    strict = win_rate(rm, rgd, zero, prompts)  # the default, the paper's: a tie is no win
+    assert strict["per_user"] == {"a": 0.25, "b": 1.0}  # 2 of 5
     assert (strict["rate"], strict["per_user_mean"], strict["tie_weight"]) == (0.4, 0.625, 0.0)
-    with pytest.raises(ConfigError, match="ties must be one of half, loss"):
+    assert strict["tie_rule"] == "ties lose"
+    with pytest.raises(ConfigError, match="ties must be one of loss, half"):
         win_rate(rm, rgd, zero, prompts, ties="win")
     assert result["tie_rate"] == {"a": 0.5, "b": 0.0}
     assert (result["unpaired_rgd"], result["unpaired_zero_shot"]) == (1, 1)
@@ -129,7 +131,7 @@ def test_evaluate_winrate_cli_with_a_tiny_reward_model(tiny_lm, tmp_path, capsys
     zero.write_text("".join(json.dumps(r) + "\n" for r in zero_rows))
     argv = ["evaluate", "winrate", "--reward", str(tmp_path / "rm"), "--rgd", str(rgd)]
     argv += ["--zero-shot", str(zero), "--benchmark", str(bench)]
-    result = CliRunner().invoke(app, [*argv, "--json"])
+    result = CliRunner().invoke(app, [*argv, "--json", "--ties", "half"])
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)
     # the expected answer, from the same reward model scoring each pair on its own
@@ -148,22 +150,22 @@ def test_evaluate_winrate_cli_with_a_tiny_reward_model(tiny_lm, tmp_path, capsys
     assert got["ties"] == 1 and got["n"] == 3 and got["tie_weight"] == 0.5
     assert got["rate"] == pytest.approx((wins["a"] + 0.5 + wins["b"]) / 3)
     assert got["per_user_mean"] == pytest.approx(((wins["a"] + 0.5) / 2 + wins["b"]) / 2)
-    strict = CliRunner().invoke(app, [*argv, "--json", "--ties", "loss"])
+    strict = CliRunner().invoke(app, [*argv, "--json"])  # the default: ties lose
     assert strict.exit_code == 0, strict.output
     assert json.loads(strict.stdout)["rate"] == pytest.approx((wins["a"] + wins["b"]) / 3)
     plain = CliRunner().invoke(app, argv)
     text = " ".join(plain.stdout.split())  # rich wraps
-    assert plain.exit_code == 0 and "1 ties" in text and "a tie counts as 0.5" in text
+    assert plain.exit_code == 0 and "1 ties" in text and "ties lose: a tie counts as 0" in text
     # a missing file is one clear error
     code, _, err = run([*argv[:5], str(tmp_path / "nope.jsonl"), *argv[6:]], capsys)
     assert code == 2 and "nope.jsonl" in err
 
 
 def test_the_cell_metric_follows_metrics_win_rate_ties():
-    """metrics.win_rate_ties reaches the cell metric; its report columns read rate and the mean."""
+    """metrics.win_rate.ties reaches the cell metric (default: ties lose, the paper's); its report
+    columns read rate and the mean."""
     from persalign.metrics.base import CellContext, ZeroShot
     from persalign.metrics.winrate import WinRate
-    from persalign.runs.sections import MetricsConfig
     from persalign.types import Benchmark
 
     query = tuple(Preference(f"a/{i}", "a", f"prompt {i}", "c", "r") for i in range(3))
@@ -171,16 +173,18 @@ def test_the_cell_metric_follows_metrics_win_rate_ties():
     zero = [gen("a", "a/0", "meh"), gen("a", "a/1", "also meh"), gen("a", "a/2", "meh")]
     rm = StubRM({"good": 1.0, "meh": 0.0, "also meh": 0.0, "bad": -1.0})  # win, tie, loss
     rates = {}
-    for ties in ("half", "loss"):
+    for ties in ("half", "loss", None):
         ctx = CellContext(
             kind="method", method="lore", decoder="args", seed=0,
-            settings=MetricsConfig(win_rate_ties=ties).model_dump(mode="json"),
+            settings={} if ties is None else {"win_rate": {"ties": ties}},
             benchmark=Benchmark("toy", (), (), query), reward_model=rm,  # type: ignore[arg-type]
             generations=rgd, zero_shot=ZeroShot({}, zero),
         )  # fmt: skip
-        assert WinRate().applies(ctx)
-        rates[ties] = WinRate().compute(ctx)["rate"]
-    assert rates == {"half": pytest.approx(1.5 / 3), "loss": pytest.approx(1 / 3)}
+        metric = WinRate(ctx.options("win_rate"))
+        assert metric.applies(ctx)
+        rates[ties] = metric.compute(ctx)["rate"]
+    want = {"half": pytest.approx(1.5 / 3), "loss": pytest.approx(1 / 3)}
+    assert rates == {**want, None: want["loss"]}  # the default counts a tie as a loss
     assert [c.path for c in WinRate.columns] == [
         ("win_rate", "rate"),
         ("win_rate", "per_user_mean"),

@@ -30,16 +30,17 @@ from persalign.data.benchmark_folder import load_benchmark
 from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.io import write_json
-from persalign.metrics.bertscore import DEFAULT_BERTSCORE_MODEL
-from persalign.metrics.generation import SIMILARITIES, behavioural_alignment
+from persalign.metrics.generation import SIMILARITIES, GenerationSettings, behavioural_alignment
 from persalign.metrics.policy_accuracy import RGD_SCORERS, check_scorer, policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
 from persalign.metrics.scoring import REWARD_MODEL_SCORERS
-from persalign.metrics.winrate import tie_weight, win_rate
+from persalign.metrics.winrate import DEFAULT_TIES, tie_weight, win_rate
 from persalign.rewards import load
 
 log = logging.getLogger(__name__)
 DEFAULT_POLICY = "bundled:smollm2-135m-instruct"
+
+GENERATION = GenerationSettings()  # the run metric's defaults: one source for both
 
 
 def evaluate_policy(
@@ -122,7 +123,7 @@ def evaluate_generation(
     bertscore_model: Annotated[
         str,
         typer.Option(help="BERTScore model: bundled:<name> (offline), folder or hub id."),
-    ] = DEFAULT_BERTSCORE_MODEL,
+    ] = GENERATION.bertscore_model,
     num_layers: Annotated[
         int | None, typer.Option(help="BERTScore layer (default: bert-score's, else the last).")
     ] = None,
@@ -132,8 +133,10 @@ def evaluate_generation(
             help="auto: rescale with bert-score's baseline where it ships one (roberta-large), "
             "else raw; always: rescale or fail; never: raw F1."
         ),
-    ] = "auto",
-    batch_size: Annotated[int, typer.Option(help="BERTScore batch size.")] = 32,
+    ] = GENERATION.bertscore_rescale,
+    batch_size: Annotated[
+        int, typer.Option(help="BERTScore batch size.")
+    ] = GENERATION.bertscore_batch_size,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     verify: VerifyOption = True,
     out: Annotated[
@@ -189,8 +192,9 @@ def evaluate_winrate(
     zero_shot: Annotated[Path, typer.Option(help="Zero-shot generations (JSON lines).")],
     benchmark: Annotated[Path, typer.Option(help="The benchmark folder (query prompts).")],
     ties: Annotated[
-        str, typer.Option(help="What a tie counts as: half (a half win) or loss (no win).")
-    ] = "half",
+        str,
+        typer.Option(help="What a tie counts as: loss (no win, the paper's) or half (a half win)."),
+    ] = DEFAULT_TIES,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     verify: VerifyOption = True,
     out: Annotated[
@@ -222,8 +226,8 @@ def evaluate_winrate(
         table.add_row(user, f"{value:.3f}", f"{result['tie_rate'][user]:.3f}")
     stdout.print(table)
     stdout.print(
-        f"win rate over {result['n']} pairs: {result['rate']:.4f} (a tie counts as "
-        f"{result['tie_weight']:g}; {result['wins']} wins, {result['ties']} ties, "
+        f"win rate over {result['n']} pairs: {result['rate']:.4f} ({result['tie_rule']}: a tie "
+        f"counts as {result['tie_weight']:g}; {result['wins']} wins, {result['ties']} ties, "
         f"{result['losses']} losses); mean over {result['users']} users: "
         f"{result['per_user_mean']:.4f}; not scored: {result['unpaired_rgd']} RGD and "
         f"{result['unpaired_zero_shot']} zero-shot outputs without a partner, "

@@ -1,7 +1,8 @@
 """``persalign ls [datasets|methods|decoders|metrics]``: what is registered, one line each.
 
 persalign ls                 # every registry
-persalign ls metrics         # exactly the metrics a run computes per cell
+persalign ls metrics         # the metrics a run computes per cell, each with its options
+                             # (metrics.<name>.<option> in a run config), defaults, descriptions
 """
 
 from __future__ import annotations
@@ -45,4 +46,7 @@ def list_registered(
         table = Table(title=name, show_header=False, box=None, title_justify="left")
         for entry in REGISTRIES[name].entries():
             table.add_row(entry.name, entry.summary)
+            if name == "metrics":  # each metric's options, set under metrics.<name> in a run
+                for option, default, description in entry.obj.describe_options():
+                    table.add_row("", f".{option} = {default}: {description}")
         stdout.print(table)

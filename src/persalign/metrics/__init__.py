@@ -4,9 +4,11 @@ the correlations across methods that the report computes.
     from persalign.metrics import METRICS, CellContext, compute_cell_metrics
     METRICS.names()                 # the metrics.json keys a run computes per cell
     compute_cell_metrics(ctx)       # {key: value} for one cell (see persalign.metrics.base)
+    metric_settings({"batch_size": 16, "win_rate": {"ties": "half"}})  # a run's metrics section
 
 Each per-cell metric is a CellMetric class registered with ``@register_metric(key)`` in the module
-of the computation it wraps; ``persalign ls metrics`` lists them. The schema of a cell's
+of the computation it wraps, with its options in its ``settings_class`` (a MetricSettings);
+``persalign ls metrics`` lists them and their options. The schema of a cell's
 metrics.json (its fixed fields and the report's columns) is in ``persalign.metrics.schema``.
 """
 
@@ -19,15 +21,23 @@ from persalign.metrics.base import (
     Column,
     ZeroShot,
     compute_cell_metrics,
+    metric_settings,
     register_metric,
+    settings_json,
 )
+from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings, ScoringSettings
 
 __all__ = [
     "METRICS",
+    "SHARED_OPTIONS",
     "CellContext",
     "CellMetric",
     "Column",
+    "MetricSettings",
+    "ScoringSettings",
     "ZeroShot",
     "compute_cell_metrics",
+    "metric_settings",
     "register_metric",
+    "settings_json",
 ]

@@ -1,15 +1,22 @@
 """Cell metrics as plugins: one class per top-level key of a cell's metrics.json.
 
-    from persalign.metrics import CellContext, CellMetric, Column, register_metric
+    from persalign.metrics import CellContext, CellMetric, Column, MetricSettings, register_metric
+
+    class LengthSettings(MetricSettings):
+        strip: bool = Field(True, description="Strip whitespace before counting.")
 
     @register_metric("length", summary="Mean generation length in characters, per user then mean")
     class Length(CellMetric):
+        settings_class = LengthSettings     # metrics.length.strip in a run config
         needs = frozenset({"generations"})
         columns = (Column("length", ("length",), "Length", None, "number"),)
 
         def compute(self, ctx: CellContext) -> dict:
-            return {"mean": sum(len(g["text"]) for g in ctx.generations) / len(ctx.generations)}
+            texts = [g["text"].strip() if self.settings.strip else g["text"]
+                     for g in ctx.generations]
+            return {"mean": sum(len(t) for t in texts) / len(texts)}
 
+    settings = metric_settings({"batch_size": 16, "length": {"strip": False}})  # every metric's
     ctx = CellContext(kind="method", method="lore", decoder="args", seed=0, settings=settings,
                       benchmark=bench, policy=policy, reward_model=rm, lam=1.0,
                       generations=gens, zero_shot=ZeroShot(zs_metrics, zs_gens))
@@ -23,15 +30,25 @@ A metric is computed for a cell when the cell's kind is one of its ``kinds``, ev
 ``needs`` is there (see ``CellContext.has``) and ``enabled(settings)`` says yes; otherwise its
 key is left out (the runner writes null). Metrics run in a fixed order (``order``, then key), so a
 later one can read an earlier one's value in ``ctx.results``.
+
+Options live beside their metric: ``settings_class`` (a :class:`MetricSettings` subclass: strict,
+a description on every field) declares them, and the run config's ``metrics.<key>`` section sets
+them (``metric_settings`` validates it; an unknown metric or option is a one-line error with
+"did you mean"). Every metric has ``enabled``; ``metrics.<key>: false`` is short for
+``{enabled: false}``. A shared option (``SHARED_OPTIONS``: ``batch_size``) given at the top of
+the section is the default of every metric whose settings declare it (``ScoringSettings``), and a
+metric's own entry overrides it. ``persalign ls metrics`` prints every metric's options.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from persalign.errors import ConfigError, did_you_mean, validated
+from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings, ScoringSettings
 from persalign.registry import Registry
 from persalign.types import Benchmark, Preference
 
@@ -88,8 +105,9 @@ class ZeroShot:
 class CellContext:
     """Everything a cell's metrics may use; the runner fills it (see compute_cell_metrics).
 
-    ``settings``: the run config's ``metrics`` section as a plain dict (bertscore_model,
-    bertscore_num_layers, batch_size, perplexity, win_rate). ``decoder``: the method cell's
+    ``settings``: a run config's ``metrics`` section, or metric key -> its settings (a
+    MetricSettings, or its JSON dict as a cell spec stores it); ``metric_settings`` validates it
+    on creation, and ``options(key)`` reads one metric's. ``decoder``: the method cell's
     decoder ("args"), or the baseline itself ("zero-shot", "icl", "icl-rag"). ``shots`` and
     ``icl`` (the cell decoder's settings, which the ICL scorer renders demonstrations with):
     cells whose decoder uses the support set (ICL, ICL-RAG) only. ``model_results``: files
@@ -116,6 +134,7 @@ class CellContext:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"cell kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        self.settings = metric_settings(self.settings)  # every metric's, validated
 
     def has(self, need: str) -> bool:
         """Whether the cell has what ``need`` (a key of NEEDS) names."""
@@ -134,9 +153,10 @@ class CellContext:
         judge = bool(getattr(self.reward_model, "has_rm_accuracy", True))
         return judge and self.zero_shot is not None and self.zero_shot.generations is not None
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.settings["batch_size"])
+    def options(self, key: str) -> MetricSettings:
+        """The validated settings of metric ``key`` (its class's defaults where none given)."""
+        given = self.settings.get(key)
+        return given if given is not None else METRICS.get(key).settings_class()
 
     def prompts(self) -> dict[tuple[str, str], str]:
         """(user, id) -> prompt of every query preference."""
@@ -150,11 +170,13 @@ class CellContext:
 class CellMetric:
     """A per-cell metric: its value goes under ``key`` in metrics.json (see module doc).
 
-    Subclasses set ``needs`` (keys of NEEDS), ``kinds``, ``columns`` and ``order``, may override
-    ``enabled`` (config switches) and ``applies``, and implement ``compute``. ``key`` and
-    ``summary`` are set by ``register_metric``.
+    Subclasses set ``needs`` (keys of NEEDS), ``kinds``, ``columns``, ``order`` and
+    ``settings_class`` (their options, read in ``compute`` as ``self.settings``), may override
+    ``applies``, and implement ``compute``. ``key`` and ``summary`` are set by
+    ``register_metric``.
     """
 
+    settings_class: ClassVar[type[MetricSettings]] = MetricSettings
     key: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
@@ -162,17 +184,27 @@ class CellMetric:
     columns: ClassVar[tuple[Column, ...]] = ()
     order: ClassVar[int] = 100  # computation, column and results.csv order (then key)
 
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        """The config's switch for this metric (settings: the run config's metrics section)."""
-        return True
+    def __init__(self, settings: MetricSettings | None = None):
+        if settings is not None and not isinstance(settings, self.settings_class):
+            raise TypeError(f"metric {self.key!r} takes {self.settings_class.__name__}")
+        self.settings = settings if settings is not None else self.settings_class()
 
     def applies(self, ctx: CellContext) -> bool:
         """Whether to compute it for this cell: kind, needs and the config switch."""
         return (
             ctx.kind in self.kinds
             and all(ctx.has(need) for need in sorted(self.needs))
-            and self.enabled(ctx.settings)
+            and self.settings.enabled
         )
+
+    @classmethod
+    def describe_options(cls) -> list[tuple[str, str, str]]:
+        """(option, default, description) of each of this metric's settings."""
+        out = []
+        for name, info in cls.settings_class.model_fields.items():
+            default = "required" if info.is_required() else repr(info.default)
+            out.append((name, default, info.description or ""))
+        return out
 
     def compute(self, ctx: CellContext) -> Any:
         """The JSON value written under ``key``."""
@@ -189,6 +221,11 @@ def register_metric(name: str, summary: str = "") -> Callable[[type[CellMetric]]
     def decorate(cls: type[CellMetric]) -> type[CellMetric]:
         if not (isinstance(cls, type) and issubclass(cls, CellMetric)):
             raise TypeError(f"metric {name!r}: {cls!r} is not a CellMetric subclass")
+        if name in SHARED_OPTIONS or not issubclass(cls.settings_class, MetricSettings):
+            raise ValueError(
+                f"metric {name!r}: a shared option's name, or settings_class is "
+                "not a MetricSettings subclass"
+            )
         unknown = set(cls.needs) - set(NEEDS) or set(cls.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"metric {name!r}: unknown needs or kinds {sorted(unknown)}")
@@ -214,10 +251,52 @@ def compute_cell_metrics(ctx: CellContext) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for cls in ordered_metrics():
-        metric = cls()
+        metric = cls(ctx.options(cls.key))
         if not metric.applies(ctx):
             log.debug("metric %s: not for this cell", cls.key)
             continue
         log.info("metric %s", cls.key)
         out[cls.key] = ctx.results[cls.key] = metric.compute(ctx)
     return out
+
+
+def metric_settings(section: Mapping[str, Any] | None, where: str = "metrics") -> dict[str, Any]:
+    """{key: validated MetricSettings} of every registered metric, from a run config's
+    ``metrics`` section (see module doc); a ConfigError naming ``where.key`` otherwise."""
+    section = dict(section or {})
+    shared = {k: section.pop(k) for k in SHARED_OPTIONS if k in section}
+    validated(ScoringSettings, shared, where)  # checks shared values
+    for key, entry in section.items():
+        if key not in METRICS:
+            hint = did_you_mean(key, [*METRICS.names(), *SHARED_OPTIONS])
+            raise ConfigError(
+                f"{where}.{key}: unknown metric {key!r}{hint} (metrics: "
+                f"{', '.join(METRICS.names())}; shared options: {', '.join(SHARED_OPTIONS)})"
+            )
+        if entry is not None and not isinstance(entry, bool | dict | MetricSettings):
+            raise ConfigError(f"{where}.{key}: expected a mapping of options or true/false")
+    out: dict[str, Any] = {}
+    for cls in ordered_metrics():
+        entry = section.get(cls.key)
+        if isinstance(entry, cls.settings_class):
+            out[cls.key] = entry
+            continue
+        if isinstance(entry, MetricSettings):
+            entry = entry.model_dump()
+        own = {"enabled": entry} if isinstance(entry, bool) else dict(entry or {})
+        fields = cls.settings_class.model_fields
+        for option in own:
+            if option not in fields:
+                hint = did_you_mean(option, list(fields))
+                raise ConfigError(
+                    f"{where}.{cls.key}.{option}: unknown option{hint} "
+                    f"(options: {', '.join(fields)}; persalign ls metrics)"
+                )
+        data = {**{k: v for k, v in shared.items() if k in fields}, **own}
+        out[cls.key] = validated(cls.settings_class, data, f"{where}.{cls.key}")
+    return out
+
+
+def settings_json(settings: Mapping[str, MetricSettings]) -> dict[str, dict[str, Any]]:
+    """{key: settings as JSON} (what a cell spec stores and hashes)."""
+    return {key: value.model_dump(mode="json") for key, value in settings.items()}

@@ -20,8 +20,9 @@ where it ships one for the model and layer (roberta-large: the paper's scale), r
 (``bertscore_rescaled``, and the F1 baseline ``bertscore_baseline`` it was rescaled with). The
 BERTScore machinery lives in :mod:`persalign.metrics.bertscore`.
 
-The ``generation`` cell metric is ``behavioural_alignment`` with the run's BERTScore model and
-``metrics.bertscore_rescale``, or, when ``metrics.bertscore_model`` is null, ROUGE only
+The ``generation`` cell metric is ``behavioural_alignment`` with the options of
+``metrics.generation`` (``GenerationSettings``: ``bertscore_model``, ``bertscore_num_layers``,
+``bertscore_rescale``, ``bertscore_batch_size``), or, when ``bertscore_model`` is null, ROUGE only
 (``bertscore_f1`` and its model null).
 """
 
@@ -32,7 +33,9 @@ import logging
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from persalign.errors import ConfigError
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
@@ -43,6 +46,7 @@ from persalign.metrics.bertscore import (
     read_baseline,
     resolve_bertscore_model,
 )
+from persalign.metrics.settings import MetricSettings
 from persalign.types import Completion
 
 log = logging.getLogger(__name__)
@@ -229,6 +233,27 @@ def rouge_only(
     return out
 
 
+class GenerationSettings(MetricSettings):
+    """Options of behavioural alignment (``metrics.generation``)."""
+
+    bertscore_model: str | None = Field(
+        DEFAULT_BERTSCORE_MODEL,
+        description="BERTScore model (roberta-large on connected machines); null: ROUGE only.",
+    )
+    bertscore_num_layers: int | None = Field(
+        None, ge=1, description="BERTScore layer; null: bert-score's table, else the last layer."
+    )
+    bertscore_rescale: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="BERTScore scale: auto: rescaled with bert-score's baseline where it ships one "
+        "(roberta-large, the paper's scale), raw otherwise; always: rescaled or an error; "
+        "never: raw F1.",
+    )
+    bertscore_batch_size: int = Field(
+        32, ge=1, description="Sentence pairs per BERTScore pass (not metrics.batch_size)."
+    )
+
+
 def _similarity(key: str, label: str) -> Column:
     return Column(key, ("generation", key), label, True, "fraction", ("method", "baseline"))
 
@@ -240,6 +265,8 @@ def _similarity(key: str, label: str) -> Column:
 class BehaviouralAlignment(CellMetric):
     """Behavioural alignment of the cell's generations (benchmarks with completions)."""
 
+    settings_class = GenerationSettings
+
     needs = frozenset({"generations", "references"})
     order = 50
     columns = (
@@ -250,13 +277,14 @@ class BehaviouralAlignment(CellMetric):
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         gens, completions = ctx.generations or [], ctx.benchmark.completions
-        model = ctx.settings.get("bertscore_model")
-        if not model:
+        options = self.settings
+        if not options.bertscore_model:
             return rouge_only(gens, completions)
         return behavioural_alignment(
             gens,
             completions,
-            model,
-            num_layers=ctx.settings.get("bertscore_num_layers"),
-            rescale=ctx.settings.get("bertscore_rescale") or "auto",
+            options.bertscore_model,
+            num_layers=options.bertscore_num_layers,
+            batch_size=options.bertscore_batch_size,
+            rescale=options.bertscore_rescale,
         )

@@ -10,24 +10,32 @@ up to N hard negatives. The negatives are, first, the benchmark's rejected texts
 (the user's query preferences with this prompt), then the completions other users wrote for the
 prompts most similar to x (word-set Jaccard similarity of the prompts, ties broken by a seeded
 shuffle, texts equal to y_u or already taken skipped). Every candidate is scored with the
-function the cell deploys, built from ``metrics.scoring`` as policy accuracy builds it:
+function the cell deploys, built from ``metrics.scoring`` as policy accuracy builds it, and
+aggregated the same way for every cell type: the mean per policy token of its per-token terms,
+(1/|y|) sum_t [log pi(y_t | x, y_<t) + lambda * r(y_t | x, y_<t)] (|y| in policy tokens), so
+that the MRRs of method cells and baselines are comparable (a method cell at lambda = 0 gets
+zero-shot's MRR exactly). The terms are:
 
-- a method cell under ARGS: Eq. 6 (Eq. 5 for a global model) at the cell's chosen lambda,
-  sum_t log pi(y_t | x, y_<t) + lambda * sum_t r(y_t | x, y_<t);
-- a method that writes with its own policy (P-DPO): that policy's mean log-likelihood;
-- zero-shot (and any baseline without demonstrations): Eq. 4, the mean token log-probability;
-- ICL and ICL-RAG: Eq. 7, Eq. 4 with the same demonstrations as the cell's generations.
+- a method cell under ARGS: Eq. 6's (Eq. 5's for a global model) at the cell's chosen lambda;
+- a method that writes with its own policy (P-DPO): that policy's log-likelihood (lambda 0);
+- zero-shot (and any baseline without demonstrations): Eq. 4's, log pi alone (lambda 0);
+- ICL and ICL-RAG: Eq. 7's, Eq. 4's with the same demonstrations as the cell's generations.
+
+Policy accuracy keeps the paper's Eqs. 5/6 sums (it compares two responses to one prompt, as
+the paper does); the ground-truth rank compares texts of different lengths and cell types.
 
 The rank of y_u is 1 + the number of negatives scored at least as high (a tie counts against
 the user's text, as Eq. 2's strict indicator does). ``mrr`` is the mean of 1 / rank and
 ``top1`` the share of prompts with rank 1. Each is computed per user, then the mean over users
 (``pooled``: over prompts). A prompt with no negative at all is counted in ``no_negatives`` and
-left out. Cost: one policy pass (and one reward pass for RGD) over the (1 + N) x prompts texts; the
-policy pass is remembered (``policy_sums``), so the cells of one policy and seed share it.
+left out. Cost: each prompt is encoded once with its 1 + N candidates in one row
+(``metrics.candidate_scoring``: a 4D mask, as shared-prompt training lays out a pair), by the
+policy and, for RGD, by the reward model; the policy pass is remembered (``policy_sums``), so the
+cells of one policy and seed share it.
 
 The ``ground_truth_rank`` cell metric covers every cell with a policy and the users' completions
-(Pref-LaMP/ACL). N is ``metrics.ground_truth_negatives`` (default 9), and the metric is turned on
-and off by ``metrics.ground_truth_rank``.
+(Pref-LaMP/ACL). Its options (``metrics.ground_truth_rank``): ``negatives`` (N, default 9),
+``batch_size`` (prompts per pass, each with its candidates) and ``enabled``.
 """
 
 from __future__ import annotations
@@ -41,23 +49,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from persalign.decoding import DECODERS
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
+from persalign.metrics.candidate_scoring import candidate_logprob_sums, candidate_reward_sums
 from persalign.metrics.generation import per_user_mean
 from persalign.metrics.policy_accuracy import cell_scorer, icl_prompts
-from persalign.metrics.scoring import (
-    POLICY_MODEL_SCORERS,
-    RGD_SCORERS,
-    ScoreParts,
-    personalized_parts,
-    policy_logprob_sums,
-    reward_sums,
-)
-from persalign.types import Benchmark, Preference
+from persalign.metrics.scoring import POLICY_MODEL_SCORERS, RGD_SCORERS, personalized_parts
+from persalign.metrics.settings import ScoringSettings
+from persalign.types import Benchmark
 
 Key = tuple[str, str]
 DEFAULT_NEGATIVES = 9
+AGGREGATION = "mean per policy token"  # of every cell type's per-token terms (module doc)
 # policy -> (key of the texts, their log-prob sums): the last pass of each policy (see policy_sums)
 _POLICY_SUMS: weakref.WeakKeyDictionary[Any, tuple[str, tuple[torch.Tensor, torch.Tensor]]] = (
     weakref.WeakKeyDictionary()
@@ -107,16 +112,24 @@ def deployed_scorer(ctx: CellContext) -> str | None:
     return "icl" if DECODERS.get(ctx.decoder).needs_support else "base"
 
 
-def deployed_scores(ctx: CellContext, rows: Sequence[Preference], responses: Sequence[str]):
-    """[N] float64 scores of ``responses`` (row i answers ``rows[i]``'s prompt for its user)
-    under the cell's deployed scorer, one pass per model."""
+def deployed_scores(
+    ctx: CellContext,
+    keys: Sequence[Key],
+    prompts: Sequence[str],
+    groups: Sequence[Sequence[str]],
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """[M] float64 scores of every candidate of every group (flat, in group order; group i
+    answers ``prompts[i]`` for user ``keys[i][0]``) under the cell's deployed scorer, as the mean
+    per policy token of its terms (module doc); each prompt encoded once per model."""
     scorer = deployed_scorer(ctx)
-    prompts, users = [r.prompt for r in rows], [r.user for r in rows]
-    batch = ctx.batch_size
-    if scorer in POLICY_MODEL_SCORERS:
-        return personalized_parts(
-            ctx.reward_model, prompts, responses, users, batch_size=batch
-        ).scores(scorer)
+    users = [k[0] for k in keys]
+    if scorer in POLICY_MODEL_SCORERS:  # the method's own policy (soft tokens: no shared row)
+        flat = [(p, r, u) for p, g, u in zip(prompts, groups, users, strict=True) for r in g]
+        parts = personalized_parts(
+            ctx.reward_model, *([f[i] for f in flat] for i in range(3)), batch_size=batch_size
+        )
+        return parts.logp_sum / parts.tokens.to(torch.float64)
     prompt_ids = [ctx.policy.formatter.prompt_ids(p) for p in prompts]
     if scorer == "icl":  # the demonstrations of policy accuracy's ICL scorer (all query prefs)
         query = list(ctx.benchmark.query)
@@ -131,30 +144,30 @@ def deployed_scores(ctx: CellContext, rows: Sequence[Preference], responses: Seq
             **settings,
         )
         by_key = {(q.user, q.id): p for q, p in zip(query, ids, strict=True)}
-        prompt_ids = [by_key[(r.user, r.id)] for r in rows]
-    logp, tokens = policy_sums(ctx.policy, prompt_ids, responses, batch)
-    rewards = None
+        prompt_ids = [by_key[key] for key in keys]
+    total, tokens = policy_sums(ctx.policy, prompt_ids, groups, batch_size)
     if scorer in RGD_SCORERS:
-        rewards = reward_sums(
-            ctx.reward_model, prompts, responses, users, batch_size=batch, progress=False
+        lam = 1.0 if ctx.lam is None else float(ctx.lam)
+        rewards = candidate_reward_sums(
+            ctx.reward_model, prompts, groups, users, batch_size=batch_size
         )
-    parts = ScoreParts(logp, tokens, rewards)
-    return parts.scores(scorer, 1.0 if ctx.lam is None else float(ctx.lam))
+        total = total + lam * rewards
+    return total / tokens.to(torch.float64)
 
 
 def policy_sums(
-    policy, prompt_ids: Sequence[Sequence[int]], responses: Sequence[str], batch_size: int
+    policy, prompt_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[str]], batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``scoring.policy_logprob_sums``, remembered for the last texts of each policy: the
-    zero-shot and method cells of a seed score the same candidates with the same (frozen)
-    policy, so under the local backend the policy pass runs once per seed. The same texts give
-    the same batches, so the numbers are the same whether they were remembered or not."""
-    key = json.dumps([[list(p) for p in prompt_ids], list(responses), batch_size])
+    """``candidate_scoring.candidate_logprob_sums``, remembered for the last texts of each
+    policy: the zero-shot and method cells of a seed score the same candidates with the same
+    (frozen) policy, so under the local backend the policy pass runs once per seed. The same
+    texts give the same batches, so the numbers are the same whether remembered or not."""
+    key = json.dumps([[list(p) for p in prompt_ids], [list(g) for g in groups], batch_size])
     key = hashlib.sha256(key.encode()).hexdigest()
     cached = _POLICY_SUMS.get(policy)
     if cached is not None and cached[0] == key:
         return cached[1]
-    sums = policy_logprob_sums(policy, prompt_ids, responses, batch_size=batch_size, progress=False)
+    sums = candidate_logprob_sums(policy, prompt_ids, groups, batch_size=batch_size)
     _POLICY_SUMS[policy] = (key, sums)
     return sums
 
@@ -170,39 +183,54 @@ def ranks(scores: torch.Tensor, sizes: Sequence[int]) -> list[int]:
     return out
 
 
-def ground_truth_rank(ctx: CellContext, n: int = DEFAULT_NEGATIVES) -> dict[str, Any]:
+def ground_truth_rank(
+    ctx: CellContext, n: int = DEFAULT_NEGATIVES, batch_size: int = 8
+) -> dict[str, Any]:
     """``{"mrr", "top1", "negatives", "candidates_mean", "prompts", "no_negatives", "scorer",
-    "lam"}`` of the cell (see module doc); ``mrr`` and ``top1`` are {mean, pooled, per_user}."""
+    "lam", "aggregation"}`` of the cell (see module doc); ``mrr`` and ``top1`` are
+    {mean, pooled, per_user}."""
     negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
     prompts = ctx.prompts()
-    rows, responses, sizes, keys, empty = [], [], [], [], 0
+    keys, texts, groups, empty = [], [], [], 0
     for c in sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id)):
-        texts = negatives[(c.user, c.id)]
-        if not texts or not c.reference.strip():
+        others = negatives[(c.user, c.id)]
+        if not others or not c.reference.strip():
             empty += 1
             continue
-        row = Preference(c.id, c.user, prompts.get((c.user, c.id), c.prompt), c.reference, "")
-        rows += [row] * (1 + len(texts))
-        responses += [c.reference, *texts]
-        sizes.append(1 + len(texts))
-        keys.append(c.user)
-    scores = deployed_scores(ctx, rows, responses) if rows else torch.zeros(0)
+        keys.append((c.user, c.id))
+        texts.append(prompts.get((c.user, c.id), c.prompt))
+        groups.append([c.reference, *others])
+    scores = deployed_scores(ctx, keys, texts, groups, batch_size) if groups else torch.zeros(0)
+    sizes = [len(g) for g in groups]
     got = ranks(scores, sizes)
     scorer = deployed_scorer(ctx)
+    users = [k[0] for k in keys]
     return {
-        "mrr": per_user_mean(keys, [1.0 / r for r in got]),
-        "top1": per_user_mean(keys, [float(r == 1) for r in got]),
+        "mrr": per_user_mean(users, [1.0 / r for r in got]),
+        "top1": per_user_mean(users, [float(r == 1) for r in got]),
         "negatives": n,
         "candidates_mean": sum(sizes) / len(sizes) - 1 if sizes else None,
         "prompts": len(sizes),
         "no_negatives": empty,
         "scorer": scorer,
         "lam": ctx.lam if scorer in RGD_SCORERS else None,
+        "aggregation": AGGREGATION,
     }
 
 
 def _column(key: str, field: str, label: str) -> Column:
     return Column(key, ("ground_truth_rank", field), label, True, "fraction", ())
+
+
+class GroundTruthRankSettings(ScoringSettings):
+    """Options of the ground-truth rank (``metrics.ground_truth_rank``)."""
+
+    negatives: int = Field(
+        DEFAULT_NEGATIVES,
+        ge=1,
+        description="Hard negatives per prompt: the prompt's rejected texts, then other users' "
+        "completions for the most similar prompts.",
+    )
 
 
 @register_metric(
@@ -212,12 +240,10 @@ def _column(key: str, field: str, label: str) -> Column:
 class GroundTruthRank(CellMetric):
     """MRR and top-1 of the user's completion under the cell's scorer (Eqs. 4, 6, 7)."""
 
+    settings_class = GroundTruthRankSettings
     needs = frozenset({"policy", "references"})
     order = 25
     columns = (_column("gt_mrr", "mrr", "GT MRR"), _column("gt_top1", "top1", "GT Top-1"))
-
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        return bool(settings.get("ground_truth_rank"))
 
     def applies(self, ctx: CellContext) -> bool:
         scorer = deployed_scorer(ctx)
@@ -226,5 +252,4 @@ class GroundTruthRank(CellMetric):
         return super().applies(ctx)
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
-        n = ctx.settings.get("ground_truth_negatives") or DEFAULT_NEGATIVES
-        return ground_truth_rank(ctx, int(n))
+        return ground_truth_rank(ctx, self.settings.negatives, self.settings.batch_size)

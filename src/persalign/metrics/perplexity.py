@@ -9,8 +9,9 @@ pass per batch gives every log pi (:mod:`persalign.metrics.scoring`). Empty text
 scored: their value is None and they are counted in ``skipped``. ``mean`` is per user, then over
 users (over texts when no users are given); ``pooled`` is the token-level perplexity of all texts.
 
-The ``perplexity`` cell metric (when ``metrics.perplexity`` is on) scores the cell's generations
-with their query prompts; the per-text ``values`` are left out of metrics.json.
+The ``perplexity`` cell metric (on unless ``metrics.perplexity.enabled`` is false; option
+``batch_size``) scores the cell's generations with their query prompts; the per-text ``values``
+are left out of metrics.json.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.scoring import policy_logprob_sums
+from persalign.metrics.settings import ScoringSettings
 
 
 def perplexity(
@@ -79,12 +81,11 @@ def perplexity(
 class Perplexity(CellMetric):
     """Perplexity of the cell's generations given their prompts (metrics.perplexity)."""
 
+    settings_class = ScoringSettings
+
     needs = frozenset({"generations", "policy"})
     order = 60
     columns = (Column("perplexity", ("perplexity",), "Perplexity", False, "number"),)
-
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        return bool(settings.get("perplexity"))
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         gens, prompts = ctx.generations or [], ctx.prompts()
@@ -93,7 +94,7 @@ class Perplexity(CellMetric):
             [prompts[g["user"], g["id"]] for g in gens],
             [g["text"] for g in gens],
             users=[g["user"] for g in gens],
-            batch_size=ctx.batch_size,
+            batch_size=self.settings.batch_size,
             progress=False,
         )
         return {k: v for k, v in result.items() if k != "values"}

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
 from persalign.decoding import DECODERS, GenerationRequest, create_decoder
 from persalign.decoding.icl import icl_prompt_ids
@@ -58,6 +59,7 @@ from persalign.metrics.scoring import (
     personalized_parts,
     score_parts,
 )
+from persalign.metrics.settings import ScoringSettings
 from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS
 from persalign.types import Preference
 
@@ -280,9 +282,19 @@ def _fraction(key: str, label: str, expected: tuple[str, ...]) -> Column:
     return Column(key, (key,), label, True, "fraction", expected)
 
 
+class PolicyAccuracySettings(ScoringSettings):
+    """Options of policy accuracy (``metrics.policy_accuracy``; lambda selection uses them too)."""
+
+    personalized_policy_score: Literal["mean", "sum"] = Field(
+        "mean",
+        description="Policy accuracy of a method that writes with its own policy (P-DPO): its "
+        "mean token log-likelihood (Eq. 4's normalisation) or the plain sum.",
+    )
+
+
 def cell_scorer(ctx: CellContext) -> str | None:
     """A method cell's scorer (``scoring.method_scorer`` of its reward model and decoder)."""
-    score = str(ctx.settings.get("personalized_policy_score") or "mean")
+    score = ctx.options("policy_accuracy").personalized_policy_score
     return method_scorer(type(ctx.reward_model), DECODERS.get(ctx.decoder), score)
 
 
@@ -296,6 +308,7 @@ class PolicyAccuracy(CellMetric):
     Method cells: none for a method without RGD under an RGD decoder (PAL under ARGS).
     """
 
+    settings_class = PolicyAccuracySettings
     needs = frozenset({"policy"})
     order = 20
     columns = (_fraction("policy_accuracy", "Policy Acc", ("method",)),)
@@ -306,7 +319,7 @@ class PolicyAccuracy(CellMetric):
         return super().applies(ctx)
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
-        query, batch = ctx.benchmark.query, ctx.batch_size
+        query, batch = ctx.benchmark.query, self.settings.batch_size
         if ctx.kind == "method":
             if ctx.reward_model is None:
                 raise ConfigError(f"policy accuracy of {ctx.method}: no reward model")
@@ -348,6 +361,7 @@ class PolicyAccuracy(CellMetric):
 class BasePolicyAccuracy(CellMetric):
     """The base scorer's policy accuracy: the zero-shot cell's, copied into method cells."""
 
+    settings_class = ScoringSettings
     needs = frozenset({"policy"})
     order = 30
     columns = (_fraction("base_policy_accuracy", "Base Policy Acc", ()),)
@@ -361,5 +375,5 @@ class BasePolicyAccuracy(CellMetric):
         if ctx.kind == "method" and ctx.zero_shot is not None:
             return ctx.zero_shot.metrics["policy_accuracy"]
         return policy_accuracy(
-            ctx.policy, ctx.benchmark.query, scorer="base", batch_size=ctx.batch_size
+            ctx.policy, ctx.benchmark.query, scorer="base", batch_size=self.settings.batch_size
         )

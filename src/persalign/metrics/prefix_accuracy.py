@@ -28,7 +28,7 @@ files.
 
 The ``prefix_accuracy`` cell metric uses the model job's ``prefix_accuracy.json``
 (``ctx.model_results``) when there is one, and computes it otherwise. It is turned on and off by
-``metrics.prefix_accuracy``.
+``metrics.prefix_accuracy.enabled`` (on by default).
 """
 
 from __future__ import annotations
@@ -125,9 +125,6 @@ class PrefixAccuracy(CellMetric):
     kinds = frozenset({"method"})
     order = 15
     columns = (Column("prefix_accuracy", ("prefix_accuracy",), "Prefix Acc", True, "fraction", ()),)
-
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        return bool(settings.get("prefix_accuracy"))
 
     def applies(self, ctx: CellContext) -> bool:
         """Not for a method without RM accuracy (``has_rm_accuracy`` False: P-DPO)."""

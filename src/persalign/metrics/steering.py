@@ -20,7 +20,7 @@ pair is a miss. Cost: one ``sequence_rewards`` call over the 2N texts.
 
 The ``steering_accuracy`` cell metric covers method cells with a reward model that has RM
 accuracy (P-DPO, "-" in the paper's tables, does not) and a zero-shot cell with generations.
-It is turned on and off by ``metrics.steering_accuracy``.
+It is turned on and off by ``metrics.steering_accuracy.enabled`` (on by default).
 """
 
 from __future__ import annotations
@@ -87,9 +87,6 @@ class SteeringAccuracy(CellMetric):
     columns = (
         Column("steering_accuracy", ("steering_accuracy",), "Steering Acc", True, "fraction", ()),
     )
-
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        return bool(settings.get("steering_accuracy"))
 
     def applies(self, ctx: CellContext) -> bool:
         return super().applies(ctx) and ctx.judges_zero_shot()

@@ -3,7 +3,7 @@
     prompts = {(q.user, q.id): q.prompt for q in bench.query}
     result = win_rate(rm, rgd_generations, zero_shot_generations, prompts)
     result["rate"], result["per_user_mean"], result["ties"], result["unpaired_rgd"]
-    win_rate(rm, rgd_generations, zero_shot_generations, prompts, ties="loss")  # strict wins
+    win_rate(rm, rgd_generations, zero_shot_generations, prompts, ties="half")  # a tie: half
 
 Generations are dicts (or objects) with ``user``, ``id`` and ``text``, as written by
 ``persalign generate``. The RGD and zero-shot outputs for the same (user, id) form a pair; the
@@ -11,19 +11,21 @@ RM scores both (``sequence_rewards``, one batched call) and the pair is a win wh
 output's reward is strictly higher, a tie when the rewards are equal or the texts identical
 (their rewards can differ in the last bits between batches), a loss otherwise.
 
-``rate`` (the headline, Table 5's "fraction of examples"): pooled over all pairs, a tie counting
-as half a win, ``(wins + ties / 2) / n``. ``per_user_mean``: the same rate per user
-(``per_user``), averaged over users. ``ties="loss"`` counts a tie as no win (``tie_weight`` 0,
-the literal "judges its output as better"); the counts of wins, ties and losses are always there.
+``rate`` (the headline, Table 5's "fraction of examples"): pooled over all pairs, ``wins / n``:
+the paper counts a prompt when the judge "judges the RGD output as better", so by default a tie
+is not a win (``ties="loss"``, ``tie_weight`` 0). ``ties="half"`` counts a tie as half a win,
+``(wins + ties / 2) / n``. ``per_user_mean``: the same rate per user (``per_user``), averaged
+over users. The counts of wins, ties and losses are always there, and ``tie_rule`` names the rule
+(the report's win-rate table names it in its header).
 
 A generation without a partner (``unpaired_rgd``, ``unpaired_zero_shot``), or without a prompt
 (``no_prompt``), or a pair with an empty text, which a reward model cannot score (``empty``),
 is counted and reported, never silently dropped. ``prompts_by_id`` maps ``(user, id)`` (or just
 ``id``, when ids are unique across users) to the prompt the outputs answer.
 
-The ``win_rate`` cell metric (method cells with a zero-shot cell, when ``metrics.win_rate`` is on)
+The ``win_rate`` cell metric (method cells with a zero-shot cell; ``metrics.win_rate.enabled``)
 is ``win_rate(ctx.reward_model, ctx.generations, ctx.zero_shot.generations, ctx.prompts(),
-metrics.win_rate_ties)``; its report columns are ``rate`` (Win Rate) and ``per_user_mean``.
+metrics.win_rate.ties)``; its report columns are ``rate`` (Win Rate) and ``per_user_mean``.
 """
 
 from __future__ import annotations
@@ -31,15 +33,36 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from persalign.errors import ConfigError
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
+from persalign.metrics.settings import MetricSettings
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-TIES = {"half": 0.5, "loss": 0.0}  # what a tie counts as (metrics.win_rate_ties)
+TIES = {"loss": 0.0, "half": 0.5}  # what a tie counts as (metrics.win_rate.ties)
+DEFAULT_TIES = "loss"  # the paper: a prompt counts when the RGD output is judged better
+TIE_RULES = {"loss": "ties lose", "half": "ties count half"}  # how tables name the rule
+
+
+class WinRateSettings(MetricSettings):
+    """Options of the win rate (``metrics.win_rate``)."""
+
+    ties: Literal["loss", "half"] = Field(
+        DEFAULT_TIES,
+        description="What a tie (equal rewards or texts) counts as: loss (the paper: a win only "
+        "when the RGD output is judged better) or half a win.",
+    )
+
+
+def tie_rule(weight: float) -> str:
+    """How a table names the tie rule of a ``tie_weight`` ("ties lose", "ties count half")."""
+    names = {TIES[k]: v for k, v in TIE_RULES.items()}
+    return names.get(weight, f"a tie counts {weight:g}")
 
 
 def _get(record: Any, name: str) -> Any:
@@ -79,7 +102,7 @@ def _rate(outcomes: Sequence[str], weight: float) -> float:
 
 
 def win_summary(
-    users: Sequence[str], outcomes: Sequence[str], ties: str = "half"
+    users: Sequence[str], outcomes: Sequence[str], ties: str = DEFAULT_TIES
 ) -> dict[str, Any]:
     """The pooled win rate, per user and its mean over users, a tie counting as ``ties`` says.
 
@@ -97,6 +120,7 @@ def win_summary(
         "per_user_mean": statistics.fmean(per_user.values()) if per_user else nan,
         "per_user": per_user,
         "tie_weight": weight,
+        "tie_rule": TIE_RULES[ties],
         "tie_rate": {u: o.count("tie") / len(o) for u, o in sorted(by_user.items())},
         "n": len(outcomes),
         "users": len(per_user),
@@ -111,12 +135,13 @@ def win_rate(
     rgd_generations: Sequence[Any],
     zero_shot_generations: Sequence[Any],
     prompts_by_id: Mapping[Any, str],
-    ties: str = "half",
+    ties: str = DEFAULT_TIES,
 ) -> dict[str, Any]:
     """Table 5's win rate of RGD over zero-shot, judged by ``reward_model`` (see module doc).
 
-    Returns ``{"rate", "per_user_mean", "per_user", "tie_weight", "tie_rate", "n", "users",
-    "wins", "ties", "losses", "unpaired_rgd", "unpaired_zero_shot", "no_prompt", "empty"}``.
+    Returns ``{"rate", "per_user_mean", "per_user", "tie_weight", "tie_rule", "tie_rate", "n",
+    "users", "wins", "ties", "losses", "unpaired_rgd", "unpaired_zero_shot", "no_prompt",
+    "empty"}``.
     """
     tie_weight(ties)  # a bad value fails before the reward model runs
     rgd = _by_key(rgd_generations, "RGD")
@@ -157,10 +182,12 @@ def win_rate(
 
 @register_metric(
     "win_rate",
-    summary="Table 5: the method's own RM prefers its output to zero-shot's, pooled, ties half",
+    summary="Table 5: the method's own RM prefers its output to zero-shot's, pooled, ties lose",
 )
 class WinRate(CellMetric):
     """Win rate of the method's generations over the zero-shot cell's (metrics.win_rate)."""
+
+    settings_class = WinRateSettings
 
     needs = frozenset({"generations", "reward_model", "zero_shot"})
     kinds = frozenset({"method"})
@@ -177,9 +204,6 @@ class WinRate(CellMetric):
         ),
     )
 
-    def enabled(self, settings: dict[str, Any]) -> bool:
-        return bool(settings.get("win_rate"))
-
     def applies(self, ctx: CellContext) -> bool:
         zero_shot = ctx.zero_shot
         # a method without RM accuracy (P-DPO) has no reward model to judge with (Table 5)
@@ -193,7 +217,10 @@ class WinRate(CellMetric):
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         zero_shot = ctx.zero_shot.generations if ctx.zero_shot is not None else None
-        ties = ctx.settings.get("win_rate_ties") or "half"
         return win_rate(
-            ctx.reward_model, ctx.generations or [], zero_shot or [], ctx.prompts(), ties
+            ctx.reward_model,
+            ctx.generations or [],
+            zero_shot or [],
+            ctx.prompts(),
+            self.settings.ties,
         )

@@ -30,6 +30,7 @@ import logging
 from dataclasses import replace
 
 from persalign.metrics.schema import report_columns
+from persalign.metrics.winrate import DEFAULT_TIES, TIES, tie_rule
 from persalign.report.correlation_tables import (
     correlate,
     correlation_detail_table,
@@ -68,7 +69,8 @@ PER_USER_MEAN = "per-user mean"
 BERTSCORE_NOTE = (
     "BERTScore-F1: rescaled = bert-score's baseline rescaling (F - b) / (1 - b), the paper's "
     "scale (roberta-large); raw = plain F1, where bert-score ships no baseline for the model "
-    "(metrics.bertscore_rescale). Scores from different models or scales are not comparable."
+    "(metrics.generation.bertscore_rescale). Scores from different models or scales are not "
+    "comparable."
 )
 
 
@@ -86,12 +88,19 @@ def _with_dagger_note(table: Table) -> Table:
 
 
 def tie_note(weights: list[float]) -> str:
-    """What a tie counted as in the win rates shown (metrics.win_rate_ties)."""
+    """What a tie counted as in the win rates shown (metrics.win_rate.ties)."""
     what = {0.5: "half a win", 0.0: "no win"}
     if len(weights) > 1:
         return "Ties (equal rewards, or the same text) count differently between cells: mixed."
-    counts = what.get(weights[0], f"{weights[0]:g} of a win") if weights else "half a win"
-    return f"A tie (equal rewards, or the same text) counts as {counts} (metrics.win_rate_ties)."
+    counts = what.get(weights[0], f"{weights[0]:g} of a win") if weights else "no win"
+    return f"A tie (equal rewards, or the same text) counts as {counts} (metrics.win_rate.ties)."
+
+
+def tie_header(weights: list[float]) -> str:
+    """The tie rule for the win-rate table's title: "ties lose", "ties count half" or mixed."""
+    if len(weights) > 1:
+        return "ties counted differently between cells"
+    return tie_rule(weights[0] if weights else TIES[DEFAULT_TIES])
 
 
 def ranking_table(results: RunResults, benchmark: str) -> Table:
@@ -168,7 +177,8 @@ def win_rate_table(results: RunResults, benchmark: str) -> Table:
                for c in columns for m in metrics]  # fmt: skip
     table = Table(
         key="win_rate",
-        title=f"Win rate against zero-shot on {benchmark}",
+        title=f"Win rate against zero-shot on {benchmark} "
+        f"({tie_header(results.win_tie_weights(benchmark))})",
         caption=(
             "Fraction of query prompts where a method's own reward model prefers its RGD "
             "generation over the zero-shot one, pooled over all prompts (cf. Table 5); "

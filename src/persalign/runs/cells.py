@@ -131,7 +131,7 @@ def choose_lambda(
         lam.grid,
         objective=lam.objective,
         decode_settings=dict(spec.decoder_settings),  # the cell's decoder settings, seed included
-        batch_size=spec.metrics.batch_size,
+        batch_size=int(spec.metrics["policy_accuracy"]["batch_size"]),  # it scores the grid
         progress=False,
     )
     return selection["lam"], selection["curve"]
@@ -204,7 +204,7 @@ def evaluate_cell(
         method=spec.method,
         decoder=spec.decoder,
         seed=spec.seed,
-        settings=spec.metrics.model_dump(mode="json"),
+        settings=dict(spec.metrics),
         benchmark=bench,
         policy=policy,
         reward_model=rm,

@@ -29,6 +29,7 @@ from persalign.data.registry import PATH_FIELDS
 from persalign.decoding import DECODERS
 from persalign.errors import ConfigError, describe_validation_error, validated
 from persalign.io import dumps, read_text
+from persalign.metrics import MetricSettings, metric_settings
 from persalign.metrics.selection import selection_column
 from persalign.overrides import parse_overrides
 from persalign.registry import load_plugins
@@ -38,7 +39,6 @@ from persalign.runs.sections import (
     BenchmarkConfig,
     DecodingConfig,
     LambdaConfig,
-    MetricsConfig,
     PolicyConfig,
     ReportConfig,
     RewardSection,
@@ -50,7 +50,6 @@ __all__ = [
     "BenchmarkConfig",
     "DecodingConfig",
     "LambdaConfig",
-    "MetricsConfig",
     "PolicyConfig",
     "ReportConfig",
     "RewardSection",
@@ -59,6 +58,7 @@ __all__ = [
     "config_hash",
     "dump_config",
     "load_config",
+    "metrics_settings",
     "parse_config",
 ]
 
@@ -89,7 +89,12 @@ class RunConfig(Strict):
     baselines: BaselinesConfig = Field(BaselinesConfig(), description="Baselines.")
     decoding: DecodingConfig = Field(DecodingConfig(), description="Generation settings.")
     lam: LambdaConfig = Field(LambdaConfig(), alias="lambda", description="Lambda selection.")
-    metrics: MetricsConfig = Field(MetricsConfig(), description="Metric settings.")
+    metrics: dict[str, Any] = Field(
+        {},
+        description="Metric options: {metric key: its options (persalign ls metrics), or "
+        "true/false to switch it}; a shared option (batch_size) at the top is the default of "
+        "every metric that has it.",
+    )
     report: ReportConfig = Field(ReportConfig(), description="Report settings.")
     threads: int | None = Field(
         None,
@@ -279,10 +284,17 @@ def parse_config(
         load_plugins(config.plugins)
         check_methods(config)
         check_baselines(config)
+        metrics_settings(config)
         _check_selection_metric(config)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return resolve_paths(config, Path(base_dir))
+
+
+def metrics_settings(config: RunConfig) -> dict[str, MetricSettings]:
+    """{metric key: its validated settings} of every registered metric (plugins loaded first):
+    the config's ``metrics`` section, each entry checked by the metric's own settings class."""
+    return metric_settings(config.metrics)
 
 
 def _check_selection_metric(config: RunConfig) -> None:

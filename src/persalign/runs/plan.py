@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from persalign.decoding import DECODERS
+from persalign.metrics import settings_json
 from persalign.metrics.scoring import RGD_SCORERS, method_scorer
 from persalign.rewards import METHODS
 from persalign.runs.benchmark_builds import PreparedBenchmark
-from persalign.runs.config import RunConfig, baseline_decoder, check_methods, decoder_settings
+from persalign.runs.config import (
+    RunConfig,
+    baseline_decoder,
+    check_methods,
+    decoder_settings,
+    metrics_settings,
+)
 from persalign.runs.specs import (
     CellJobSpec,
     HeldoutSpec,
@@ -153,7 +160,7 @@ def _policy_cells(
         ),
         "seed": seed,
         "generate": config.decoding.generate,
-        "metrics": config.metrics,
+        "metrics": settings_json(metrics_settings(config)),
     }
     prefix = f"{label}__{policy_name}"
     path = str(bench.path)
@@ -233,6 +240,7 @@ def method_cell(config: RunConfig, method: str, decoder: str) -> tuple[bool, boo
     reward_class, decoder_class = METHODS.get(method), DECODERS.get(decoder)
     guided = decoder_class.needs_policy
     runs = reward_class.supports_rgd or not guided
-    scorer = method_scorer(reward_class, decoder_class, config.metrics.personalized_policy_score)
+    score = metrics_settings(config)["policy_accuracy"].personalized_policy_score
+    scorer = method_scorer(reward_class, decoder_class, score)
     choose = scorer in RGD_SCORERS or (runs and decoder_class.takes("lam"))
     return config.decoding.generate and runs, choose

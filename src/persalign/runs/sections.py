@@ -150,56 +150,6 @@ class LambdaConfig(Strict):
     )
 
 
-class MetricsConfig(Strict):
-    """Metric settings."""
-
-    bertscore_model: str | None = Field(
-        "bundled:all-minilm-l6-v2",
-        description="BERTScore model (roberta-large on connected machines); null: no BERTScore.",
-    )
-    bertscore_num_layers: int | None = Field(None, ge=1, description="BERTScore layer; null: auto.")
-    bertscore_rescale: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="BERTScore scale: auto: rescaled with bert-score's baseline where it ships one "
-        "(roberta-large, the paper's scale), raw otherwise; always: rescaled or an error; "
-        "never: raw F1.",
-    )
-    batch_size: int = Field(8, ge=1, description="Sequences per scoring pass.")
-    perplexity: bool = Field(True, description="Perplexity of generations under the policy.")
-    win_rate: bool = Field(True, description="Win rate of RGD outputs against zero-shot.")
-    win_rate_ties: Literal["half", "loss"] = Field(
-        "half",
-        description="What a tie (equal rewards or texts) counts as in the win rate: half a win, "
-        "or a loss (strictly better only).",
-    )
-    personalized_policy_score: Literal["mean", "sum"] = Field(
-        "mean",
-        description="Policy accuracy of a method that writes with its own policy (P-DPO): its "
-        "mean token log-likelihood (Eq. 4's normalisation) or the plain sum.",
-    )
-    steering_accuracy: bool = Field(
-        True,
-        description="Steering accuracy: the method's reward prefers the user's own completion "
-        "to the zero-shot output (method cells with completions and a zero-shot cell).",
-    )
-    ground_truth_rank: bool = Field(
-        True,
-        description="Ground-truth rank: MRR and top-1 of the user's completion among hard "
-        "negatives under the cell's deployed scorer (benchmarks with completions).",
-    )
-    ground_truth_negatives: int = Field(
-        9,
-        ge=1,
-        description="Hard negatives per prompt for the ground-truth rank: the prompt's rejected "
-        "texts, then other users' completions for the most similar prompts.",
-    )
-    prefix_accuracy: bool = Field(
-        True,
-        description="Prefix accuracy: RM accuracy on every prefix y[:t] up to the shorter "
-        "response (what ARGS compares).",
-    )
-
-
 class ReportConfig(Strict):
     """What ``persalign report`` computes from the cells (no job depends on it)."""
 

@@ -11,7 +11,8 @@ A benchmark built by a run has a ``BenchmarkBuildSpec`` (its builder and ``Build
 Each option is declared once, in the component that owns it: a model job carries its method's
 own validated config (``RewardConfig`` subclass), a cell its decoder's validated settings (the
 decoder's ``settings_class``, lambda excepted: each cell chooses it), its policy
-(``PolicyConfig``), metric settings (``MetricsConfig``) and lambda selection (``LambdaConfig``).
+(``PolicyConfig``), every metric's validated settings (each metric's ``settings_class``, from
+the config's ``metrics`` section) and lambda selection (``LambdaConfig``).
 No paths and no times: a spec is the same on every machine.
 """
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from persalign.data.registry import BuildFields, BuildOptions
 from persalign.io import dumps
-from persalign.runs.sections import LambdaConfig, MetricsConfig, PolicyConfig
+from persalign.runs.sections import LambdaConfig, PolicyConfig
 
 
 class Spec(BaseModel):
@@ -99,7 +100,9 @@ class CellJobSpec(Spec):
         description="The decoder's validated settings, lambda excepted (chosen per cell)."
     )
     generate: bool = Field(True, description="Generate (off: ranking metrics only).")
-    metrics: MetricsConfig = Field(description="Metric settings.")
+    metrics: dict[str, dict[str, Any]] = Field(
+        description="Every metric's validated settings by key (defaults filled in)."
+    )
     reward_method: str | None = Field(None, description="Method cells: the registered method.")
     model: JobRef | None = Field(None, description="Method cells: the trained reward model.")
     zero_shot: JobRef | None = Field(None, description="The zero-shot cell (win rate, base acc).")

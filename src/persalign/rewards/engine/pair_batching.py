@@ -140,16 +140,17 @@ def collate_shared(
     )
 
 
-def shared_mask(segment: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [B, 1, T, T] from segment ids [B, T]: causal; a key in a response segment
-    is seen only by queries of that segment; pads see only themselves (no empty softmax row)."""
+def shared_mask(segment: torch.Tensor, dtype: torch.dtype, pad: int = 3) -> torch.Tensor:
+    """Additive mask [B, 1, T, T] from segment ids [B, T] (0: the prompt, ``pad``: padding, any
+    other id: one response): causal; a key in a response segment is seen only by queries of that
+    segment; pads see only themselves (no empty softmax row)."""
     length = segment.shape[1]
     steps = torch.arange(length)
     causal = steps[None, :] <= steps[:, None]  # [T(q), T(k)]
     query, key = segment[:, :, None], segment[:, None, :]  # [B, T, 1], [B, 1, T]
-    allowed = causal[None] & ((key == 0) | (key == query)) & (key != 3)  # [B, T, T]
+    allowed = causal[None] & ((key == 0) | (key == query)) & (key != pad)  # [B, T, T]
     eye = torch.eye(length, dtype=torch.bool)[None]
-    allowed = torch.where(query == 3, eye, allowed)
+    allowed = torch.where(query == pad, eye, allowed)
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]  # [B, 1, T, T]
