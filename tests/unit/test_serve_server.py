@@ -49,7 +49,8 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--policy", policy, "--reward", str(reward), "--state-dir", str(state)]
         args += ["--port", str(self.port), "--max-batch", "8", "--k", "5", "--device", "cpu"]
-        env = {**os.environ, "PERSALIGN_API_KEY": key or ""}
+        env = {k: v for k, v in os.environ.items() if k != "PERSALIGN_API_KEY"}
+        env.update({"PERSALIGN_API_KEY": key} if key else {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "persalign.cli", "-q", "serve", *args],
             env=env,

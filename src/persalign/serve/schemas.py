@@ -44,6 +44,15 @@ class ServeLimits(BaseModel):
     max_batch: int = Field(16, ge=1, description="Live rows decoded together at most.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request has none.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
+    max_queue: int = Field(
+        64, ge=0, description="Requests waiting for a row at most; beyond it a 429 (Retry-After)."
+    )
+    queue_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request may wait for a row; longer: a 503."
+    )
+    spare_connections: int = Field(
+        32, ge=1, description="Open connections beyond max_batch + max_queue (health, users)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
     max_preferences: int = Field(256, ge=1, description="Largest preference set per request.")
     unknown_user: Literal["default", "404"] = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,12 @@ def run(
     port: int = 8000,
     api_key: str | None = None,
     drain_seconds: float = 120.0,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C, drain, stop."""
+    """Serve until SIGTERM or Ctrl-C, drain, stop (on ``sock`` when given: bound beforehand,
+    see startup.bind_socket; else uvicorn binds ``host:port``)."""
     app = create_app(service, api_key=api_key)
+    limits = service.limits
     config = uvicorn.Config(
         app,
         host=host,
@@ -61,12 +65,15 @@ def run(
         access_log=False,
         timeout_graceful_shutdown=drain_seconds,
         lifespan="on",
+        # a backstop above the server's own queue (which answers 429 with an OpenAI body):
+        # uvicorn answers 503 to connections beyond it
+        limit_concurrency=limits.max_batch + limits.max_queue + limits.spare_connections,
     )
     server = uvicorn.Server(config)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it on exit
     try:
         log.info("serving %s on http://%s:%d", service.limits.model_name, host, port)
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
     log.info("drained and stopped")

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from persalign.decoding import Policy, create_decoder
+from persalign.decoding import DECODERS, Policy, create_decoder
 from persalign.decoding.base import GenerationRequest
 from persalign.models.encoding import PromptFormatter
 from persalign.serve.engine import Engine, RowSpec
@@ -30,7 +30,17 @@ from persalign.serve.users import UserStore
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
-DECODERS = ("args", "zero-shot", "icl-rag")
+
+
+def servable_decoders(with_reward: bool) -> tuple[str, ...]:
+    """The decoders whose class says ``servable`` (those needing a reward model only
+    ``with_reward``): reward-guided ones decode with the engine's ARGS step, the others with
+    the policy alone on the prompt their ``prepare`` builds."""
+    return tuple(
+        entry.name
+        for entry in DECODERS.entries()
+        if entry.obj.servable and (with_reward or not entry.obj.needs_reward_model)
+    )
 
 
 class ApiError(Exception):
@@ -80,7 +90,7 @@ class Service:
             raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
 
     def decoders(self) -> tuple[str, ...]:
-        return DECODERS if self.rm is not None else ("zero-shot", "icl-rag")
+        return servable_decoders(with_reward=self.rm is not None)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
