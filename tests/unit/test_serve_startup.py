@@ -7,14 +7,13 @@ with one line on stderr before the stub runs; a good one reaches it (and the por
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
 
 import persalign.cli.serve as serve_cli
+from persalign.cli import main
 from persalign.decoding.icl import IclDecoder
 from persalign.decoding.zero_shot import ZeroShotDecoder
-from persalign.cli import main
 from persalign.serve.service import servable_decoders
 from persalign.serve.startup import api_key_from, bind_socket, openness
 
@@ -142,7 +141,7 @@ def test_a_port_in_use_is_one_line_and_exit_2_before_loading(stub, capsys):
 
 
 def test_the_port_is_bound_while_the_models_load(stub, monkeypatch):
-    argv, calls = stub
+    argv, _ = stub
     port = free_port()
 
     def build_service(*args, **kwargs):

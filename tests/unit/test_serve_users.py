@@ -30,7 +30,7 @@ def rm(tiny_lm: str):
     return model
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", ".hidden", "a b", "x" * 65, "é", "a\x00"])
+@pytest.mark.parametrize("bad", ["", "   ", "a\x00", "x" * 513])
 def test_bad_user_ids_never_reach_a_path(tmp_path, bad: str):
     with pytest.raises(ValueError):
         check_user_id(bad)
@@ -39,6 +39,19 @@ def test_bad_user_ids_never_reach_a_path(tmp_path, bad: str):
     assert check_user_id("user-1.A_b") != DEFAULT_USER
     with pytest.raises(ValueError):
         check_user_id(DEFAULT_USER)  # the reserved default row cannot be named by a client
+
+
+@pytest.mark.parametrize("user", ["../x", "a/b", ".hidden", "a b", "x" * 65, "é", "..", "7", "~x"])
+def test_any_benchmark_user_id_is_encoded_inside_the_folder(tmp_path, user: str):
+    store = UserStore(tmp_path)
+    path = store.vector_path(check_user_id(user))
+    assert path.parent == tmp_path / "users" and "/" not in path.name
+    assert not path.name.startswith(".")
+    assert path != store.vector_path("x")  # distinct ids, distinct files
+    store.write_vector(user, 1, torch.ones(3))
+    seq, vector = store.read_vector(user)
+    assert seq == 1 and vector.tolist() == [1.0, 1.0, 1.0]
+    assert store.vector_path("alice-01").name == "alice-01.safetensors"  # old files still found
 
 
 def test_a_torn_journal_line_is_cut_and_never_counted(tmp_path):

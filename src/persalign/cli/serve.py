@@ -59,6 +59,13 @@ def serve(
     default_max_tokens: Annotated[
         int, typer.Option(help="max_tokens of a request that sends none.")
     ] = 64,
+    completions_chat_template: Annotated[
+        bool,
+        typer.Option(
+            "--completions-chat-template/--completions-raw",
+            help="/v1/completions renders prompts with the chat template (default: raw).",
+        ),
+    ] = False,
     max_queue: Annotated[
         int, typer.Option(help="Requests waiting for a row at most (then 429 + Retry-After).")
     ] = 64,
@@ -90,6 +97,7 @@ def serve(
             "max_queue": max_queue,
             "queue_timeout": queue_timeout,
             "unknown_user": unknown_user,
+            "completions_chat_template": completions_chat_template,
         },
         head="invalid serve options",
     )

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
 
 from persalign.decoding import DECODERS, Policy, create_decoder
-from persalign.decoding.base import GenerationRequest
+from persalign.decoding.base import Decoder, GenerationRequest
 from persalign.models.encoding import PromptFormatter
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.metrics import ServeMetrics
@@ -46,14 +47,28 @@ def servable_decoders(with_reward: bool) -> tuple[str, ...]:
 class ApiError(Exception):
     """A request the server refuses: HTTP status plus an OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param=None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param = status, message, kind, param
+        self.code, self.headers = code, headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
-        }
+        return error_body(self.message, self.kind, self.param, self.code)
+
+
+def error_body(
+    message: str, kind: str = "invalid_request_error", param: str | None = None, code=None
+) -> dict[str, Any]:
+    """OpenAI's error body."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def full_prompt_ids(formatter: PromptFormatter, prompt: str) -> list[int]:
@@ -80,8 +95,18 @@ class Service:
         self.people = Personalizer(reward_model, limits.unknown_user)
         self.store = UserStore(state_dir) if state_dir is not None else None
         self.support: dict[str, list[Preference]] = {}
-        self.icl = create_decoder("icl-rag", policy, support=self.support, **(icl_options or {}))
-        self.scheduler = Scheduler(Engine(policy, reward_model), limits.max_batch, self.metrics)
+        self.prompters = {  # servable decoders of the policy alone: they build the prompt
+            name: _prompter(name, policy, self.support, icl_options or {})
+            for name in self.decoders()
+            if not DECODERS.get(name).needs_reward_model
+        }
+        self.scheduler = Scheduler(
+            Engine(policy, reward_model),
+            limits.max_batch,
+            self.metrics,
+            max_queue=limits.max_queue,
+            queue_timeout=limits.queue_timeout,
+        )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
         self.onboarding = threading.Lock()
         self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
@@ -165,21 +190,34 @@ class Service:
             reward_user = self.people.reward_user(body.user)
         except UnknownUser as exc:
             raise ApiError(404, str(exc), param="user") from None
+        guided = DECODERS.get(decoder).needs_reward_model
+        prompter = self.prompters.get(decoder)
+        builds_prompt = prompter is not None and _builds_prompt(prompter)
         if isinstance(body, ChatRequest):
-            if decoder == "icl-rag":
-                raise ApiError(400, "icl-rag takes /v1/completions", param="persalign.decoder")
-            messages = [{"role": m.role, "content": m.content} for m in body.messages]
+            if builds_prompt:
+                raise ApiError(400, f"{decoder} takes /v1/completions", param="persalign.decoder")
+            messages = [m.as_dict() for m in body.messages]
             policy_ids = self.policy.formatter.messages_ids(messages)
-            reward_ids = self.rm.formatter.messages_ids(messages) if self.rm else None
-        elif decoder == "icl-rag":
+            reward_ids = self.rm.formatter.messages_ids(messages) if guided else None
+        elif builds_prompt:
             request = GenerationRequest("q", body.user or "", body.prompt)
-            policy_ids = list(self.icl.prepare([request])[0].prompt_ids or [])
+            policy_ids = list(prompter.prepare([request])[0].prompt_ids or [])
             reward_ids = None
         else:
-            policy_ids = full_prompt_ids(self.policy.formatter, body.prompt)
-            reward_ids = full_prompt_ids(self.rm.formatter, body.prompt) if self.rm else None
+            template = body.persalign.chat_template
+            if template is None:
+                template = self.limits.completions_chat_template
+            policy_ids = (
+                full_prompt_ids(self.policy.formatter, body.prompt)
+                if template
+                else list(self.policy.tokenizer(body.prompt)["input_ids"])
+            )
+            # the reward model reads the prompt in its own format, as it was trained
+            reward_ids = full_prompt_ids(self.rm.formatter, body.prompt) if guided else None
+        if not policy_ids:
+            raise ApiError(400, "the prompt has no tokens", param="prompt")
         self._check_length(policy_ids, self.policy.formatter, tokens, "policy")
-        if decoder != "args":
+        if not guided:
             reward_ids = None
         elif reward_ids is not None:
             self._check_length(reward_ids, self.rm.formatter, tokens, "reward model")
@@ -191,7 +229,7 @@ class Service:
             lam=lam,
             k=k,
             temperature=body.temperature or 0.0,
-            seed=body.seed or 0,
+            seed=_seed(body),
             stop=body.stops(),
             ignore_eos=body.persalign.ignore_eos,
         )
@@ -220,6 +258,12 @@ class Service:
             self.sets[user] = self.sets.get(user, 0) + 1
             return self.user_info(user)
 
+    def user_status(self, user: str | None) -> str:
+        """``own`` (the user's vector), ``default`` (the population's) or ``global``."""
+        if not self.people.personalized:
+            return "global"
+        return "own" if self.people.known(user) else "default"
+
     def user_info(self, user: str) -> dict[str, Any]:
         prefs = self.support.get(user, [])
         vector = self.people.vector(user)
@@ -241,3 +285,23 @@ class Service:
             else ("default vector" if self.limits.unknown_user == "default" else "refused"),
             "vector": None if vector is None else [round(float(v), 6) for v in vector],
         }
+
+
+def _seed(body: _Common) -> int:
+    """The request's seed; a fresh one when it samples without one (returned to the client)."""
+    if body.seed is not None:
+        return body.seed
+    return secrets.randbelow(2**31) if (body.temperature or 0) > 0 else 0
+
+
+def _prompter(name: str, policy: Policy, support: dict, options: dict[str, Any]):
+    """An instance of decoder ``name`` (its options among ``options``) to build prompts."""
+    cls = DECODERS.get(name)
+    return create_decoder(
+        name, policy, support=support, **{k: v for k, v in options.items() if cls.takes(k)}
+    )
+
+
+def _builds_prompt(decoder: Any) -> bool:
+    """Whether ``decoder`` overrides ``prepare`` (ICL renders demonstrations into the prompt)."""
+    return type(decoder).prepare is not Decoder.prepare

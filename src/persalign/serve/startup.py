@@ -37,8 +37,7 @@ def api_key_from(option: str, given: str | None, env: str) -> str | None:
         return None
     if not value.strip():
         raise ConfigError(
-            f"{source} is empty or blank: give a key, or leave the option out to serve "
-            "without one"
+            f"{source} is empty or blank: give a key, or leave the option out to serve without one"
         )
     if value != value.strip() or any(ord(c) < 33 or ord(c) > 126 for c in value):
         raise ConfigError(f"{source}: a key is printable ASCII without spaces")
