@@ -227,3 +227,26 @@ def test_an_unexpected_error_is_a_500_with_a_request_id():
     request_id = response.headers["x-request-id"]
     assert request_id in response.json()["error"]["message"]
     assert response.json()["error"]["type"] == "server_error"
+
+
+def test_concurrent_onboardings_completions_and_reads_never_500(small):
+    codes: list[tuple[str, int]] = []
+
+    def onboard(i):
+        answer = small.client.post(f"/v1/users/c{i % 5}/preferences", json=PREFS[: 1 + i % 3])
+        codes.append(("onboard", answer.status_code))
+        codes.append(("read", small.client.get(f"/v1/users/c{i % 5}").status_code))
+
+    def complete(i):
+        body = completion(user=f"c{i % 5}", max_tokens=4)
+        codes.append(("complete", small.client.post("/v1/completions", json=body).status_code))
+
+    threads = [threading.Thread(target=onboard, args=(i,)) for i in range(10)]
+    threads += [threading.Thread(target=complete, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(codes) == 30
+    assert all(code in (200, 429) for _, code in codes), codes
+    assert ("onboard", 200) in codes and ("complete", 200) in codes

@@ -66,6 +66,15 @@ def serve(
             help="/v1/completions renders prompts with the chat template (default: raw).",
         ),
     ] = False,
+    max_user_preferences: Annotated[
+        int, typer.Option(help="Preferences kept per user (the latest) for adaptation.")
+    ] = 1000,
+    adapt_timeout: Annotated[
+        float, typer.Option(help="Seconds an onboarding may take (then 503, nothing kept).")
+    ] = 120.0,
+    max_onboarding_queue: Annotated[
+        int, typer.Option(help="Onboardings running or waiting at most (then 429).")
+    ] = 8,
     max_queue: Annotated[
         int, typer.Option(help="Requests waiting for a row at most (then 429 + Retry-After).")
     ] = 64,
@@ -98,6 +107,9 @@ def serve(
             "queue_timeout": queue_timeout,
             "unknown_user": unknown_user,
             "completions_chat_template": completions_chat_template,
+            "max_user_preferences": max_user_preferences,
+            "adapt_timeout": adapt_timeout,
+            "max_onboarding_queue": max_onboarding_queue,
         },
         head="invalid serve options",
     )

@@ -24,9 +24,10 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from persalign.serve.api_errors import ApiError, error_body
 from persalign.serve.engine import Row
 from persalign.serve.scheduler import QueueFull
-from persalign.serve.service import ApiError, Service, error_body
+from persalign.serve.service import Service
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "stop"}
 RETRY_AFTER = "1"  # seconds: a row frees up every few steps under load

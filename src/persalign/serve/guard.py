@@ -17,7 +17,8 @@ import uuid
 
 from fastapi.responses import JSONResponse
 
-from persalign.serve.service import ApiError, Service, error_body
+from persalign.serve.api_errors import ApiError, error_body
+from persalign.serve.service import Service
 
 log = logging.getLogger(__name__)
 ROUTES = (

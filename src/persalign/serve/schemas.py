@@ -109,6 +109,15 @@ class ServeLimits(BaseModel):
     spare_connections: int = Field(
         32, ge=1, description="Open connections beyond max_batch + max_queue (health, users)."
     )
+    max_user_preferences: int = Field(
+        1000, ge=1, description="Preferences kept per user (the latest) for adaptation."
+    )
+    adapt_timeout: float = Field(
+        120.0, gt=0, description="Seconds an onboarding may take; longer: a 503, nothing kept."
+    )
+    max_onboarding_queue: int = Field(
+        8, ge=1, description="Onboardings running or waiting at most; beyond it a 429."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
     max_preferences: int = Field(256, ge=1, description="Largest preference set per request.")
     unknown_user: Literal["default", "404"] = Field(

@@ -2,8 +2,8 @@
 
     service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")
     service.start()                                  # replays the journal, starts the thread
-    spec = service.completion_spec(body)             # a RowSpec, or an ApiError (4xx)
-    info = await service.onboard("alice", prefs)     # adapt, journal, persist, install
+    spec = service.spec(body)                        # a RowSpec, or an ApiError (4xx)
+    info = await service.onboard("alice", prefs)     # adapt (off the decoding thread), install
     service.stop()                                   # finishes in-flight rows
 
 Prompts are never cut to fit: one over the policy's or the reward model's prompt budget, or
@@ -12,7 +12,6 @@ whose prompt plus ``max_tokens`` exceeds the policy's context, is a 400.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import threading
@@ -22,8 +21,10 @@ from typing import Any
 from persalign.decoding import DECODERS, Policy, create_decoder
 from persalign.decoding.base import Decoder, GenerationRequest
 from persalign.models.encoding import PromptFormatter
+from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.metrics import ServeMetrics
+from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
@@ -42,33 +43,6 @@ def servable_decoders(with_reward: bool) -> tuple[str, ...]:
         for entry in DECODERS.entries()
         if entry.obj.servable and (with_reward or not entry.obj.needs_reward_model)
     )
-
-
-class ApiError(Exception):
-    """A request the server refuses: HTTP status plus an OpenAI-style error body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-        self.code, self.headers = code, headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.kind, self.param, self.code)
-
-
-def error_body(
-    message: str, kind: str = "invalid_request_error", param: str | None = None, code=None
-) -> dict[str, Any]:
-    """OpenAI's error body."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def full_prompt_ids(formatter: PromptFormatter, prompt: str) -> list[int]:
@@ -108,9 +82,8 @@ class Service:
             queue_timeout=limits.queue_timeout,
         )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.onboarding = threading.Lock()
+        self.onboarder = Onboarder(self.people, self.store, self.scheduler, self.support, limits)
         self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
-        self.sets: dict[str, int] = {}
         if limits.decoder not in self.decoders():
             raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
 
@@ -120,20 +93,11 @@ class Service:
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
         """Replay the journal (re-adapting stale vectors), then start decoding."""
-        if self.store is not None:
-            for user, record in self.store.load().items():
-                self.support[user] = list(record.preferences)
-                saved = self.store.read_vector(user)
-                if self.people.personalized and (saved is None or saved[0] != record.seq):
-                    log.info("adapting %s again from the journal (seq %d)", user, record.seq)
-                    vector = self.people.adapt(user, record.preferences)
-                    self.store.write_vector(user, record.seq, vector)
-                    saved = (record.seq, vector)
-                self.people.install(user, saved[1] if saved else None)
-                self.sets[user] = record.sets
+        self.onboarder.replay()
         self.scheduler.start()
 
     def stop(self) -> None:
+        self.onboarder.stop()
         self.scheduler.stop()
 
     # ------------------------------------------------------------------ requests
@@ -236,27 +200,8 @@ class Service:
 
     # ------------------------------------------------------------------ users
     async def onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        """Adapt ``user`` on all their accepted sets plus ``items``; journal, persist, install."""
-        if self.store is None:
-            raise ApiError(409, "this server has no state folder (--state-dir)")
-        return await asyncio.to_thread(self._onboard, user, items)
-
-    def _onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        with self.onboarding:  # one onboarding at a time: journal order = adaptation order
-            seq0 = self.store.next_seq
-            new = [
-                Preference(f"{user}/{seq0}/{i}", user, p.prompt, p.chosen, p.rejected)
-                for i, p in enumerate(items)
-            ]
-            prefs = self.support.get(user, []) + new
-            vector = self.scheduler.call(lambda: self.people.adapt(user, prefs)).result()
-            seq, _ = self.store.append(user, new)  # acknowledged from here on
-            if vector is not None:
-                self.store.write_vector(user, seq, vector)
-            self.scheduler.call(lambda: self.people.install(user, vector)).result()
-            self.support[user] = prefs
-            self.sets[user] = self.sets.get(user, 0) + 1
-            return self.user_info(user)
+        """Adapt ``user`` off the decoding thread; journal, persist, install (onboarding.py)."""
+        return await self.onboarder.onboard(user, items)
 
     def user_status(self, user: str | None) -> str:
         """``own`` (the user's vector), ``default`` (the population's) or ``global``."""
@@ -265,26 +210,7 @@ class Service:
         return "own" if self.people.known(user) else "default"
 
     def user_info(self, user: str) -> dict[str, Any]:
-        prefs = self.support.get(user, [])
-        vector = self.people.vector(user)
-        status = (
-            "onboarded"
-            if user in self.people.onboarded
-            else "trained"
-            if user in self.people.base_users
-            else "unknown"
-        )
-        return {
-            "id": user,
-            "object": "user",
-            "status": status,
-            "preference_sets": self.sets.get(user, 0),
-            "preferences": len(prefs),
-            "uses": "own vector"
-            if status != "unknown"
-            else ("default vector" if self.limits.unknown_user == "default" else "refused"),
-            "vector": None if vector is None else [round(float(v), 6) for v in vector],
-        }
+        return self.onboarder.info(user)
 
 
 def _seed(body: _Common) -> int:
