@@ -75,8 +75,8 @@ def test_no_key_option_at_all_serves_open_and_says_so(stub, capsys):
     argv, calls = stub
     port = free_port()
     with pytest.raises(Loaded):
-        main([*argv, "--port", str(port), "--host", "0.0.0.0"])
-    assert calls
+        main([*argv, "--port", str(port), "--host", "0.0.0.0", "--dtype", "bfloat16"])
+    assert calls[0]["dtype"] == "bfloat16"  # both models load in it
     said = " ".join(capsys.readouterr().err.split())  # the log, unwrapped
     assert "server is OPEN" in said and f"0.0.0.0:{port}" in said
     assert "every network interface" in said
@@ -106,6 +106,7 @@ BAD = [
     (["--shots", "-1"], "--shots"),
     (["--retrieval", "tfidf"], "--retrieval"),
     (["--device", "tpu"], "device"),
+    (["--dtype", "float8"], "dtype"),
     (["--unknown-user", "maybe"], "unknown_user"),
 ]
 

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from persalign.errors import ConfigError, validated
-from persalign.models.device import pick_device
+from persalign.models.device import pick_device, pick_dtype
 from persalign.serve import ServeLimits, build_service, run
 from persalign.serve.service import servable_decoders
 from persalign.serve.startup import api_key_from, bind_socket, check_files, openness
@@ -88,6 +88,13 @@ def serve(
         "embedding"
     ),
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: best).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights of both models: float32 | bfloat16 | float16 (default: "
+            "bfloat16 on CUDA, float32 on CPU)."
+        ),
+    ] = None,
 ) -> None:
     """Serve personalized completions over an OpenAI-compatible HTTP API."""
     key = api_key_from("--api-key", api_key, "PERSALIGN_API_KEY")
@@ -126,7 +133,7 @@ def serve(
         raise ConfigError(f"--shots {shots}: must be >= 0")
     if retrieval not in ("embedding", "bm25"):
         raise ConfigError(f"--retrieval {retrieval}: use embedding or bm25")
-    pick_device(device)  # an unknown or absent device: one line, before loading
+    pick_dtype(pick_device(device), dtype)  # an unknown device or dtype: one line, before loading
     if state_dir is None and reward is not None:
         state_dir = reward / "serving"
     check_files(policy, reward, state_dir)
@@ -142,6 +149,7 @@ def serve(
             limits,
             state_dir=state_dir,
             device=device,
+            dtype=dtype,
             icl_options={"shots": shots, "retrieval": retrieval},
         )
         run(service, host=host, port=port, api_key=key, sock=sock)

@@ -34,10 +34,13 @@ def build_service(
     state_dir: str | Path | None = None,
     device: str | None = None,
     icl_options: dict[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> Service:
-    """Load the models and replay the user journal (default state folder: REWARD/serving)."""
-    rm = load(reward, **({"device": device} if device else {})) if reward is not None else None
-    model = Policy.load(policy, device=device)
+    """Load the models (on ``device`` in ``dtype``) and replay the user journal (default state
+    folder: REWARD/serving)."""
+    overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
+    rm = load(reward, **overrides) if reward is not None else None
+    model = Policy.load(policy, device=device, dtype=dtype)
     if state_dir is None and reward is not None:
         state_dir = Path(reward) / "serving"
     service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options)
