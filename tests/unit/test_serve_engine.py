@@ -145,3 +145,26 @@ def test_scheduler_batches_concurrent_requests(models):
     count = next(s.value for s in sizes if s.name.endswith("_count"))
     assert total / count > 1.5, "concurrent requests must share decoding steps"
     assert scheduler.live == 0
+
+
+@pytest.mark.parametrize("spec", ["tiny", "bundled:smollm2-135m-instruct"])
+def test_incremental_detokenization_equals_decoding_every_token(spec, tiny_lm):
+    """The engine decodes a short window per step; the naive reference decodes all tokens."""
+    from persalign.models import load_tokenizer
+    from persalign.serve.engine import detokenize
+
+    tokenizer = load_tokenizer(tiny_lm if spec == "tiny" else spec)
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(5):
+        ids = torch.randint(0, len(tokenizer), (120,), generator=generator).tolist()
+        if trial == 0:
+            ids = tokenizer("Hello  wörld, ünïcode 🙂 emoji\n and   spaces")["input_ids"] * 3
+        r = Row(RowSpec(policy_ids=[0], max_tokens=len(ids)), lambda *_: None)
+        for token in ids:
+            r.tokens.append(token)
+            r.text = detokenize(tokenizer, r)
+            full = tokenizer.decode(r.tokens, skip_special_tokens=True)
+            if not full.endswith("\ufffd"):
+                assert r.text == full, (trial, len(r.tokens))
+            else:
+                assert full.startswith(r.text.rstrip("\ufffd"))

@@ -44,16 +44,26 @@ def free_port() -> int:
 class Server:
     """A ``persalign serve`` subprocess and an HTTP client for it."""
 
-    def __init__(self, policy: str, reward: Path, state: Path, key: str | None = None, args=None):
+    def __init__(
+        self,
+        policy: str,
+        reward: Path,
+        state: Path,
+        key: str | None = None,
+        extra=(),
+        args=None,
+    ):
         """``args``: the serve options, in place of those made of ``policy``, ``reward``
-        and ``state`` (docs/tutorial.md's pasted command)."""
+        and ``state`` (docs/tutorial.md's pasted command); ``extra`` is added after them."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if args is None:
             args = ["--policy", policy, "--reward", str(reward), "--state-dir", str(state)]
             args += ["--max-batch", "8", "--k", "5", "--device", "cpu"]
-        args = [*args, "--port", str(self.port)]
-        env = {**os.environ, "PERSALIGN_API_KEY": key or ""}
+            args += ["--max-queue", "8", "--queue-timeout", "30"]
+        args = [*args, "--port", str(self.port), *extra]  # the last value wins
+        env = {k: v for k, v in os.environ.items() if k != "PERSALIGN_API_KEY"}
+        env.update({"PERSALIGN_API_KEY": key} if key else {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "persalign.cli", "-q", "serve", *args],
             env=env,
@@ -110,13 +120,15 @@ def completion(**extra) -> dict:
     return {"model": "persalign", "prompt": "Say about cat sun", "max_tokens": 6, **extra}
 
 
-def test_api_key_is_required_everywhere(server):
+def test_api_key_is_required_everywhere_but_probes(server):
     bare = httpx.Client(base_url=server.url, timeout=30)
+    assert bare.get("/health").status_code == 200  # liveness probes and scrapers, as in vLLM
+    assert bare.get("/metrics").status_code == 200
     for method, path in [
-        ("GET", "/health"),
         ("GET", "/v1/models"),
-        ("GET", "/metrics"),
         ("POST", "/v1/completions"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/users/u1/preferences"),
         ("GET", "/v1/users/u1"),
     ]:
         response = bare.request(method, path, json=completion())
@@ -140,7 +152,8 @@ BAD_REQUESTS = [
     ("/v1/completions", completion(persalign={"decoder": "nope"}), 400),
     ("/v1/completions", completion(prompt=["a", "b"]), 400),
     ("/v1/completions", completion(prompt=""), 400),
-    ("/v1/completions", completion(user="../../etc"), 400),
+    ("/v1/completions", completion(user="  "), 400),
+    ("/v1/completions", completion(user="a\x00b"), 400),
     ("/v1/completions", completion(bogus=1), 400),
     ("/v1/completions", completion(prompt="word " * 3000), 400),  # over the prompt budget
     ("/v1/completions", [1, 2], 400),
@@ -150,7 +163,7 @@ BAD_REQUESTS = [
     ("/v1/users/u9/preferences", [{"prompt": "p", "chosen": " ", "rejected": "a"}], 400),
     ("/v1/users/u9/preferences", [{"prompt": 3, "chosen": "a", "rejected": "b"}], 400),
     ("/v1/users/u9/preferences", [], 400),
-    ("/v1/users/bad%20id/preferences", [{"prompt": "p", "chosen": "a", "rejected": "b"}], 400),
+    ("/v1/users/%20%20/preferences", [{"prompt": "p", "chosen": "a", "rejected": "b"}], 400),
     ("/v1/completions", b"x" * 2_000_000, 413),
 ]
 
@@ -200,7 +213,12 @@ def test_batched_requests_write_what_a_single_request_run_writes(server, models)
     decoder's output for that request decoded alone."""
     policy_spec, reward, _ = models
     bodies = [
-        completion(prompt=p, user=f"u{1 + i % 3}", max_tokens=8, persalign={"lam": 2.0})
+        completion(
+            prompt=p,
+            user=f"u{1 + i % 3}",
+            max_tokens=8,
+            persalign={"lam": 2.0, "chat_template": True},  # as the shared decoder renders it
+        )
         for i, p in enumerate(PROMPTS)
     ]
     results: dict[int, dict] = {}

@@ -5,20 +5,27 @@
         [--port 8000] [--max-batch 16] [--api-key KEY] [--state-dir DIR] [--unknown-user 404]
 
 Binds 127.0.0.1 unless told otherwise. ``--api-key`` (or ``PERSALIGN_API_KEY``) makes every
-request without ``Authorization: Bearer KEY`` a 401. SIGTERM drains in-flight requests, exits 0.
+request without ``Authorization: Bearer KEY`` a 401; an empty or blank key is refused, and the
+server is open only when neither is given (the start-up log says so, and to whom). Every option,
+file and folder is checked, and the port bound, before any model loads (serve/startup.py): a
+bad one is one line and exit 2. SIGTERM drains in-flight requests, exits 0.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from persalign.errors import ConfigError, validated
-from persalign.models.device import DEVICES
+from persalign.models.device import DEVICES, pick_device, pick_dtype
 from persalign.serve import ServeLimits, build_service, run
+from persalign.serve.service import servable_decoders
+from persalign.serve.startup import api_key_from, bind_socket, check_files, openness
+
+log = logging.getLogger("persalign.serve")
 
 
 def serve(
@@ -29,7 +36,7 @@ def serve(
         Path | None, typer.Option(help="Reward model folder (needed by args).")
     ] = None,
     decoder: Annotated[
-        str, typer.Option(help="Default decoder: args | zero-shot | icl-rag.")
+        str, typer.Option(help="Default decoder: args | zero-shot | icl-rag (servable ones).")
     ] = "args",
     lam: Annotated[float, typer.Option(help="Default ARGS lambda (>= 0).")] = 1.0,
     k: Annotated[int, typer.Option(help="Default ARGS candidates per step.")] = 10,
@@ -49,6 +56,31 @@ def serve(
     ] = "default",
     model_name: Annotated[str, typer.Option(help="The model id clients send.")] = "persalign",
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask.")] = 512,
+    default_max_tokens: Annotated[
+        int, typer.Option(help="max_tokens of a request that sends none.")
+    ] = 64,
+    completions_chat_template: Annotated[
+        bool,
+        typer.Option(
+            "--completions-chat-template/--completions-raw",
+            help="/v1/completions renders prompts with the chat template (default: raw).",
+        ),
+    ] = False,
+    max_user_preferences: Annotated[
+        int, typer.Option(help="Preferences kept per user (the latest) for adaptation.")
+    ] = 1000,
+    adapt_timeout: Annotated[
+        float, typer.Option(help="Seconds an onboarding may take (then 503, nothing kept).")
+    ] = 120.0,
+    max_onboarding_queue: Annotated[
+        int, typer.Option(help="Onboardings running or waiting at most (then 429).")
+    ] = 8,
+    max_queue: Annotated[
+        int, typer.Option(help="Requests waiting for a row at most (then 429 + Retry-After).")
+    ] = 64,
+    queue_timeout: Annotated[
+        float, typer.Option(help="Seconds a request may wait for a row (then 503).")
+    ] = 60.0,
     max_lam: Annotated[float, typer.Option(help="Largest lambda a request may ask.")] = 100.0,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask.")] = 50,
     shots: Annotated[int, typer.Option(help="icl-rag demonstrations.")] = 4,
@@ -59,8 +91,16 @@ def serve(
         str | None,
         typer.Option(help=f"{DEVICES} (default: auto: cuda if available; $PERSALIGN_DEVICE)."),
     ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            help="Weights of both models: float32 | bfloat16 | float16 (default: "
+            "bfloat16 on CUDA, float32 on CPU)."
+        ),
+    ] = None,
 ) -> None:
     """Serve personalized completions over an OpenAI-compatible HTTP API."""
+    key = api_key_from("--api-key", api_key, "PERSALIGN_API_KEY")
     limits = validated(
         ServeLimits,
         {
@@ -70,23 +110,51 @@ def serve(
             "k": k,
             "max_batch": max_batch,
             "max_tokens": max_tokens,
+            "default_max_tokens": default_max_tokens,
             "max_lam": max_lam,
             "max_k": max_k,
+            "max_queue": max_queue,
+            "queue_timeout": queue_timeout,
             "unknown_user": unknown_user,
+            "completions_chat_template": completions_chat_template,
+            "max_user_preferences": max_user_preferences,
+            "adapt_timeout": adapt_timeout,
+            "max_onboarding_queue": max_onboarding_queue,
         },
         head="invalid serve options",
     )
-    if decoder == "args" and reward is None:
-        raise ConfigError("--decoder args needs --reward MODEL_DIR")
+    servable = servable_decoders(with_reward=reward is not None)
+    if decoder not in servable_decoders(with_reward=True):
+        raise ConfigError(f"--decoder {decoder}: serve runs {', '.join(servable)}")
+    if decoder not in servable:
+        raise ConfigError(f"--decoder {decoder} needs --reward MODEL_DIR")
     if lam > max_lam or k > max_k:
         raise ConfigError("--lam / --k exceed --max-lam / --max-k")
-    key = api_key or os.environ.get("PERSALIGN_API_KEY") or None
-    service = build_service(
-        policy,
-        reward,
-        limits,
-        state_dir=state_dir,
-        device=device,
-        icl_options={"shots": shots, "retrieval": retrieval},
-    )
-    run(service, host=host, port=port, api_key=key)
+    if default_max_tokens > max_tokens:
+        raise ConfigError("--default-max-tokens exceeds --max-tokens")
+    if shots < 0:
+        raise ConfigError(f"--shots {shots}: must be >= 0")
+    if retrieval not in ("embedding", "bm25"):
+        raise ConfigError(f"--retrieval {retrieval}: use embedding or bm25")
+    pick_dtype(pick_device(device), dtype)  # an unknown device or dtype: one line, before loading
+    if state_dir is None and reward is not None:
+        state_dir = reward / "serving"
+    check_files(policy, reward, state_dir)
+    sock = bind_socket(host, port)  # "address in use" now, not after the models load
+    try:
+        if key is None:
+            log.warning(openness(host, port, key))
+        else:
+            log.info(openness(host, port, key))
+        service = build_service(
+            policy,
+            reward,
+            limits,
+            state_dir=state_dir,
+            device=device,
+            dtype=dtype,
+            icl_options={"shots": shots, "retrieval": retrieval},
+        )
+        run(service, host=host, port=port, api_key=key, sock=sock)
+    finally:
+        sock.close()

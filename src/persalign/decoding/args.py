@@ -132,6 +132,7 @@ class ArgsDecoder(Decoder):
 
     settings_class = ArgsSettings
     needs_reward_model = True
+    servable = True
     settings: ArgsSettings
 
     def __init__(

@@ -163,6 +163,7 @@ class Decoder:
     needs_support: ClassVar[bool] = False
     reward_methods: ClassVar[tuple[str, ...]] = ()  # the reward methods it works with; (): any
     reward_model_kind: ClassVar[str] = "a reward model"  # for the missing-model error
+    servable: ClassVar[bool] = False  # True: `persalign serve` can run it (serve/engine.py)
 
     def __init__(
         self,

@@ -50,6 +50,8 @@ def bm25_scores(query: str, documents: Sequence[str], k1: float = 1.5, b: float 
 class IclRagDecoder(IclDecoder):
     """ICL with the most similar support items as demonstrations (most similar last)."""
 
+    servable = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._vectors: dict[str, np.ndarray] = {}

@@ -15,3 +15,5 @@ from persalign.decoding.base import Decoder, register_decoder
 @register_decoder("zero-shot", summary="The policy alone (greedy by default)")
 class ZeroShotDecoder(Decoder):
     """Generate from the base policy without personalization."""
+
+    servable = True

@@ -57,6 +57,9 @@ class Row:
     sent: str = ""  # the part of the visible text already streamed
     finish: str | None = None  # "eos" | "stop" | "length" | "cancelled"
     cancelled: bool = False
+    read_from: int = 0  # incremental detokenization: tokens[read_from:] are decoded each step
+    read_text: str = ""  # decode(tokens[read_from:read_to]): the context of the next piece
+    read_to: int = 0
     submitted: float = field(default_factory=time.perf_counter)
     admitted: float = 0.0
     generator: torch.Generator | None = None
@@ -78,6 +81,21 @@ class Batch:
     @property
     def joinable(self) -> bool:
         return joinable(self.policy) and (self.reward is None or joinable(self.reward))
+
+
+def detokenize(tokenizer: Any, row: Row) -> str:
+    """``row.text`` extended by the last token, decoding a short window instead of every token
+    (vLLM's prefix/read offsets): the window's text minus its context's text is the new piece,
+    kept back while it ends in an incomplete character. Equals decoding all tokens (tested)."""
+    window = tokenizer.decode(row.tokens[row.read_from :], skip_special_tokens=True)
+    if window.endswith("\ufffd") or len(window) <= len(row.read_text):
+        return row.text  # nothing new yet (a split character, a skipped token): keep context
+    piece = window[len(row.read_text) :]
+    row.read_from, row.read_to = row.read_to, len(row.tokens)
+    row.read_text = tokenizer.decode(
+        row.tokens[row.read_from : row.read_to], skip_special_tokens=True
+    )
+    return row.text + piece
 
 
 def visible(text: str, stops: Sequence[str], final: bool) -> str:
@@ -182,7 +200,7 @@ class Engine:
             row.finish = "eos"
             return False
         row.tokens.append(token)
-        row.text = self.policy.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        row.text = detokenize(self.policy.tokenizer, row)
         for stop in row.spec.stop:
             at = row.text.find(stop)
             if at != -1 and row.text[:at].strip():  # as decode's _cut_at_stop

@@ -2,8 +2,8 @@
 
     people = Personalizer(rm, unknown_user="default")
     people.reward_user("alice")        # "alice" when known, else the population's default row
-    z = people.adapt("alice", prefs)   # on the model thread; the model's users are unchanged
-    people.install("alice", z)         # used from the next request on
+    z = people.adapt("alice", prefs)   # on a copy of rm: any thread; rm is unchanged
+    people.install("alice", z)         # on the model thread: used from the next request on
 
 Every adaptation starts from the trained model's own users (its table as loaded), so a user's
 vector depends only on the model and that user's accepted preferences (all of them, in journal
@@ -11,10 +11,16 @@ order), never on who was onboarded before: replaying the journal after a restart
 vectors. Unknown users get the method's ``new_user_vector()`` of the loaded model (the train
 users' mean for most methods), installed under a reserved id that no valid user id can take,
 or a 404, by the server's flag.
+
+``adapt`` works on a copy of the reward model that shares its modules (the frozen backbone and
+head) but has its own user table, so it can run beside decoding. A method whose adaptation
+changes shared modules while it runs (P-DPO turns the backbone's adapters off for its reference
+model) says ``adapts_in_place``; the server then adapts it on the model thread, between steps.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +28,8 @@ import torch
 
 from persalign.serve.schemas import DEFAULT_USER
 from persalign.types import Preference
+
+IN_PLACE_METHODS = ("p-dpo",)  # adaptation disables the shared backbone's adapters meanwhile
 
 
 class UnknownUser(LookupError):
@@ -35,6 +43,7 @@ class Personalizer:
         self.rm = rm
         self.unknown_user = unknown_user
         self.personalized = bool(rm is not None and rm.personalized)
+        self.adapts_in_place = getattr(rm, "name", None) in IN_PLACE_METHODS
         self.base_users: list[str] = []
         self.onboarded: dict[str, torch.Tensor | None] = {}
         if self.personalized:
@@ -56,10 +65,24 @@ class Personalizer:
             )
         return DEFAULT_USER
 
+    def fork(self) -> Any:
+        """A copy of the reward model sharing its modules, with the trained users only."""
+        rm = self.rm
+        clone = copy.copy(rm)
+        for name in ("_parameters", "_buffers", "_modules"):  # own dicts: setattr stays local
+            object.__setattr__(clone, name, dict(getattr(rm, name)))
+        clone.set_users(self.base_users, self.base_table)
+        return clone
+
     def adapt(self, user: str, prefs: Sequence[Preference]) -> torch.Tensor | None:
-        """``user``'s vector adapted from ``prefs`` (model thread); the model is left as it was."""
+        """``user``'s vector adapted from ``prefs``, starting from the trained users only.
+        On a fork (any thread), or in place on the model thread when ``adapts_in_place``."""
         if not self.personalized:
             return None
+        if not self.adapts_in_place:
+            clone = self.fork()
+            clone.adapt(user, list(prefs))
+            return clone.user_table[clone.user_ids[user]].detach().clone()
         rm = self.rm
         ids = sorted(rm.user_ids, key=rm.user_ids.__getitem__)
         table = rm.user_table.detach().clone()
@@ -76,10 +99,12 @@ class Personalizer:
         if self.personalized and vector is not None:
             self.rm.add_user(user, vector)
 
-    def vector(self, user: str) -> torch.Tensor | None:
-        """What the server uses for ``user`` (None for global methods)."""
+    def base_vector(self, user: str) -> torch.Tensor | None:
+        """A trained user's vector, from the table as loaded (None for global methods)."""
         if not self.personalized:
             return None
-        if self.known(user):
-            return self.rm.user_table[self.rm.user_ids[user]].detach().clone()
-        return self.default
+        return self.base_table[self.base_users.index(user)]
+
+    def default_vector(self) -> torch.Tensor | None:
+        """The vector unknown users get (None for global methods)."""
+        return self.default if self.personalized else None

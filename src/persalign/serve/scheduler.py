@@ -1,8 +1,9 @@
 """The scheduler thread: the only code that touches the models while the server runs.
 
-    scheduler = Scheduler(engine, max_batch=16)
+    scheduler = Scheduler(engine, max_batch=16, max_queue=64, queue_timeout=60.0)
     scheduler.start()
     scheduler.submit(row)                         # decoded with whatever else is running
+                                                  # (QueueFull when max_queue rows wait)
     future = scheduler.call(lambda: rm.adapt(...))  # run on the model thread, between steps
     scheduler.stop()                              # finishes the rows it holds, then returns
 
@@ -13,6 +14,11 @@ the new rows as a batch of its own, stepped alongside. Every batch advances one 
 round, finished rows retire at once, so no request waits for another one to finish, and rows
 of different users share every policy and reward-model forward. Jobs (onboarding a user) run
 on this thread too, between rounds, so nothing else touches a model concurrently.
+
+Backpressure: at most ``max_queue`` rows wait for room (``submit`` raises :class:`QueueFull`
+beyond, the app's 429); a row that waited longer than ``queue_timeout`` seconds gets a 503
+error event instead of a row; a cancelled waiting row (its client left) leaves the queue at the
+next round. A row's error events carry ``{"status", "message", "code"}``.
 """
 
 from __future__ import annotations
@@ -32,12 +38,32 @@ from persalign.serve.metrics import ServeMetrics
 log = logging.getLogger(__name__)
 
 
+class QueueFull(Exception):
+    """``max_queue`` rows are already waiting for room."""
+
+
+def failure(status: int, message: str, code: str) -> dict[str, Any]:
+    """The payload of a row's ``error`` event."""
+    return {"status": status, "message": message, "code": code}
+
+
 class Scheduler:
     """Admits rows and jobs from any thread; decodes on its own thread."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, metrics: ServeMetrics | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch: int = 16,
+        metrics: ServeMetrics | None = None,
+        max_queue: int | None = None,
+        queue_timeout: float | None = None,
+    ):
         self.engine = engine
         self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.queued = 0  # rows submitted and not yet admitted, refused or dropped
+        self._count = threading.Lock()
         self.metrics = metrics or ServeMetrics()
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.waiting: collections.deque[Row] = collections.deque()
@@ -50,8 +76,17 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, row: Row) -> None:
-        """Queue ``row``; its events go to ``row.sink`` from the scheduler thread."""
+        """Queue ``row``; its events go to ``row.sink`` from the scheduler thread.
+        Raises QueueFull when ``max_queue`` rows are waiting already."""
+        with self._count:
+            if self.max_queue is not None and self.queued >= self.max_queue:
+                raise QueueFull(f"{self.queued} requests are waiting already")
+            self.queued += 1
         self.inbox.put(row)
+
+    def _dequeued(self, count: int = 1) -> None:
+        with self._count:
+            self.queued -= count
 
     def call(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
         """Run ``fn`` on the scheduler thread between two steps; its result as a Future."""
@@ -77,12 +112,13 @@ class Scheduler:
             if idle and self._stopping.is_set() and self.inbox.empty():
                 return
             self._drain_inbox(block=idle)
+            self._drop_waiting()
             try:
                 self._admit()
                 self._round()
             except Exception as exc:  # a bug or an OOM must not kill the server silently
                 log.exception("decoding failed")
-                self._fail_all(f"decoding failed: {exc}")
+                self._fail_all(failure(500, f"decoding failed: {exc}", "server_error"))
             self.metrics.live.set(self.live)
             self.metrics.waiting.set(len(self.waiting))
 
@@ -106,16 +142,31 @@ class Scheduler:
             except queue.Empty:
                 return
 
+    def _drop_waiting(self) -> None:
+        """Take cancelled rows (closed) and rows past the queue deadline (503) off the queue."""
+        if not self.waiting:
+            return
+        now, kept = time.perf_counter(), collections.deque()
+        for row in self.waiting:
+            if row.cancelled:
+                row.finish = "cancelled"
+                self.engine.close(row)
+            elif self.queue_timeout is not None and now - row.submitted > self.queue_timeout:
+                message = f"the request waited over {self.queue_timeout:g} s for a row"
+                row.sink("error", failure(503, message, "queue_timeout"))
+            else:
+                kept.append(row)
+                continue
+            self._dequeued()
+        self.waiting = kept
+
     def _admit(self) -> None:
         """Move waiting rows into batches while there is room (same key: one prefill)."""
         fresh: dict[tuple, list[Row]] = {}
         room = self.max_batch - self.live
         while self.waiting and room > 0:
             row = self.waiting.popleft()
-            if row.cancelled:
-                row.finish = "cancelled"
-                self.engine.close(row)
-                continue
+            self._dequeued()
             fresh.setdefault(row.key, []).append(row)
             room -= 1
         for key, rows in fresh.items():
@@ -124,7 +175,7 @@ class Scheduler:
             except Exception as exc:  # e.g. out of memory: these rows fail, the others go on
                 log.exception("prefill failed")
                 for row in rows:
-                    row.sink("error", f"prefill failed: {exc}")
+                    row.sink("error", failure(500, f"prefill failed: {exc}", "server_error"))
                 continue
             for row in rows:
                 self.metrics.queue_wait.observe(row.admitted - row.submitted)
@@ -145,8 +196,8 @@ class Scheduler:
             if not batch.rows:
                 self.batches.remove(batch)
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, error: dict[str, Any]) -> None:
         for batch in self.batches:
             for row in batch.rows:
-                row.sink("error", message)
+                row.sink("error", error)
         self.batches = []

@@ -1,31 +1,87 @@
 """Request bodies of the OpenAI-compatible API, the server's limits, and user-id checks.
 
-    body = validated(CompletionRequest, json.loads(raw), head="request")
-    check_user_id("alice-01")                     # raises ValueError for "../x", "", 65 chars
+    data = strip_neutral(json.loads(raw))          # Unsupported for e.g. n=2, logprobs=true
+    body = validated(CompletionRequest, data, head="request")
+    check_user_id("user 7/ä")                      # any benchmark id; ValueError: "", NUL, 513
 
 Field names follow OpenAI's completions and chat completions. ``user`` selects whose vector
 guides decoding; ``persalign`` (sent by the official client as ``extra_body``) chooses the
 decoder, lambda and k within the server's limits. ``temperature`` 0 or absent is greedy (the
-paper's decoding), above 0 samples with ``seed``.
+paper's decoding), above 0 samples with ``seed`` (a fresh one when absent, returned). OpenAI
+parameters the server does not implement are accepted at their neutral value (what SDKs send:
+``logprobs: false``, ``n: 1``, ``presence_penalty: 0``, ``echo: false``...) and refused
+otherwise, naming the parameter. User ids are any string a benchmark may hold (1-512
+characters, not blank, no NUL); files are named from an encoding of them (users.py).
 """
 
 from __future__ import annotations
 
-import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DEFAULT_USER = "__default__"  # the reward model's row for unknown users (never a valid id)
+MAX_USER_ID = 512
+DEFAULT_USER = "\x00default"  # the reward model's row for unknown users (never a valid id)
+ANY = object()
+# parameter -> its neutral values (ANY: every value is neutral, e.g. metadata)
+NEUTRAL: dict[str, tuple[Any, ...] | object] = {
+    "n": (None, 1),
+    "top_p": (None, 1),
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "echo": (None, False),
+    "best_of": (None, 1),
+    "presence_penalty": (None, 0),
+    "frequency_penalty": (None, 0),
+    "logit_bias": (None, {}),
+    "suffix": (None, ""),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "parallel_tool_calls": ANY,
+    "store": (None, False),
+    "metadata": ANY,
+    "service_tier": (None, "auto", "default"),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "user_id": (None,),
+}
+
+
+class Unsupported(ValueError):
+    """An OpenAI parameter with a value the server does not implement."""
+
+    def __init__(self, param: str, value: Any):
+        neutral = NEUTRAL[param]
+        shown = ", ".join(repr(v) for v in neutral if v is not None)  # type: ignore[union-attr]
+        super().__init__(
+            f"{param}={value!r} is not supported by this server (accepted: {shown or 'absent'})"
+        )
+        self.param = param
+
+
+def strip_neutral(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the OpenAI parameters the server ignores; Unsupported when one of
+    them asks for something (``n: 2``, ``logprobs: true``, ``presence_penalty: 0.5``...)."""
+    out = {}
+    for key, value in data.items():
+        neutral = NEUTRAL.get(key)
+        if neutral is None:
+            out[key] = value
+        elif neutral is not ANY and value not in neutral:  # type: ignore[operator]
+            raise Unsupported(key, value)
+    return out
 
 
 def check_user_id(user: str) -> str:
-    """``user`` when it is 1-64 characters of [A-Za-z0-9._-] starting alphanumeric."""
-    if not isinstance(user, str) or not USER_ID.fullmatch(user):
+    """``user`` when it is 1-512 characters, not blank and without NUL (any benchmark id)."""
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_USER_ID or "\x00" in user:
         raise ValueError(
-            "user ids are 1-64 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
+            f"a user id is 1-{MAX_USER_ID} characters, not blank, without NUL characters"
         )
     return user
 
@@ -44,10 +100,32 @@ class ServeLimits(BaseModel):
     max_batch: int = Field(16, ge=1, description="Live rows decoded together at most.")
     default_max_tokens: int = Field(64, ge=1, description="max_tokens when a request has none.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
+    max_queue: int = Field(
+        64, ge=0, description="Requests waiting for a row at most; beyond it a 429 (Retry-After)."
+    )
+    queue_timeout: float = Field(
+        60.0, gt=0, description="Seconds a request may wait for a row; longer: a 503."
+    )
+    spare_connections: int = Field(
+        32, ge=1, description="Open connections beyond max_batch + max_queue (health, users)."
+    )
+    max_user_preferences: int = Field(
+        1000, ge=1, description="Preferences kept per user (the latest) for adaptation."
+    )
+    adapt_timeout: float = Field(
+        120.0, gt=0, description="Seconds an onboarding may take; longer: a 503, nothing kept."
+    )
+    max_onboarding_queue: int = Field(
+        8, ge=1, description="Onboardings running or waiting at most; beyond it a 429."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
     max_preferences: int = Field(256, ge=1, description="Largest preference set per request.")
     unknown_user: Literal["default", "404"] = Field(
         "default", description="default: the population's vector; 404: reject."
+    )
+    completions_chat_template: bool = Field(
+        False,
+        description="/v1/completions renders prompts with the chat template (default: raw).",
     )
 
 
@@ -60,6 +138,17 @@ class PersalignOptions(BaseModel):
     lam: float | None = Field(None, ge=0, description="ARGS lambda.")
     k: int | None = Field(None, ge=1, description="ARGS candidates per step.")
     ignore_eos: bool = Field(False, description="Always write max_tokens tokens (benchmarks).")
+    chat_template: bool | None = Field(
+        None, description="/v1/completions: render the prompt as a chat turn (default: server's)."
+    )
+
+
+class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = Field(False, description="Send a last chunk with the usage.")
 
 
 class _Common(BaseModel):
@@ -68,12 +157,12 @@ class _Common(BaseModel):
     model: str = Field(description="The served model id (GET /v1/models).")
     max_tokens: int | None = Field(None, description="Tokens to generate at most.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy.")
-    top_p: float | None = Field(None, description="Only 1 is supported.")
-    n: int | None = Field(None, description="Only 1 is supported.")
-    seed: int | None = Field(None, description="Seed of the sampling generator.")
+    seed: int | None = Field(
+        None, ge=0, lt=2**63, description="Seed of the sampling generator (absent: a fresh one)."
+    )
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     stream: bool = Field(False, description="Stream tokens as server-sent events.")
-    stream_options: dict | None = Field(None, description="Accepted, ignored.")
+    stream_options: StreamOptions | None = Field(None, description="include_usage.")
     user: str | None = Field(None, description="Whose reward vector guides decoding.")
     persalign: PersalignOptions = Field(default_factory=PersalignOptions, description="Extras.")
 
@@ -84,10 +173,6 @@ class _Common(BaseModel):
 
     @model_validator(mode="after")
     def _supported(self):
-        if self.n not in (None, 1):
-            raise ValueError("n must be 1")
-        if self.top_p not in (None, 1, 1.0):
-            raise ValueError("top_p must be 1")
         stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
         if len(stops) > 4 or any(not s for s in stops):
             raise ValueError("stop: at most 4 non-empty strings")
@@ -98,19 +183,36 @@ class _Common(BaseModel):
 
 
 class CompletionRequest(_Common):
-    """POST /v1/completions: ``prompt`` is the user's instruction (rendered as a chat turn)."""
+    """POST /v1/completions: ``prompt`` as given (raw), or as a chat turn with
+    ``persalign.chat_template`` (or the server's ``--completions-chat-template``)."""
 
     prompt: str = Field(min_length=1, description="The prompt.")
 
 
-class Message(BaseModel):
-    """One chat message."""
+class TextPart(BaseModel):
+    """A text content part of a chat message (the only kind served)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"] = Field(description="Who wrote it.")
-    content: str = Field(description="What was written.")
+    type: Literal["text"] = Field(description="Only text parts are accepted.")
+    text: str = Field(description="The text.")
+
+
+class Message(BaseModel):
+    """One chat message; ``content`` a string or a list of text parts (joined)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"] = Field(description="Who wrote it.")
+    content: str | list[TextPart] = Field(description="What was written.")
     name: str | None = Field(None, description="Accepted, ignored.")
+
+    def as_dict(self) -> dict[str, str]:
+        """The message for a chat template (``developer`` is a system turn)."""
+        text = (
+            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        )
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
 class ChatRequest(_Common):

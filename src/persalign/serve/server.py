@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,13 @@ def build_service(
     state_dir: str | Path | None = None,
     device: str | None = None,
     icl_options: dict[str, Any] | None = None,
+    dtype: str | None = None,
 ) -> Service:
-    """Load the models and replay the user journal (default state folder: REWARD/serving)."""
-    rm = load(reward, **({"device": device} if device else {})) if reward is not None else None
-    model = Policy.load(policy, device=device)
+    """Load the models (on ``device`` in ``dtype``) and replay the user journal (default state
+    folder: REWARD/serving)."""
+    overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
+    rm = load(reward, **overrides) if reward is not None else None
+    model = Policy.load(policy, device=device, dtype=dtype)
     if state_dir is None and reward is not None:
         state_dir = Path(reward) / "serving"
     service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options)
@@ -50,9 +54,12 @@ def run(
     port: int = 8000,
     api_key: str | None = None,
     drain_seconds: float = 120.0,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C, drain, stop."""
+    """Serve until SIGTERM or Ctrl-C, drain, stop (on ``sock`` when given: bound beforehand,
+    see startup.bind_socket; else uvicorn binds ``host:port``)."""
     app = create_app(service, api_key=api_key)
+    limits = service.limits
     config = uvicorn.Config(
         app,
         host=host,
@@ -61,12 +68,15 @@ def run(
         access_log=False,
         timeout_graceful_shutdown=drain_seconds,
         lifespan="on",
+        # a backstop above the server's own queue (which answers 429 with an OpenAI body):
+        # uvicorn answers 503 to connections beyond it
+        limit_concurrency=limits.max_batch + limits.max_queue + limits.spare_connections,
     )
     server = uvicorn.Server(config)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it on exit
     try:
         log.info("serving %s on http://%s:%d", service.limits.model_name, host, port)
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     finally:
         signal.signal(signal.SIGTERM, previous)
     log.info("drained and stopped")

@@ -2,8 +2,8 @@
 
     service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")
     service.start()                                  # replays the journal, starts the thread
-    spec = service.completion_spec(body)             # a RowSpec, or an ApiError (4xx)
-    info = await service.onboard("alice", prefs)     # adapt, journal, persist, install
+    spec = service.spec(body)                        # a RowSpec, or an ApiError (4xx)
+    info = await service.onboard("alice", prefs)     # adapt (off the decoding thread), install
     service.stop()                                   # finishes in-flight rows
 
 Prompts are never cut to fit: one over the policy's or the reward model's prompt budget, or
@@ -12,17 +12,19 @@ whose prompt plus ``max_tokens`` exceeds the policy's context, is a 400.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
 
-from persalign.decoding import Policy, create_decoder
-from persalign.decoding.base import GenerationRequest
+from persalign.decoding import DECODERS, Policy, create_decoder
+from persalign.decoding.base import Decoder, GenerationRequest
 from persalign.models.encoding import PromptFormatter
+from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.metrics import ServeMetrics
+from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
@@ -30,20 +32,17 @@ from persalign.serve.users import UserStore
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
-DECODERS = ("args", "zero-shot", "icl-rag")
 
 
-class ApiError(Exception):
-    """A request the server refuses: HTTP status plus an OpenAI-style error body."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param=None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": None}
-        }
+def servable_decoders(with_reward: bool) -> tuple[str, ...]:
+    """The decoders whose class says ``servable`` (those needing a reward model only
+    ``with_reward``): reward-guided ones decode with the engine's ARGS step, the others with
+    the policy alone on the prompt their ``prepare`` builds."""
+    return tuple(
+        entry.name
+        for entry in DECODERS.entries()
+        if entry.obj.servable and (with_reward or not entry.obj.needs_reward_model)
+    )
 
 
 def full_prompt_ids(formatter: PromptFormatter, prompt: str) -> list[int]:
@@ -70,35 +69,35 @@ class Service:
         self.people = Personalizer(reward_model, limits.unknown_user)
         self.store = UserStore(state_dir) if state_dir is not None else None
         self.support: dict[str, list[Preference]] = {}
-        self.icl = create_decoder("icl-rag", policy, support=self.support, **(icl_options or {}))
-        self.scheduler = Scheduler(Engine(policy, reward_model), limits.max_batch, self.metrics)
+        self.prompters = {  # servable decoders of the policy alone: they build the prompt
+            name: _prompter(name, policy, self.support, icl_options or {})
+            for name in self.decoders()
+            if not DECODERS.get(name).needs_reward_model
+        }
+        self.scheduler = Scheduler(
+            Engine(policy, reward_model),
+            limits.max_batch,
+            self.metrics,
+            max_queue=limits.max_queue,
+            queue_timeout=limits.queue_timeout,
+        )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.onboarding = threading.Lock()
+        self.onboarder = Onboarder(self.people, self.store, self.scheduler, self.support, limits)
         self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
-        self.sets: dict[str, int] = {}
         if limits.decoder not in self.decoders():
             raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
 
     def decoders(self) -> tuple[str, ...]:
-        return DECODERS if self.rm is not None else ("zero-shot", "icl-rag")
+        return servable_decoders(with_reward=self.rm is not None)
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
         """Replay the journal (re-adapting stale vectors), then start decoding."""
-        if self.store is not None:
-            for user, record in self.store.load().items():
-                self.support[user] = list(record.preferences)
-                saved = self.store.read_vector(user)
-                if self.people.personalized and (saved is None or saved[0] != record.seq):
-                    log.info("adapting %s again from the journal (seq %d)", user, record.seq)
-                    vector = self.people.adapt(user, record.preferences)
-                    self.store.write_vector(user, record.seq, vector)
-                    saved = (record.seq, vector)
-                self.people.install(user, saved[1] if saved else None)
-                self.sets[user] = record.sets
+        self.onboarder.replay()
         self.scheduler.start()
 
     def stop(self) -> None:
+        self.onboarder.stop()
         self.scheduler.stop()
 
     # ------------------------------------------------------------------ requests
@@ -155,21 +154,34 @@ class Service:
             reward_user = self.people.reward_user(body.user)
         except UnknownUser as exc:
             raise ApiError(404, str(exc), param="user") from None
+        guided = DECODERS.get(decoder).needs_reward_model
+        prompter = self.prompters.get(decoder)
+        builds_prompt = prompter is not None and _builds_prompt(prompter)
         if isinstance(body, ChatRequest):
-            if decoder == "icl-rag":
-                raise ApiError(400, "icl-rag takes /v1/completions", param="persalign.decoder")
-            messages = [{"role": m.role, "content": m.content} for m in body.messages]
+            if builds_prompt:
+                raise ApiError(400, f"{decoder} takes /v1/completions", param="persalign.decoder")
+            messages = [m.as_dict() for m in body.messages]
             policy_ids = self.policy.formatter.messages_ids(messages)
-            reward_ids = self.rm.formatter.messages_ids(messages) if self.rm else None
-        elif decoder == "icl-rag":
+            reward_ids = self.rm.formatter.messages_ids(messages) if guided else None
+        elif builds_prompt:
             request = GenerationRequest("q", body.user or "", body.prompt)
-            policy_ids = list(self.icl.prepare([request])[0].prompt_ids or [])
+            policy_ids = list(prompter.prepare([request])[0].prompt_ids or [])
             reward_ids = None
         else:
-            policy_ids = full_prompt_ids(self.policy.formatter, body.prompt)
-            reward_ids = full_prompt_ids(self.rm.formatter, body.prompt) if self.rm else None
+            template = body.persalign.chat_template
+            if template is None:
+                template = self.limits.completions_chat_template
+            policy_ids = (
+                full_prompt_ids(self.policy.formatter, body.prompt)
+                if template
+                else list(self.policy.tokenizer(body.prompt)["input_ids"])
+            )
+            # the reward model reads the prompt in its own format, as it was trained
+            reward_ids = full_prompt_ids(self.rm.formatter, body.prompt) if guided else None
+        if not policy_ids:
+            raise ApiError(400, "the prompt has no tokens", param="prompt")
         self._check_length(policy_ids, self.policy.formatter, tokens, "policy")
-        if decoder != "args":
+        if not guided:
             reward_ids = None
         elif reward_ids is not None:
             self._check_length(reward_ids, self.rm.formatter, tokens, "reward model")
@@ -181,53 +193,41 @@ class Service:
             lam=lam,
             k=k,
             temperature=body.temperature or 0.0,
-            seed=body.seed or 0,
+            seed=_seed(body),
             stop=body.stops(),
             ignore_eos=body.persalign.ignore_eos,
         )
 
     # ------------------------------------------------------------------ users
     async def onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        """Adapt ``user`` on all their accepted sets plus ``items``; journal, persist, install."""
-        if self.store is None:
-            raise ApiError(409, "this server has no state folder (--state-dir)")
-        return await asyncio.to_thread(self._onboard, user, items)
+        """Adapt ``user`` off the decoding thread; journal, persist, install (onboarding.py)."""
+        return await self.onboarder.onboard(user, items)
 
-    def _onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        with self.onboarding:  # one onboarding at a time: journal order = adaptation order
-            seq0 = self.store.next_seq
-            new = [
-                Preference(f"{user}/{seq0}/{i}", user, p.prompt, p.chosen, p.rejected)
-                for i, p in enumerate(items)
-            ]
-            prefs = self.support.get(user, []) + new
-            vector = self.scheduler.call(lambda: self.people.adapt(user, prefs)).result()
-            seq, _ = self.store.append(user, new)  # acknowledged from here on
-            if vector is not None:
-                self.store.write_vector(user, seq, vector)
-            self.scheduler.call(lambda: self.people.install(user, vector)).result()
-            self.support[user] = prefs
-            self.sets[user] = self.sets.get(user, 0) + 1
-            return self.user_info(user)
+    def user_status(self, user: str | None) -> str:
+        """``own`` (the user's vector), ``default`` (the population's) or ``global``."""
+        if not self.people.personalized:
+            return "global"
+        return "own" if self.people.known(user) else "default"
 
     def user_info(self, user: str) -> dict[str, Any]:
-        prefs = self.support.get(user, [])
-        vector = self.people.vector(user)
-        status = (
-            "onboarded"
-            if user in self.people.onboarded
-            else "trained"
-            if user in self.people.base_users
-            else "unknown"
-        )
-        return {
-            "id": user,
-            "object": "user",
-            "status": status,
-            "preference_sets": self.sets.get(user, 0),
-            "preferences": len(prefs),
-            "uses": "own vector"
-            if status != "unknown"
-            else ("default vector" if self.limits.unknown_user == "default" else "refused"),
-            "vector": None if vector is None else [round(float(v), 6) for v in vector],
-        }
+        return self.onboarder.info(user)
+
+
+def _seed(body: _Common) -> int:
+    """The request's seed; a fresh one when it samples without one (returned to the client)."""
+    if body.seed is not None:
+        return body.seed
+    return secrets.randbelow(2**31) if (body.temperature or 0) > 0 else 0
+
+
+def _prompter(name: str, policy: Policy, support: dict, options: dict[str, Any]):
+    """An instance of decoder ``name`` (its options among ``options``) to build prompts."""
+    cls = DECODERS.get(name)
+    return create_decoder(
+        name, policy, support=support, **{k: v for k, v in options.items() if cls.takes(k)}
+    )
+
+
+def _builds_prompt(decoder: Any) -> bool:
+    """Whether ``decoder`` overrides ``prepare`` (ICL renders demonstrations into the prompt)."""
+    return type(decoder).prepare is not Decoder.prepare

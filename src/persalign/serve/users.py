@@ -12,14 +12,18 @@ renamed (then the folder is fsynced), and carries the journal sequence number it
 from. After a crash (even ``kill -9`` mid-write) a torn last journal line (never acknowledged)
 is cut, leftover temporary files are removed, and a user whose vector file is older than their
 last journal line is adapted again from the journal, so a restart serves the last acknowledged
-state. User ids are checked (``check_user_id``) before any path is built from them.
+state. User ids are any benchmark id (``check_user_id``); a file is named by the id itself when
+it is plain (letters, digits, ``._-``, starting alphanumeric, at most 64), else by ``~`` and
+the id's sha256, so no id can name a path outside ``users/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +37,15 @@ from persalign.types import Preference
 
 log = logging.getLogger(__name__)
 FORMAT = "persalign-user/1"
+PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def file_stem(user: str) -> str:
+    """The file name (without suffix) for ``user``: the id when plain, else ``~`` + sha256."""
+    check_user_id(user)
+    if PLAIN.fullmatch(user):
+        return user
+    return "~" + hashlib.sha256(user.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -56,7 +69,7 @@ class UserStore:
         self.next_seq = 1
 
     def vector_path(self, user: str) -> Path:
-        return self.vectors / f"{check_user_id(user)}.safetensors"
+        return self.vectors / f"{file_stem(user)}.safetensors"
 
     def load(self) -> dict[str, UserRecord]:
         """Replay the journal (cutting a torn last line) and clear leftover temporary files."""
