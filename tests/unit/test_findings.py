@@ -252,6 +252,6 @@ def test_report_opens_with_findings_and_meta_evaluation_and_ends_with_the_run(tm
         assert -1 not in found and found == sorted(found), positions
     title = (
         "**Findings on pref-acl: holds: 2, does not hold: 2, inconclusive: 0 "
-        "(verdicts on the paper's units).**"
+        "(verdicts over methods, as in the paper).**"
     )
     assert -1 < md.find(title) < md.find("**Which metric predicts")

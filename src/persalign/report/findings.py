@@ -323,7 +323,7 @@ def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Tabl
     boot = f"{n_boot} resamples, seed {SEED}" if n_boot > 0 else "none (--bootstrap 0)"
     return Table(
         key="findings",
-        title=f"Findings on {benchmark}: {summary(findings)} (verdicts on the paper's units)",
+        title=f"Findings on {benchmark}: {summary(findings)} (verdicts over methods, as in the paper)",
         caption=(
             "The paper's conclusions tested on this run's users, per policy scale, with a 95% "
             f"percentile bootstrap CI over users ({boot}). Correlations over methods (each "
