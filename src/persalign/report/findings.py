@@ -58,6 +58,7 @@ CONFIDENCE = 0.95
 PAPER_ICL_RAG_PARAMS_M = 3000  # the paper: ICL-RAG wins from 3B parameters
 COLUMNS = ["Scale", "Claim", "Paper", "Statistic", "Units", "Estimate", "95% CI", "n",
            "Leave one method out", "Verdict", "Why"]  # fmt: skip
+VERDICT_UNITS = "(verdicts over methods, as in the paper)"
 FindingSet = Callable[[RunResults, str, int], list["Finding"]]
 FINDING_SETS: dict[str, FindingSet] = {}
 
@@ -323,7 +324,7 @@ def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Tabl
     boot = f"{n_boot} resamples, seed {SEED}" if n_boot > 0 else "none (--bootstrap 0)"
     return Table(
         key="findings",
-        title=f"Findings on {benchmark}: {summary(findings)} (verdicts over methods, as in the paper)",
+        title=f"Findings on {benchmark}: {summary(findings)} {VERDICT_UNITS}",
         caption=(
             "The paper's conclusions tested on this run's users, per policy scale, with a 95% "
             f"percentile bootstrap CI over users ({boot}). Correlations over methods (each "
