@@ -137,16 +137,9 @@ def run(args: argparse.Namespace, bench) -> dict:
 
     torch.manual_seed(args.seed)
     settings = {"adapt_steps": args.adapt_steps} if args.adapt_steps is not None else {}
-    rm = create(
-        "p-dpo",
-        backbone=args.backbone,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_response_tokens=args.max_response_tokens,
-        **settings,
-    )
+    sizes = ("backbone", "seed", "max_steps", "batch_size", "max_prompt_tokens",
+             "max_response_tokens")  # fmt: skip
+    rm = create("p-dpo", **{k: getattr(args, k) for k in sizes}, **settings)
     start = time.perf_counter()
     history = rm.fit(bench.train, progress=False)
     train_seconds = time.perf_counter() - start

@@ -117,34 +117,44 @@ def _gate(ci: tuple[float, float] | None, users: int, methods: int | None) -> st
     return too_few(users, methods)
 
 
+def _verdict(
+    ci: tuple[float, float] | None,
+    users: int,
+    methods: int,
+    rule: Callable[[float, float], tuple[str, str]],
+) -> tuple[str, str]:
+    gate = _gate(ci, users, methods)
+    return (INCONCLUSIVE, gate or "") if gate or ci is None else rule(*ci)
+
+
 def weak_verdict(
     ci: tuple[float, float] | None, users: int, methods: int, bound: float = WEAK_TAU
 ) -> tuple[str, str]:
     """The claim |tau| <= bound: (verdict, reason)."""
-    gate = _gate(ci, users, methods)
-    if gate or ci is None:
-        return INCONCLUSIVE, gate or ""
-    lo, hi = ci
-    if -bound <= lo and hi <= bound:
-        return HOLDS, f"the CI lies within |τ| <= {bound:g}"
-    if lo > bound or hi < -bound:
-        return FAILS, f"the CI lies beyond |τ| = {bound:g} on one side"
-    return INCONCLUSIVE, f"the CI crosses ±{bound:g}"
+
+    def rule(lo: float, hi: float) -> tuple[str, str]:
+        if -bound <= lo and hi <= bound:
+            return HOLDS, f"the CI lies within |τ| <= {bound:g}"
+        if lo > bound or hi < -bound:
+            return FAILS, f"the CI lies beyond |τ| = {bound:g} on one side"
+        return INCONCLUSIVE, f"the CI crosses ±{bound:g}"
+
+    return _verdict(ci, users, methods, rule)
 
 
 def decoupled_verdict(
     ci: tuple[float, float] | None, users: int, methods: int, bound: float = WEAK_TAU
 ) -> tuple[str, str]:
     """The claim tau = 0 (decoupled): (verdict, reason)."""
-    gate = _gate(ci, users, methods)
-    if gate or ci is None:
-        return INCONCLUSIVE, gate or ""
-    lo, hi = ci
-    if lo > 0 or hi < 0:
-        return FAILS, "the CI excludes 0"
-    if -bound <= lo and hi <= bound:
-        return HOLDS, f"the CI contains 0 and lies within |τ| <= {bound:g}"
-    return INCONCLUSIVE, f"the CI contains 0 but crosses ±{bound:g}"
+
+    def rule(lo: float, hi: float) -> tuple[str, str]:
+        if lo > 0 or hi < 0:
+            return FAILS, "the CI excludes 0"
+        if -bound <= lo and hi <= bound:
+            return HOLDS, f"the CI contains 0 and lies within |τ| <= {bound:g}"
+        return INCONCLUSIVE, f"the CI contains 0 but crosses ±{bound:g}"
+
+    return _verdict(ci, users, methods, rule)
 
 
 def sign_verdict(ci: tuple[float, float] | None, users: int) -> tuple[str, str]:
