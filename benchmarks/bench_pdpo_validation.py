@@ -1,8 +1,8 @@
 """Is P-DPO's first-order adaptation as good as the exact one, on what P-DPO reports?
 
     python benchmarks/bench_pdpo_validation.py                       # full: 100 training steps
-    python benchmarks/bench_pdpo_validation.py --max-steps 2 --max-users 2 --max-support 2 \\
-        --max-query 2 --adapt-steps 4 --max-new-tokens 8           # smoke (< 2 min on 2 cores)
+    python benchmarks/bench_pdpo_validation.py --max-steps 2 --max-train 16 --max-users 2 \\
+        --max-support 2 --max-query 2 --adapt-steps 4 --max-new-tokens 8   # smoke
 
 Trains one P-DPO (bundled SmolLM2-135M-Instruct, TL;DR from the shared data, PAL's split) for
 ``--max-steps`` steps (default 100), then adapts every adaptation user three times from that same
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -107,6 +108,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-prompt-tokens", type=int, default=128)
     parser.add_argument("--max-response-tokens", type=int, default=48)
+    parser.add_argument(
+        "--max-train", type=int, default=0, help="training preferences (seeded sample); 0: all"
+    )
     parser.add_argument("--max-users", type=int, default=0, help="adaptation users; 0: all")
     parser.add_argument("--max-support", type=int, default=16)
     parser.add_argument("--max-query", type=int, default=8)
@@ -141,7 +145,11 @@ def run(args: argparse.Namespace, bench) -> dict:
              "max_response_tokens")  # fmt: skip
     rm = create("p-dpo", **{k: getattr(args, k) for k in sizes}, **settings)
     start = time.perf_counter()
-    history = rm.fit(bench.train, progress=False)
+    train = list(bench.train)
+    if args.max_train and len(train) > args.max_train:  # a seeded sample, in the data's order
+        keep = set(random.Random(args.seed).sample(range(len(train)), args.max_train))
+        train = [p for i, p in enumerate(train) if i in keep]
+    history = rm.fit(train, progress=False)
     train_seconds = time.perf_counter() - start
     users = bench.adapt_users()[: args.max_users] if args.max_users else bench.adapt_users()
     paths = dict(PATHS)
