@@ -22,8 +22,9 @@ The comparison is paired per user: first-order minus exact (shared), mean over u
 percentile bootstrap CI over users (1000 resamples, seed 0; report.findings.paired_difference),
 in points (x 100). **Decision rule** (issue 22): if either difference's CI excludes 0, or its
 point estimate exceeds 1 point in absolute value, the exact path becomes the default
-(``decision``: "exact"); otherwise the first-order default stands ("first-order"). Below 10 users
-the CI is not trusted (as in the report) and the decision says so. Prints one JSON object.
+(``decision``: "exact"); otherwise the first-order default stands ("first-order"), but only with
+at least 10 users: below that the CI is not trusted (as in the report) and the decision is
+"undecided". Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def run(args: argparse.Namespace, bench) -> dict:
     }
     users_n = min((r["users"] for r in results.values()), default=0)
     moves = any(r["moves"] for r in results.values())
-    decision = "exact" if moves else "first-order"
+    # a difference that moves decides even on few users; "stays" needs a trusted CI
+    decision = "exact" if moves else "first-order" if users_n >= MIN_USERS else "undecided"
     speedups = {"first_order_steps": seconds["shared_exact"] / seconds["shared_first_order"]}
     if "two_sequence_exact" in seconds:
         speedups["shared_prompt"] = seconds["two_sequence_exact"] / seconds["shared_exact"]
