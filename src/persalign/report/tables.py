@@ -50,7 +50,15 @@ from persalign.report.formatting import (
     fmt_stat,
     slug,
 )
-from persalign.report.reading import LEFT_OUT_COUNTS, NO_RGD, OWN_POLICY, TRAITS
+from persalign.report.omissions import (
+    counted_notes,
+    generation_notes,
+    left_out_note,
+    row_name,
+    value,
+    win_pairs_notes,
+)
+from persalign.report.reading import OWN_POLICY
 from persalign.report.results import PolicyColumn, Row, RunResults
 from persalign.report.tabular import Table
 
@@ -82,54 +90,6 @@ def group(row: Row) -> str:
     if OWN_POLICY in row.traits:
         return DPO_GROUP
     return {True: PERSONALIZED_GROUP, False: GLOBAL_GROUP}.get(row.personalized, METHODS_GROUP)
-
-
-def row_name(row: Row) -> str:
-    """The Method column: "pal (no ARGS)" for a method without RGD under an ARGS group."""
-    return f"{row.label} ({TRAITS[NO_RGD]})" if NO_RGD in row.traits else row.label
-
-
-def value(
-    results: RunResults, benchmark: str, policy: str, row: str, metric: str, expected: int
-) -> str:
-    """A table cell: "mean ± std", else why there is none ("n/a (no ARGS)", "no pairs", --)."""
-    stat = results.stat(benchmark, policy, row, metric)
-    if stat is None:
-        return results.status(benchmark, policy, row, metric) or NA
-    return fmt_stat(stat, expected)
-
-
-def left_out_note(table: Table) -> Table:
-    """Under the table: how many cells show n/a or "no pairs" (not a number, on purpose)."""
-    shown = [cell for r in table.rows for cell in r[2:]]
-    na = sum(cell.startswith("n/a") for cell in shown)
-    empty = sum(cell == "no pairs" for cell in shown)
-    missing = sum(cell == NA for cell in shown)
-    table.notes.append(
-        f"Left out: {na} value(s) not applicable (n/a: the method has no ARGS or no RM "
-        f"accuracy, as in the paper), {empty} computed on no pairs (no pairs), {missing} "
-        "missing (--, listed under Data notes)."
-    )
-    return table
-
-
-def counted_notes(
-    results: RunResults, benchmark: str, policy: str | None, prefix: str
-) -> list[str]:
-    """ "Left out by the metric: 3 references without a generation" (summed over cells)."""
-    counts = results.left_out(benchmark, policy, prefix)
-    what = ", ".join(f"{n} {LEFT_OUT_COUNTS[k][0]}" for k, n in counts.items()) or "nothing"
-    return [
-        f"Left out by the metric ({prefix.rstrip('.') or 'every metric'}, over all cells): {what}."
-    ]
-
-
-def win_pairs_notes(results: RunResults, benchmark: str) -> list[str]:
-    return counted_notes(results, benchmark, None, "win_rate.")
-
-
-def generation_notes(results: RunResults, benchmark: str, policy: str) -> list[str]:
-    return counted_notes(results, benchmark, policy, "generation.")
 
 
 def _with_dagger_note(table: Table) -> Table:
