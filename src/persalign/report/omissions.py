@@ -42,7 +42,8 @@ def left_out_note(table: Table) -> Table:
     table.notes.append(
         f"Left out: {na} value(s) not applicable (n/a: the method has no ARGS or no RM "
         f"accuracy, as in the paper), {empty} computed on no pairs (no pairs), {missing} "
-        "missing (--, listed under Data notes)."
+        "shown as -- (no such value for the row, e.g. a baseline's RM accuracy, or missing: "
+        "missing values are listed under Data notes)."
     )
     return table
 
