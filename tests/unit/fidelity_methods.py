@@ -110,7 +110,7 @@ def test_10_pdpo_user_tokens_use_the_single_learning_rate(tiny_lm: str, monkeypa
     cfg = paper_config("p-dpo", "tldr", monkeypatch)
     assert cfg.backbone_lr == cfg.head_lr == cfg.user_lr == 5e-5 and cfg.adapt_lr is None
     # 100 adaptation steps at that rate, the backbone run once per 10 (first-order in between)
-    assert cfg.adapt_steps == 100 and cfg.adapt_steps_per_pass == 10
+    assert cfg.adapt_steps == 100 and cfg.adapt_steps_per_pass == 1  # pinned: the exact path
     rm = rewards.create("p-dpo", backbone=tiny_lm, n_soft_tokens=2, adapt_steps=2, **TINY)
     rm.set_users(["a", "b"], rm.init_train_users(2))
     rm.user_table.requires_grad_(True)

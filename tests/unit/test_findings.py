@@ -19,9 +19,10 @@ from persalign.report.findings import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
-    band_verdict,
+    decoupled_verdict,
     halving_users,
     sign_verdict,
+    weak_verdict,
 )
 from persalign.report.writer import write_report
 
@@ -130,13 +131,21 @@ ALIGNED = [0.50, 0.52, 0.54, 0.56, 0.58, 0.60]  # tau = 1
 
 
 def test_the_decision_rules():
-    assert band_verdict((-0.2, 0.3), 12, 6)[0] == HOLDS
-    assert band_verdict((0.55, 0.9), 12, 6)[0] == FAILS
-    assert band_verdict((-1.0, -0.5), 12, 6)[0] == FAILS
-    assert band_verdict((0.2, 0.7), 12, 6)[0] == INCONCLUSIVE
-    assert band_verdict((-0.2, 0.3), 9, 6)[0] == INCONCLUSIVE  # too few users
-    assert band_verdict((-0.2, 0.3), 12, 4)[0] == INCONCLUSIVE  # too few units
-    assert band_verdict(None, 12, 6)[0] == INCONCLUSIVE
+    """The paper's terms: weak is |tau| <= 0.31 (its largest value); decoupled contains 0."""
+    assert weak_verdict((-0.2, 0.3), 12, 6)[0] == HOLDS
+    assert weak_verdict((-0.31, 0.31), 12, 6)[0] == HOLDS
+    assert weak_verdict((0.35, 0.9), 12, 6)[0] == FAILS
+    assert weak_verdict((-1.0, -0.32), 12, 6)[0] == FAILS
+    # the review's case: a clear positive relation is not "weak" and not "decoupled"
+    assert weak_verdict((0.10, 0.45), 12, 6)[0] == INCONCLUSIVE
+    assert decoupled_verdict((0.10, 0.45), 12, 6) == (FAILS, "the CI excludes 0")
+    assert decoupled_verdict((0.05, 0.2), 12, 6)[0] == FAILS  # weak but not decoupled
+    assert weak_verdict((0.05, 0.2), 12, 6)[0] == HOLDS
+    assert decoupled_verdict((-0.2, 0.3), 12, 6)[0] == HOLDS
+    assert decoupled_verdict((-0.2, 0.45), 12, 6)[0] == INCONCLUSIVE
+    assert weak_verdict((-0.2, 0.3), 9, 6)[0] == INCONCLUSIVE  # too few users
+    assert weak_verdict((-0.2, 0.3), 12, 4)[0] == INCONCLUSIVE  # too few methods
+    assert weak_verdict(None, 12, 6)[0] == INCONCLUSIVE
     assert sign_verdict((0.01, 0.2), 10)[0] == HOLDS
     assert sign_verdict((-0.2, -0.01), 10)[0] == FAILS
     assert sign_verdict((-0.01, 0.2), 10)[0] == INCONCLUSIVE
@@ -147,10 +156,12 @@ def test_the_decision_rules():
 def test_holds(tmp_path):
     files, rouge = scenario(tmp_path, UNRELATED, rag_gap=0.05)
     rows = findings_rows(files)
-    weak, rouge_row, bert_row, icl = rows
+    weak, weak_seed, rouge_row, _, bert_row, _, icl = rows
     tau = stats.kendalltau([0.60 + 0.02 * i for i in range(6)], UNRELATED).statistic
-    assert abs(tau) < 0.5
-    assert weak["Estimate"] == f"{tau:.3f}" and weak["n"] == "6 (method, seed) units, 12 users"
+    assert abs(tau) < 0.31
+    assert weak["Estimate"] == f"{tau:.3f}" and weak["n"] == "6 methods, 12 users"
+    assert weak["Units"] == "methods" and weak_seed["Units"] == "(method, seed) units"
+    assert weak_seed["n"] == "6 (method, seed) units of 6 methods, 12 users"
     assert weak["Verdict"] == HOLDS, weak
     diffs = [rouge["icl-rag-4"][u] - rouge["m6"][u] for u in USERS]
     assert icl["Claim"] == "ICL-RAG (icl-rag-4) beats the best reward-guided method (m6) on ROUGE-1"
@@ -161,21 +172,53 @@ def test_holds(tmp_path):
     assert icl["Why"] == "the CI lies above 0"
     # RM accuracy and ROUGE-1 rise together here (tau = 1): "decoupled" does not hold
     assert rouge_row["Estimate"] == "1.000" and rouge_row["Verdict"] == FAILS
+    assert rouge_row["Why"] == "the CI excludes 0"
     assert bert_row["Verdict"] == FAILS
 
 
 def test_does_not_hold(tmp_path):
     files, _ = scenario(tmp_path, ALIGNED, rag_gap=-0.05)
-    weak, _, _, icl = findings_rows(files)
+    weak, *_, icl = findings_rows(files)
     assert weak["Estimate"] == "1.000" and weak["Verdict"] == FAILS
-    assert weak["Why"] == "the CI lies outside (-0.5, 0.5)"
+    assert weak["Why"] == "the CI lies beyond |τ| = 0.31 on one side"
     assert float(icl["Estimate"]) < 0 and icl["Verdict"] == FAILS
     assert icl["Why"] == "the CI lies below 0"
 
 
+def test_leave_one_method_out_range_matches_a_naive_recomputation(tmp_path):
+    files, _ = scenario(tmp_path, [*ALIGNED[:5], 0.0], rag_gap=0.05)
+    weak = findings_rows(files)[0]
+    rm = [0.60 + 0.02 * i for i in range(6)]
+    pacc = [*ALIGNED[:5], 0.0]
+    taus = []
+    for left in range(6):
+        keep = [i for i in range(6) if i != left]
+        taus.append(stats.kendalltau([rm[i] for i in keep], [pacc[i] for i in keep]).statistic)
+    assert weak["Leave one method out"] == (
+        f"{min(taus):.3f} to {max(taus):.3f} (most moved without m6: {taus[5]:.3f})"
+    )  # m6 alone pulls tau from 1 down to 0.333
+
+
+def test_two_methods_times_three_seeds_stay_inconclusive(tmp_path):
+    """6 (method, seed) units but 2 methods: below the minimum of 5 distinct methods."""
+    cells = []
+    for seed in (0, 1, 2):
+        for i, method in enumerate(("m1", "m2")):
+            q = 0.3 + 0.1 * i + 0.01 * seed
+            cells.append(cell_data(
+                seed, "method", method, rm_accuracy=around(0.6 + 0.1 * i + 0.01 * seed, USERS,
+                0.004, i), policy_accuracy=around(q, USERS, 0.004, 9 + i),
+                rouge1=around(q, USERS, 0.004, 20 + i), bertscore_f1=around(q, USERS, 0.004, 30),
+            ))  # fmt: skip
+    rows = findings_rows(write_report(write_run(tmp_path, cells), n_boot=200))
+    seed_rows = [r for r in rows if r["Units"] == "(method, seed) units"]
+    assert seed_rows and all(r["Verdict"] == INCONCLUSIVE for r in seed_rows)
+    assert all(r["Why"].startswith("only 2 reward methods") for r in seed_rows), seed_rows
+
+
 def test_inconclusive_says_how_many_users_would_halve_the_ci(tmp_path):
     files, _ = scenario(tmp_path, UNRELATED, rag_gap=0.0)
-    icl = findings_rows(files)[3]
+    icl = findings_rows(files)[-1]
     lo, hi = (float(v) for v in icl["95% CI"].strip("[]").split(", "))
     assert lo < 0 < hi and icl["Verdict"] == INCONCLUSIVE
     assert icl["Why"] == "the CI contains 0; about 48 users would halve it"
@@ -186,7 +229,7 @@ def test_three_users_are_inconclusive_whatever_the_effect(tmp_path):
     files, _ = scenario(tmp_path, ALIGNED, rag_gap=0.2, users=USERS[:3])
     rows = findings_rows(files)
     assert {r["Verdict"] for r in rows} == {INCONCLUSIVE}
-    icl = rows[3]
+    icl = rows[-1]
     assert float(icl["95% CI"].strip("[]").split(", ")[0]) > 0  # the CI alone would say "holds"
     assert icl["Why"].startswith("only 3 users (a verdict needs at least 10)")
     assert icl["Why"].endswith("about 12 users would halve it")
@@ -207,5 +250,8 @@ def test_report_opens_with_findings_and_meta_evaluation_and_ends_with_the_run(tm
         positions = {mark: text.find(mark) for mark in marks}
         found = list(positions.values())
         assert -1 not in found and found == sorted(found), positions
-    title = "**Findings on pref-acl: holds: 2, does not hold: 2, inconclusive: 0.**"
+    title = (
+        "**Findings on pref-acl: holds: 2, does not hold: 2, inconclusive: 0 "
+        "(verdicts over methods, as in the paper).**"
+    )
     assert -1 < md.find(title) < md.find("**Which metric predicts")

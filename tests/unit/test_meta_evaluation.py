@@ -192,3 +192,61 @@ def test_cost_table_has_every_cell_and_the_figure_is_embedded(report):
     assert match and base64.b64decode(match.group(1)) == png
     assert f"![{BENCH}: ROUGE-1 against decoding seconds" in files["report.md"].read_text("utf-8")
     assert "](pref-acl/fig4_quality_cost.png)" in files["report.md"].read_text("utf-8")
+
+
+def test_one_common_set_of_units_and_users(tmp_path):
+    """A unit without win rate (P-DPO-like) and a user missing from one metric leave every
+    correlation of the scale, not just some, and the notes count them."""
+    data = values(with_plugins=False)
+    data[("e-rm", 1)].pop("win_rate")
+    data[("a-rm", 0)]["rm_accuracy"].pop(USERS[0])
+    cells = [cell_data(seed, "method", m, **data[(m, seed)]) for m, seed in data]
+    files = write_report(write_run(tmp_path, cells), n_boot=N_BOOT)
+    table = rows(files)
+    assert {(r["Units"], r["Users"]) for r in table} == {("9", "11")}
+    kept = {u: v for u, v in data.items() if u != ("e-rm", 1)}
+    x = [
+        statistics.fmean(v["policy_accuracy"][u] for u in USERS[1:])
+        for _, v in sorted(kept.items())
+    ]
+    y = [statistics.fmean(v["rouge1"][u] for u in USERS[1:]) for _, v in sorted(kept.items())]
+    row = next(
+        r for r in table if (r["Selection metric"], r["Target"]) == ("Policy Acc", "ROUGE-1")
+    )
+    assert split(row["Kendall τ [95% CI]"])[0] == pytest.approx(stats.kendalltau(x, y)[0], abs=5e-4)
+    md = files[f"{BENCH}/meta_evaluation.md"].read_text("utf-8")
+    assert "1 unit(s) without every metric, left out: e-rm s1 (no win_rate)" in md
+    assert "1 user(s) missing for some unit or metric, left out" in md
+
+
+def test_the_best_line_carries_the_ci_of_its_mean_tau(report):
+    files, data = report
+    md = files[f"{BENCH}/meta_evaluation.md"].read_text("utf-8")
+    best = re.search(r"Best at 135M: (.+?) \(mean Kendall τ over the targets (\S+), 95% CI "
+                     r"\[(\S+), (\S+)\]; 10 units of 5 methods, 12 users\)", md)  # fmt: skip
+    assert best, md
+    key = {v: k for k, v in LABELS.items()}[best.group(1)]
+    n = len(USERS)
+    counts = np.random.default_rng(0).multinomial(n, np.full(n, 1 / n), size=N_BOOT)
+    units = sorted(data)
+    means = []
+    for weights in counts:
+        x = [resampled_mean(weights, data[u][key]) for u in units]
+        taus = [stats.kendalltau(x, [resampled_mean(weights, data[u][t]) for u in units])[0]
+                for t in TARGETS]  # fmt: skip
+        means.append(np.nanmean(taus))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    assert (float(best.group(3)), float(best.group(4))) == pytest.approx((lo, hi), abs=5e-4)
+
+
+def test_below_the_minimum_no_best_metric_and_cis_marked(tmp_path):
+    """The demo's case: 3 users. The CIs are marked not trusted and no metric is named best."""
+    data = values(with_plugins=False)
+    few = {k: {m: {u: v for u, v in per.items() if u in USERS[:3]} for m, per in unit.items()}
+           for k, unit in data.items()}  # fmt: skip
+    cells = [cell_data(seed, "method", m, **few[(m, seed)]) for m, seed in few]
+    files = write_report(write_run(tmp_path, cells), n_boot=N_BOOT)
+    md = files[f"{BENCH}/meta_evaluation.md"].read_text("utf-8")
+    assert "Best at" not in md
+    assert "No best metric named at 135M: only 3 users (a verdict needs at least 10)" in md
+    assert all(r["Kendall τ [95% CI]"].endswith("]‡") for r in rows(files))

@@ -15,6 +15,9 @@ inputs and users present for every such method take part (the others are listed 
 
     result = correlations_over_user_points(rm, rouge1, n_boot=1000, seed=0)
 
+``leave_one_out(x, y, group)`` recomputes a statistic with each group's points left out (the
+report's leave-one-method-out range: is the correlation carried by one method?).
+
 ``correlations_over_user_points`` takes every (method, user) with both values as one point (the
 ``users`` units of the report) and bootstraps over users as clusters: a resampled user brings
 all of its points.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,13 +168,17 @@ def correlations_over_users(
     n_boot: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    keep_boot: bool = False,
 ) -> dict[str, Any]:
     """Correlation across methods of their mean-over-users, with a bootstrap CI over users.
 
     ``a`` and ``b``: method -> user -> value (e.g. RM accuracy and ROUGE-1 per user). Returns
     :func:`correlations`' result with ``"ci": [lo, hi]`` in each statistic, plus ``methods``,
     ``users``, ``means`` ({"a", "b"}: method -> mean), ``n_boot``, ``seed``, ``confidence``,
-    ``boot_undefined`` (resamples whose correlation was undefined, left out of the CI).
+    ``boot_undefined`` (resamples whose correlation was undefined, left out of the CI) and,
+    with ``keep_boot``, ``boot`` (statistic -> [n_boot] resampled values, NaN where undefined).
+    The same seed, users and n_boot draw the same resamples, so two results' ``boot`` values
+    are paired resample by resample.
     """
     _check_confidence(confidence)
     methods, users, am, bm, notes = _matrix(a, b)
@@ -201,7 +208,30 @@ def correlations_over_users(
         confidence=confidence,
         boot_undefined=undefined,
     )
+    if keep_boot:
+        result["boot"] = boots
     return result
+
+
+def leave_one_out(
+    x: Mapping[str, float],
+    y: Mapping[str, float],
+    group: Callable[[str], str],
+    statistic: str = "kendall",
+) -> dict[str, float]:
+    """``group -> statistic`` over the points (keys of both ``x`` and ``y``) of the other groups;
+    NaN where fewer than 3 points are left or an input is constant.
+
+        leave_one_out({"a s0": .1, "a s1": .2, ...}, {...}, lambda u: u.rsplit(" s", 1)[0])
+    """
+    keys = sorted(x.keys() & y.keys())
+    out = {}
+    for left in sorted({group(k) for k in keys}):
+        kept = [k for k in keys if group(k) != left]
+        xs = np.array([x[k] for k in kept], dtype=float)
+        ys = np.array([y[k] for k in kept], dtype=float)
+        out[left] = _point_statistics(xs, ys)[statistic]
+    return out
 
 
 def _point_statistics(x: np.ndarray, y: np.ndarray) -> dict[str, float]:

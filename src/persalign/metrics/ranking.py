@@ -32,15 +32,24 @@ def pairwise_hits(chosen: torch.Tensor, rejected: torch.Tensor) -> list[bool]:
     return (chosen > rejected).tolist()
 
 
+NO_PAIRS = "no pairs"
+
+
 def per_user_accuracy(prefs: Sequence[Preference], hits: Sequence[bool]) -> dict[str, Any]:
-    """Accuracy per user, the mean over users (the paper's figure) and the pooled accuracy."""
+    """Accuracy per user, the mean over users (the paper's figure) and the pooled accuracy.
+
+    No pairs at all: no number, ``mean`` and ``pooled`` both None and ``status`` "no pairs"
+    (the report shows and counts it; 0.0 or NaN would read as a result)."""
+    if not hits:
+        return {"mean": None, "pooled": None, "per_user": {}, "pairs": 0, "users": 0,
+                "status": NO_PAIRS}  # fmt: skip
     by_user: dict[str, list[bool]] = {}
     for pref, hit in zip(prefs, hits, strict=True):
         by_user.setdefault(pref.user, []).append(bool(hit))
     per_user = {user: sum(h) / len(h) for user, h in sorted(by_user.items())}
     return {
-        "mean": statistics.fmean(per_user.values()) if per_user else float("nan"),
-        "pooled": sum(map(sum, by_user.values())) / max(1, len(hits)),
+        "mean": statistics.fmean(per_user.values()),
+        "pooled": sum(map(sum, by_user.values())) / len(hits),
         "per_user": per_user,
         "pairs": len(hits),
         "users": len(per_user),

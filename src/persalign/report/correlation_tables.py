@@ -135,7 +135,7 @@ def rouge_correlation_table(results: RunResults, benchmark: str, units: str | No
         title=f"Ranking metrics against generation quality on {benchmark}",
         caption=(
             "Correlation of each ranking metric with ROUGE-1 across reward methods "
-            f"(cf. the paper's Table 6); units: {units}."
+            f"(cf. the paper's Table 6); units: {units} ({UNITS[units]})."
         ),
         columns=["Scale", "Statistic", *[LABELS[m] for m in metrics]],
         rows=rows,
@@ -185,7 +185,7 @@ def correlation_detail_table(
 ) -> Table:
     """Every correlation of the ranking tables, with n and a bootstrap CI over users."""
     units = correlation_units(results, units)
-    rows = []
+    rows, left_out = [], []
     for column in results.policies(benchmark):
         for x, y in PAIRS:
             names, xs, ys = correlation_points(results, benchmark, column.policy, x, y, units)
@@ -194,6 +194,8 @@ def correlation_detail_table(
             if result is not None:
                 boot = _bootstrap(results, benchmark, column.policy, (x, y), names, units, n_boot)
             pair = f"{LABELS[x]} vs {LABELS[y]}"
+            left_out += [f"{column.label}, {pair}: {what}." for what in _left_out(
+                results, benchmark, column.policy, (x, y), boot)]  # fmt: skip
             for statistic, label in STATISTICS.items():
                 entry = (result or {}).get(statistic) or {}
                 r, p = finite(entry.get("r")), finite(entry.get("p"))
@@ -222,8 +224,35 @@ def correlation_detail_table(
     return Table(
         key="correlations",
         title=f"Correlations across reward methods on {benchmark}",
-        caption=f"r and two-sided p from {source}; 95% CI: {ci}. Units: {units}.",
+        caption=f"r and two-sided p from {source}; 95% CI: {ci}. Units: {units} ({UNITS[units]}).",
         columns=["Scale", "Pair", "Statistic", "r", "p", "95% CI", "n"],
         rows=rows,
-        notes=[f"n: points with both values; -- where n < {MIN_METHODS}.", correlation_note(units)],
+        notes=[
+            f"n: points with both values; -- where n < {MIN_METHODS}.",
+            correlation_note(units),
+            *(left_out or ["Left out: nothing."]),
+        ],
     )
+
+
+def _left_out(
+    results: RunResults,
+    benchmark: str,
+    policy: str,
+    pair: tuple[str, str],
+    boot: dict[str, Any] | None,
+) -> list[str]:
+    """What a correlation left out, counted: methods with one value only (and why), users and
+    bootstrap resamples (the bootstrap's notes)."""
+    out = []
+    one_sided = []
+    for row in results.rows(benchmark, "method"):
+        have = [results.stat(benchmark, policy, row.label, m) is not None for m in pair]
+        if any(have) and not all(have):
+            lacking = pair[have.index(False)]
+            why = results.status(benchmark, policy, row.label, lacking) or "missing"
+            one_sided.append(f"{row.label} ({LABELS[lacking]} {why})")
+    if one_sided:
+        out.append(f"{len(one_sided)} method(s) with one value only: {', '.join(one_sided)}")
+    notes = [n for n in (boot or {}).get("notes", []) if not n.startswith("methods in only")]
+    return out + notes

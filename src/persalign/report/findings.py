@@ -3,46 +3,74 @@
     findings = benchmark_findings(results, "pref-acl", n_boot=1000)
     findings[0].verdict, findings[0].estimate, findings[0].ci, findings[0].users_to_halve
     # ('inconclusive', 0.21, (-0.33, 0.67), 12)
-    table = findings_table(findings, "pref-acl")          # key "findings"
+    table = findings_table(findings, "pref-acl", n_boot=1000)          # key "findings"
 
-Per policy scale, three claims of the paper (docs/findings.md has the rules and their reasons):
+Findings come from *finding sets*: functions ``(results, benchmark, n_boot) -> [Finding]``
+registered with ``@register_findings("name")``; ``benchmark_findings`` runs every set in
+registration order ("paper" first). A module of findings of its own (simulated users, say)
+registers a set and is imported by whoever builds the report.
+
+The "paper" set, per policy scale (docs/findings.md has the rules and their reasons):
 
 1. RM accuracy is at most weakly related to policy accuracy (the paper: Kendall tau 0.08 to
-   0.31): Kendall tau over (reward method, seed) units, 95% bootstrap CI over users (as in
-   report.meta_evaluation); the claim is |tau| < WEAK_TAU.
-2. RM accuracy is decoupled from generation quality (ROUGE-1, BERTScore-F1): the same, per target.
+   0.31): Kendall tau with a 95% bootstrap CI over users. *Weak* holds when the whole CI lies
+   within |tau| <= WEAK_TAU (0.31, the paper's largest value), does not hold when it lies wholly
+   beyond it on one side.
+2. RM accuracy is decoupled from generation quality (ROUGE-1, BERTScore-F1): holds when the CI
+   contains 0 and lies within |tau| <= WEAK_TAU; does not hold when the CI excludes 0.
 3. ICL-RAG beats the best reward-guided method on ROUGE-1 (the paper: from 3B): the paired
    per-user difference ICL-RAG minus the best method (highest mean ROUGE-1 at that scale; ICL-RAG
    at its largest shot count), each user's value the mean over seeds; its mean over users with a
    95% percentile bootstrap CI over users. The claim is difference > 0.
 
-Verdicts: "holds" when the CI lies wholly where the claim says, "does not hold" when it lies
-wholly on the other side, "inconclusive" otherwise, and always with fewer than MIN_USERS users
-(or, for a correlation, fewer than MIN_UNITS units): a bootstrap over a handful of users gives a
-CI too narrow to trust. An inconclusive finding says how many users would halve its CI (the width
-scales as 1/sqrt(n), so 4n).
+Each correlation claim is stated twice, over the paper's units (methods: each method's mean over
+seeds) first, then over (method, seed) units; the first is the claim's verdict (the title's
+count), and each gives Kendall tau's range with one reward method left out. Any other case is
+"inconclusive", and always with fewer than MIN_USERS users or, for a correlation, fewer than
+MIN_METHODS distinct methods (report.units). An inconclusive finding says how many users would
+halve its CI (the width scales as 1/sqrt(n), so 4n).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from persalign.report.formatting import NA, fixed
-from persalign.report.meta_evaluation import SEED, MetaCorrelation, unit_correlation
 from persalign.report.results import RunResults
 from persalign.report.tabular import Table
+from persalign.report.units import (
+    MIN_METHODS,
+    MIN_USERS,
+    SEED,
+    SHORT,
+    MetaCorrelation,
+    too_few,
+    unit_correlation,
+)
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
-WEAK_TAU = 0.5  # |tau| below this is "weak" (tau = 0.5 is Pearson r ~ 0.71 for a normal pair)
-MIN_USERS = 10  # fewer users: no verdict
-MIN_UNITS = 5  # fewer (method, seed) units: no verdict on a correlation
+WEAK_TAU = 0.31  # the paper's largest reported |tau| (Table 2), which it calls negligible
 CONFIDENCE = 0.95
 PAPER_ICL_RAG_PARAMS_M = 3000  # the paper: ICL-RAG wins from 3B parameters
-COLUMNS = ["Scale", "Claim", "Paper", "Statistic", "Estimate", "95% CI", "n", "Verdict", "Why"]
+COLUMNS = ["Scale", "Claim", "Paper", "Statistic", "Units", "Estimate", "95% CI", "n",
+           "Leave one method out", "Verdict", "Why"]  # fmt: skip
+VERDICT_UNITS = "(verdicts over methods, as in the paper)"
+FindingSet = Callable[[RunResults, str, int], list["Finding"]]
+FINDING_SETS: dict[str, FindingSet] = {}
+
+
+def register_findings(name: str) -> Callable[[FindingSet], FindingSet]:
+    """Add a finding set to every report (``benchmark_findings`` runs them in this order)."""
+
+    def decorate(fn: FindingSet) -> FindingSet:
+        FINDING_SETS[name] = fn
+        return fn
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -60,6 +88,10 @@ class Finding:
     verdict: str
     reason: str
     digits: int = 3
+    units: str = NA  # what a point is ("methods", "(method, seed) units"); NA: not a correlation
+    loo: str = NA  # the leave-one-method-out range of a correlation, as shown
+    primary: bool = True  # the claim's verdict (False: the same claim on other units)
+    left_out: list[str] = field(default_factory=list)  # what the estimate left out, counted
 
     @property
     def users_to_halve(self) -> int | None:
@@ -79,38 +111,59 @@ def halving_users(n: int) -> int:
     return 4 * n
 
 
-def _too_few(users: int, units: int | None = None) -> str | None:
-    if users < MIN_USERS:
-        return f"only {users} users (a verdict needs at least {MIN_USERS}): the CI is not trusted"
-    if units is not None and units < MIN_UNITS:
-        return f"only {units} units (a verdict needs at least {MIN_UNITS})"
-    return None
-
-
-def band_verdict(
-    ci: tuple[float, float] | None, users: int, units: int, bound: float = WEAK_TAU
-) -> tuple[str, str]:
-    """The claim |tau| < bound: (verdict, reason)."""
+def _gate(ci: tuple[float, float] | None, users: int, methods: int | None) -> str | None:
     if ci is None:
-        return INCONCLUSIVE, "no CI (too few units, a constant metric, or --bootstrap 0)"
-    too_few = _too_few(users, units)
-    if too_few:
-        return INCONCLUSIVE, too_few
-    lo, hi = ci
-    if -bound < lo and hi < bound:
-        return HOLDS, f"the CI lies inside (-{bound:g}, {bound:g})"
-    if lo >= bound or hi <= -bound:
-        return FAILS, f"the CI lies outside (-{bound:g}, {bound:g})"
-    return INCONCLUSIVE, f"the CI crosses ±{bound:g}"
+        return "no CI (too few units, a constant metric, or --bootstrap 0)"
+    return too_few(users, methods)
+
+
+def _verdict(
+    ci: tuple[float, float] | None,
+    users: int,
+    methods: int,
+    rule: Callable[[float, float], tuple[str, str]],
+) -> tuple[str, str]:
+    gate = _gate(ci, users, methods)
+    return (INCONCLUSIVE, gate or "") if gate or ci is None else rule(*ci)
+
+
+def weak_verdict(
+    ci: tuple[float, float] | None, users: int, methods: int, bound: float = WEAK_TAU
+) -> tuple[str, str]:
+    """The claim |tau| <= bound: (verdict, reason)."""
+
+    def rule(lo: float, hi: float) -> tuple[str, str]:
+        if -bound <= lo and hi <= bound:
+            return HOLDS, f"the CI lies within |τ| <= {bound:g}"
+        if lo > bound or hi < -bound:
+            return FAILS, f"the CI lies beyond |τ| = {bound:g} on one side"
+        return INCONCLUSIVE, f"the CI crosses ±{bound:g}"
+
+    return _verdict(ci, users, methods, rule)
+
+
+def decoupled_verdict(
+    ci: tuple[float, float] | None, users: int, methods: int, bound: float = WEAK_TAU
+) -> tuple[str, str]:
+    """The claim tau = 0 (decoupled): (verdict, reason)."""
+
+    def rule(lo: float, hi: float) -> tuple[str, str]:
+        if lo > 0 or hi < 0:
+            return FAILS, "the CI excludes 0"
+        if -bound <= lo and hi <= bound:
+            return HOLDS, f"the CI contains 0 and lies within |τ| <= {bound:g}"
+        return INCONCLUSIVE, f"the CI contains 0 but crosses ±{bound:g}"
+
+    return _verdict(ci, users, methods, rule)
 
 
 def sign_verdict(ci: tuple[float, float] | None, users: int) -> tuple[str, str]:
     """The claim difference > 0: (verdict, reason)."""
     if ci is None:
         return INCONCLUSIVE, "no CI (no paired users, or --bootstrap 0)"
-    too_few = _too_few(users)
-    if too_few:
-        return INCONCLUSIVE, too_few
+    gate = too_few(users)
+    if gate:
+        return INCONCLUSIVE, gate
     if ci[0] > 0:
         return HOLDS, "the CI lies above 0"
     if ci[1] < 0:
@@ -136,14 +189,34 @@ def paired_difference(
     return float(d.mean()), (float(lo), float(hi)), n
 
 
-def _correlation_finding(scale: str, claim: str, paper: str, mc: MetaCorrelation) -> Finding:
+def loo_text(mc: MetaCorrelation) -> str:
+    """ "-0.06 to 0.45 (most: without p-dpo, 0.45)": Kendall tau with each method left out."""
+    span = mc.loo_range()
+    if span is None:
+        return NA
+    lo, hi, moved = span
+    return (
+        f"{fixed(lo, 3)} to {fixed(hi, 3)} (most moved without {moved}: {fixed(mc.loo[moved], 3)})"
+    )
+
+
+Rule = Callable[[tuple[float, float] | None, int, int], tuple[str, str]]
+
+
+def _correlation_finding(
+    scale: str, claim: str, paper: str, mc: MetaCorrelation, rule: Rule, primary: bool
+) -> Finding:
     if mc.units == 0:
         verdict, reason = INCONCLUSIVE, "not measured: no method cell has both metrics"
     else:
-        verdict, reason = band_verdict(mc.ci(), mc.users, mc.units)
+        verdict, reason = rule(mc.ci(), mc.users, mc.methods)
+    count = f"{mc.units} {SHORT[mc.kind]}" if mc.kind != "methods" else f"{mc.units} methods"
+    if mc.kind != "methods":
+        count += f" of {mc.methods} methods"
     return Finding(
-        scale, claim, paper, "Kendall τ", mc.r(), mc.ci(),
-        f"{mc.units} (method, seed) units, {mc.users} users", mc.users, verdict, reason,
+        scale, claim, paper, "Kendall τ", mc.r(), mc.ci(), f"{count}, {mc.users} users",
+        mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
+        left_out=mc.left_out,
     )  # fmt: skip
 
 
@@ -165,14 +238,13 @@ def _icl_rag_finding(results: RunResults, benchmark: str, policy: str, n_boot: i
         claim = "ICL-RAG beats the best reward-guided method on ROUGE-1"
         reason = "not measured: no " + ("ICL-RAG" if methods else "reward-method") + " ROUGE-1"
         return Finding(column.label, claim, paper, statistic, None, None, "0 users", 0,
-                       INCONCLUSIVE, reason, 2)  # fmt: skip
+                       INCONCLUSIVE, reason, 2, units="users")  # fmt: skip
     best = max(methods, key=lambda m: rouge[m].mean)  # the first of equal means
     rag = max(rags, key=lambda r: r.shots or 0).label
-    mean, ci, n = paired_difference(
-        results.per_user(benchmark, policy, rag, "rouge1"),
-        results.per_user(benchmark, policy, best, "rouge1"),
-        n_boot,
-    )
+    a = results.per_user(benchmark, policy, rag, "rouge1")
+    b = results.per_user(benchmark, policy, best, "rouge1")
+    mean, ci, n = paired_difference(a, b, n_boot)
+    unpaired = len(a.keys() ^ b.keys())
     verdict, reason = sign_verdict(ci, n)
     return Finding(
         column.label,
@@ -186,40 +258,47 @@ def _icl_rag_finding(results: RunResults, benchmark: str, policy: str, n_boot: i
         verdict,
         reason,
         2,
+        units="users",
+        left_out=[f"{unpaired} user(s) with ROUGE-1 for only one side, left out"]
+        if unpaired
+        else [],
     )
 
 
-def benchmark_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Finding]:
-    """Every finding of one benchmark, per policy scale (smallest first)."""
+CORRELATION_CLAIMS = (
+    ("policy_accuracy", "RM accuracy is at most weakly related to policy accuracy",
+     "weak: Kendall τ 0.08 to 0.31", weak_verdict),
+    ("rouge1", "RM accuracy is decoupled from ROUGE-1", "decoupled", decoupled_verdict),
+    ("bertscore_f1", "RM accuracy is decoupled from BERTScore-F1", "decoupled",
+     decoupled_verdict),
+)  # fmt: skip
+
+
+@register_findings("paper")
+def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Finding]:
+    """The paper's claims at every policy scale (smallest first): each correlation over methods
+    (the verdict) and over (method, seed) units; then ICL-RAG against the best method."""
     out = []
     for column in results.policies(benchmark):
-        policy = column.policy
-        mc = unit_correlation(results, benchmark, policy, "rm_accuracy", "policy_accuracy", n_boot)
-        out.append(
-            _correlation_finding(
-                column.label,
-                f"RM accuracy is at most weakly related to policy accuracy (|τ| < {WEAK_TAU:g})",
-                "weak: Kendall τ 0.08 to 0.31",
-                mc,
-            )
-        )
-        for target, label in (("rouge1", "ROUGE-1"), ("bertscore_f1", "BERTScore-F1")):
-            mc = unit_correlation(results, benchmark, policy, "rm_accuracy", target, n_boot)
-            out.append(
-                _correlation_finding(
-                    column.label,
-                    f"RM accuracy is decoupled from {label} (|τ| < {WEAK_TAU:g})",
-                    "decoupled",
-                    mc,
+        for target, claim, paper, rule in CORRELATION_CLAIMS:
+            for units in ("methods", "method-seed"):
+                mc = unit_correlation(
+                    results, benchmark, column.policy, "rm_accuracy", target, n_boot, units
                 )
-            )
-        out.append(_icl_rag_finding(results, benchmark, policy, n_boot))
+                primary = units == "methods"
+                out.append(_correlation_finding(column.label, claim, paper, mc, rule, primary))
+        out.append(_icl_rag_finding(results, benchmark, column.policy, n_boot))
     return out
 
 
+def benchmark_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Finding]:
+    """Every registered finding set's findings for one benchmark, in registration order."""
+    return [f for fn in FINDING_SETS.values() for f in fn(results, benchmark, n_boot)]
+
+
 def summary(findings: list[Finding]) -> str:
-    """ "holds: 1, does not hold: 0, inconclusive: 7" """
-    counts = Counter(f.verdict for f in findings)
+    """ "holds: 1, does not hold: 0, inconclusive: 7" over the claims' verdicts (primary rows)."""
+    counts = Counter(f.verdict for f in findings if f.primary)
     return ", ".join(f"{verdict}: {counts[verdict]}" for verdict in (HOLDS, FAILS, INCONCLUSIVE))
 
 
@@ -227,16 +306,26 @@ def _value(value: float | None, digits: int) -> str:
     return NA if value is None else fixed(value, digits)
 
 
+def _left_out_notes(findings: list[Finding]) -> list[str]:
+    notes = []
+    for f in findings:
+        for what in f.left_out:
+            notes.append(f"{f.scale}, {f.claim} ({f.units}): {what}.")
+    return notes or ["Left out: nothing (every unit had every user, every resample was defined)."]
+
+
 def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Table:
     rows = [
         [
             f.scale,
-            f.claim,
+            f.claim if f.primary else f"(same claim, {f.units})",
             f.paper,
             f.statistic,
+            f.units,
             _value(f.estimate, f.digits),
             NA if f.ci is None else f"[{fixed(f.ci[0], f.digits)}, {fixed(f.ci[1], f.digits)}]",
             f.n,
+            f.loo,
             f.verdict,
             f.why,
         ]
@@ -245,22 +334,29 @@ def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Tabl
     boot = f"{n_boot} resamples, seed {SEED}" if n_boot > 0 else "none (--bootstrap 0)"
     return Table(
         key="findings",
-        title=f"Findings on {benchmark}: {summary(findings)}",
+        title=f"Findings on {benchmark}: {summary(findings)} {VERDICT_UNITS}",
         caption=(
             "The paper's conclusions tested on this run's users, per policy scale, with a 95% "
-            f"percentile bootstrap CI over users ({boot})."
+            f"percentile bootstrap CI over users ({boot}). Correlations over methods (each "
+            "method's mean over seeds, the paper's units: the claim's verdict) and, on the next "
+            "row, over (method, seed) units."
         ),
         columns=COLUMNS,
         rows=rows,
         notes=[
-            f"holds: the whole CI on the claimed side (|τ| < {WEAK_TAU:g}; difference > 0); "
-            "does not hold: the whole CI on the other side; inconclusive: otherwise, or fewer "
-            f"than {MIN_USERS} users (correlations: or fewer than {MIN_UNITS} units). The CI "
-            "width scales as 1/sqrt(users): about 4x the users halve it. Rules: docs/findings.md.",
-            "Correlations: Kendall τ-b over (reward method, seed) units, each unit's value its "
-            "mean over the users both metrics have (as in the meta-evaluation table). ICL-RAG: "
-            "its largest shot count; the best reward-guided method: the highest mean ROUGE-1 at "
-            "that scale (chosen on the same data, which favours it); per-user values are means "
-            "over seeds; the difference is in ROUGE-1 points (x 100).",
+            f"weak holds: the whole CI within |τ| <= {WEAK_TAU:g} (the paper's largest value); "
+            f"does not hold: the whole CI beyond it on one side. decoupled holds: the CI "
+            f"contains 0 and lies within |τ| <= {WEAK_TAU:g}; does not hold: the CI excludes 0. "
+            "ICL-RAG: holds above 0, does not hold below. Inconclusive: otherwise, or fewer than "
+            f"{MIN_USERS} users (correlations: or fewer than {MIN_METHODS} distinct reward "
+            "methods). The CI width scales as 1/sqrt(users): about 4x the users halve it. "
+            "Rules: docs/findings.md.",
+            "Leave one method out: Kendall τ with each reward method's points removed, lowest "
+            "to highest, and the method whose removal moves it most. Correlation units name "
+            "their points; each unit's value is its mean over the users both metrics have. "
+            "ICL-RAG: its largest shot count; the best reward-guided method: the highest mean "
+            "ROUGE-1 at that scale (chosen on the same data, which favours it); per-user values "
+            "are means over seeds; the difference is in ROUGE-1 points (x 100).",
+            *_left_out_notes(findings),
         ],
     )

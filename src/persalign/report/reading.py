@@ -15,6 +15,11 @@ before it existed were raw. A ``win_rate`` block from before the pooled rate (``
 
 The ``cost`` block (wall clock per token, forward passes, peak memory; results.COST_KEYS) is read
 into ``Cell.cost`` for the cost table and figure only; the cell's total ``seconds`` is never read.
+A null metric that the method's class says does not apply (``supports_rgd`` False: PAL has no
+ARGS, so no policy accuracy, generation or win rate; ``has_rm_accuracy`` False: P-DPO has no RM
+accuracy, so no win rate, prefix or steering accuracy) is "not applicable" (``Cell.not_applicable``,
+shown as "n/a (...)", listed apart from what is missing); a metric computed on no pairs (``pairs``
+0, ``status`` "no pairs") is ``Cell.no_pairs``, shown as "no pairs" and counted, never as a number.
 Anything missing (a cell without metrics.json, an unreadable file, a null metric) is logged and
 collected in ``results.issues``; it never raises. Only a run folder without any finished cell is
 an error (DataError naming the folder).
@@ -35,8 +40,71 @@ from persalign.metrics.base import KINDS, Column
 from persalign.metrics.schema import METRICS_FILE, report_columns
 from persalign.registry import load_plugins
 from persalign.report.results import COST_KEYS, Cell, RunResults
+from persalign.rewards import METHODS
 
 log = logging.getLogger(__name__)
+
+NO_RGD, NO_RM_ACCURACY, OWN_POLICY = "no-rgd", "no-rm-accuracy", "own-policy"
+TRAITS = {NO_RGD: "no ARGS", NO_RM_ACCURACY: "no RM accuracy", OWN_POLICY: "writes itself"}
+# what a method with no RM accuracy lacks: the metrics that judge with its reward model
+JUDGED_BY_THE_RM = frozenset(
+    {"rm_accuracy", "win_rate", "win_rate_per_user", "prefix_accuracy", "steering_accuracy",
+     "gt_mrr", "gt_top1", "lambda"}
+)  # fmt: skip
+KEPT_WITHOUT_RGD = frozenset({"rm_accuracy", "prefix_accuracy"})  # a PAL cell still has these
+
+
+def method_traits(method: str) -> frozenset[str]:
+    """TRAITS of a reward method's class (unknown methods, older plugins: none)."""
+    if method not in METHODS:
+        return frozenset()
+    cls = METHODS.get(method)
+    traits = set()
+    if not getattr(cls, "supports_rgd", True):
+        traits.add(NO_RGD)
+    if not getattr(cls, "has_rm_accuracy", True):
+        traits.add(NO_RM_ACCURACY)
+    if getattr(cls, "default_decoder", "args") != "args":
+        traits.add(OWN_POLICY)
+    return frozenset(traits)
+
+
+def not_applicable(traits: frozenset[str], keys: Sequence[str]) -> dict[str, str]:
+    """metric -> why it does not apply, for the null ``keys`` of a method with ``traits``."""
+    out = {}
+    for key in keys:
+        if NO_RGD in traits and key not in KEPT_WITHOUT_RGD:
+            out[key] = TRAITS[NO_RGD]
+        elif NO_RM_ACCURACY in traits and key in JUDGED_BY_THE_RM:
+            out[key] = TRAITS[NO_RM_ACCURACY]
+    return out
+
+
+# what a cell's metric blocks counted and left out (shown under the tables, summed over cells)
+LEFT_OUT_COUNTS = {
+    "win_rate.empty": ("win-rate pairs with an empty text", ("win_rate", "empty")),
+    "win_rate.unpaired_rgd": ("RGD generations without a zero-shot partner",
+                              ("win_rate", "unpaired_rgd")),
+    "win_rate.unpaired_zero_shot": ("zero-shot generations without an RGD partner",
+                                    ("win_rate", "unpaired_zero_shot")),
+    "win_rate.no_prompt": ("win-rate pairs without a prompt", ("win_rate", "no_prompt")),
+    "generation.unmatched_references": ("references without a generation",
+                                        ("generation", "unmatched_references")),
+    "generation.missing": ("generations without a reference", ("generation", "missing")),
+    "steering_accuracy.unpaired": ("steering prompts without a partner",
+                                   ("steering_accuracy", "unpaired")),
+    "steering_accuracy.empty": ("steering pairs with an empty text",
+                                ("steering_accuracy", "empty")),
+    "prefix_accuracy.no_prefix": ("prefix-accuracy pairs without a prefix to compare",
+                                  ("prefix_accuracy", "no_prefix")),
+    "ground_truth_rank.no_negatives": ("ground-truth-rank prompts without negatives",
+                                       ("ground_truth_rank", "no_negatives")),
+}  # fmt: skip
+
+
+def _no_pairs(raw: Any) -> bool:
+    """A metric block computed on no pairs (ranking.per_user_accuracy's "no pairs")."""
+    return isinstance(raw, dict) and (raw.get("status") == "no pairs" or raw.get("pairs") == 0)
 
 
 def expected(columns: Sequence[Column]) -> dict[str, tuple[str, ...]]:
@@ -85,9 +153,14 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         raise ValueError(f"unknown kind {data['kind']!r} (expected method or baseline)")
     values: dict[str, float] = {}
     per_user: dict[str, dict[str, float]] = {}
+    no_pairs, null = set(), []
     for column in report_columns() if columns is None else columns:
         raw = _lookup(data, column.path)
         number = _number(raw)
+        if number is None:
+            null.append(column.key)
+            if _no_pairs(raw):
+                no_pairs.add(column.key)
         if number is not None:
             values[column.key] = number
             nested = not isinstance(raw, dict) and len(column.path) > 1
@@ -100,6 +173,12 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
     personalized = data.get("personalized")
     cost_block = data.get("cost") if isinstance(data.get("cost"), dict) else {}
     cost = {k: v for k in COST_KEYS if (v := _number(cost_block.get(k))) is not None}
+    traits = method_traits(str(data["method"])) if data["kind"] == "method" else frozenset()
+    counts = {
+        key: int(n)
+        for key, (_, path) in LEFT_OUT_COUNTS.items()
+        if (n := _number(_lookup(data, path)))
+    }
     return Cell(
         cell=str(data.get("cell") or name),
         benchmark=str(data["benchmark"]),
@@ -119,6 +198,10 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         bertscore_rescaled=(rescaled is True) if model else None,
         win_tie_weight=tie,
         cost=cost,
+        not_applicable=not_applicable(traits, null),
+        no_pairs=frozenset(no_pairs),
+        traits=traits,
+        left_out=counts,
     )
 
 
@@ -220,12 +303,27 @@ def _report_nulls(
     cells: list[Cell], expected_keys: dict[str, tuple[str, ...]], issues: list[str]
 ) -> None:
     missing: dict[str, list[str]] = defaultdict(list)
+    inapplicable: dict[tuple[str, str], list[str]] = defaultdict(list)
+    empty: dict[str, list[str]] = defaultdict(list)
     for cell in cells:
         for metric in expected_keys[cell.kind]:
             # ROUGE without a BERTScore model: BERTScore was switched off, not lost.
             off = metric == "bertscore_f1" and not cell.bertscore_model and "rouge1" in cell.values
-            if metric not in cell.values and not off:
+            if metric in cell.values or off:
+                continue
+            if metric in cell.not_applicable:
+                inapplicable[(metric, cell.not_applicable[metric])].append(cell.cell)
+            elif metric in cell.no_pairs:
+                empty[metric].append(cell.cell)
+            else:
                 missing[metric].append(cell.cell)
     for metric in sorted(missing):
         names = missing[metric]
         _report(issues, f"{metric} missing in {len(names)} cell(s): {_names(sorted(names))}")
+    for metric in sorted(empty):
+        names = empty[metric]
+        _report(issues, f"{metric}: no pairs in {len(names)} cell(s): {_names(sorted(names))}")
+    for (metric, why), names in sorted(inapplicable.items()):
+        issues.append(  # by design: listed, not warned about
+            f"{metric} not applicable ({why}) in {len(names)} cell(s): {_names(sorted(names))}"
+        )

@@ -75,6 +75,12 @@ class Cell:
     bertscore_rescaled: bool | None = None  # with a bertscore_model: baseline-rescaled or raw
     win_tie_weight: float | None = None  # what a tie counted as in the win rate (0.5: half)
     cost: dict[str, float] = field(default_factory=dict)  # COST_KEYS that are not null
+    # metric -> why it does not apply to this method ("no ARGS", "no RM accuracy"): from the
+    # method class's supports_rgd / has_rm_accuracy (reading.method_traits)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    no_pairs: frozenset[str] = frozenset()  # metrics computed on no pairs ("no pairs", no number)
+    traits: frozenset[str] = frozenset()  # reading.TRAITS of the method's class
+    left_out: dict[str, int] = field(default_factory=dict)  # reading.LEFT_OUT_COUNTS, nonzero
 
     @property
     def unit(self) -> str:
@@ -114,6 +120,7 @@ class Row:
     method: str
     shots: int | None
     personalized: bool | None = None
+    traits: frozenset[str] = frozenset()  # reading.TRAITS of the method's class
 
 
 @dataclass
@@ -162,7 +169,7 @@ class RunResults:
             if cell.benchmark == benchmark and (kind is None or cell.kind == kind):
                 found.setdefault(cell.row, cell)
         ordered = sorted(found.values(), key=lambda c: c.row_key)
-        return [Row(c.row, c.kind, c.method, c.shots, c.personalized) for c in ordered]
+        return [Row(c.row, c.kind, c.method, c.shots, c.personalized, c.traits) for c in ordered]
 
     def seed_values(self, benchmark: str, policy: str, row: str, metric: str) -> dict[int, float]:
         return {
@@ -197,6 +204,27 @@ class RunResults:
             for user, value in cell.per_user.get(metric, {}).items():
                 pooled[user].append(value)
         return {user: statistics.fmean(v) for user, v in sorted(pooled.items())}
+
+    def status(self, benchmark: str, policy: str, row: str, metric: str) -> str | None:
+        """Why a row has no value: "n/a (no ARGS)" where the metric does not apply to the
+        method, "no pairs" where it was computed on none; None otherwise."""
+        cells = self._index.get((benchmark, policy, row), [])
+        if any(metric in c.values for c in cells):
+            return None
+        reasons = sorted({c.not_applicable[metric] for c in cells if metric in c.not_applicable})
+        if reasons:
+            return f"n/a ({', '.join(reasons)})"
+        return "no pairs" if any(metric in c.no_pairs for c in cells) else None
+
+    def left_out(self, benchmark: str, policy: str | None, prefix: str) -> dict[str, int]:
+        """reading.LEFT_OUT_COUNTS starting with ``prefix`` summed over the cells (nonzero)."""
+        total: dict[str, int] = defaultdict(int)
+        for c in self.cells:
+            if c.benchmark == benchmark and (policy is None or c.policy == policy):
+                for key, n in c.left_out.items():
+                    if key.startswith(prefix):
+                        total[key] += n
+        return dict(sorted(total.items()))
 
     def cost_stat(self, benchmark: str, policy: str, row: str, key: str) -> Stat | None:
         """Mean and std over seeds of one of a row's COST_KEYS; None where no seed has it."""

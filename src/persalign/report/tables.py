@@ -51,12 +51,22 @@ from persalign.report.formatting import (
     fmt_stat,
     slug,
 )
+from persalign.report.omissions import (
+    counted_notes,
+    generation_notes,
+    left_out_note,
+    row_name,
+    value,
+    win_pairs_notes,
+)
+from persalign.report.reading import OWN_POLICY
 from persalign.report.results import PolicyColumn, Row, RunResults
 from persalign.report.tabular import Table
 
 log = logging.getLogger(__name__)
 
 METHODS_GROUP = "Reward models + ARGS"
+DPO_GROUP = "DPO"  # the paper's group of P-DPO: a policy that writes itself, no ARGS
 PERSONALIZED_GROUP = "Personalized RMs + ARGS"
 GLOBAL_GROUP = "Global RMs + ARGS"
 BASELINES_GROUP = "Baselines"
@@ -75,9 +85,12 @@ BERTSCORE_NOTE = (
 
 
 def group(row: Row) -> str:
-    """The row's group, as the paper's tables split them: personalized, global, baselines."""
+    """The row's group, as the paper's tables split them: personalized, global, DPO (a method
+    that writes with its own policy, P-DPO), baselines."""
     if row.kind == "baseline":
         return BASELINES_GROUP
+    if OWN_POLICY in row.traits:
+        return DPO_GROUP
     return {True: PERSONALIZED_GROUP, False: GLOBAL_GROUP}.get(row.personalized, METHODS_GROUP)
 
 
@@ -111,11 +124,14 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
     rows = []
     for row in results.rows(benchmark, "method"):
         rm = results.stat_over_policies(benchmark, row.label, "rm_accuracy")
+        rm_text = fmt_stat(rm, n_method)
+        if rm is None and columns:
+            rm_text = results.status(benchmark, columns[0].policy, row.label, "rm_accuracy") or NA
         cells = [
-            fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_method)
+            value(results, benchmark, c.policy, row.label, "policy_accuracy", n_method)
             for c in columns
         ]
-        rows.append([group(row), row.label, fmt_stat(rm, n_method), *cells])
+        rows.append([group(row), row_name(row), rm_text, *cells])
     for row in results.rows(benchmark, "baseline"):
         cells = [
             fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_base)
@@ -138,7 +154,8 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
         title=f"RM accuracy and policy accuracy on {benchmark}",
         caption=(
             "Reward-model accuracy on the adaptation users' held-out preferences and policy "
-            "accuracy of each policy scale (cf. the paper's Tables 2, 4 and 7)."
+            "accuracy of each policy scale (cf. the paper's Tables 2, 4 and 7); correlation rows "
+            f"over units: {units}."
         ),
         columns=["Group", "Method", "RM Acc", *[f"Policy Acc {c.label}" for c in columns]],
         rows=rows,
@@ -152,7 +169,7 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
             correlation_note(units),
         ],
     )
-    return _with_dagger_note(table)
+    return _with_dagger_note(left_out_note(table))
 
 
 def win_rate_table(results: RunResults, benchmark: str) -> Table:
@@ -164,9 +181,9 @@ def win_rate_table(results: RunResults, benchmark: str) -> Table:
     rows = [
         [
             group(row),
-            row.label,
+            row_name(row),
             *[
-                fmt_stat(results.stat(benchmark, c.policy, row.label, m), expected)
+                value(results, benchmark, c.policy, row.label, m, expected)
                 for c in columns
                 for m in metrics
             ],
@@ -187,9 +204,13 @@ def win_rate_table(results: RunResults, benchmark: str) -> Table:
         ),
         columns=["Group", "Method", *headers],
         rows=rows,
-        notes=[PERCENT_NOTE, tie_note(results.win_tie_weights(benchmark))],
+        notes=[
+            PERCENT_NOTE,
+            tie_note(results.win_tie_weights(benchmark)),
+            *win_pairs_notes(results, benchmark),
+        ],
     )
-    return _with_dagger_note(table)
+    return _with_dagger_note(left_out_note(table))
 
 
 def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> Table:
@@ -202,9 +223,9 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
             rows.append(
                 [
                     group(row),
-                    row.label,
+                    row_name(row),
                     *[
-                        fmt_stat(results.stat(benchmark, column.policy, row.label, m), expected)
+                        value(results, benchmark, column.policy, row.label, m, expected)
                         for m in metrics
                     ],
                 ]
@@ -229,9 +250,9 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
         ),
         columns=["Group", "Method", *[labels[m] for m in metrics]],
         rows=rows,
-        notes=[PERCENT_NOTE, BERTSCORE_NOTE],
+        notes=[PERCENT_NOTE, BERTSCORE_NOTE, *generation_notes(results, benchmark, column.policy)],
     )
-    return _with_dagger_note(table)
+    return _with_dagger_note(left_out_note(table))
 
 
 def metrics_table(results: RunResults, benchmark: str) -> Table:
@@ -249,10 +270,12 @@ def metrics_table(results: RunResults, benchmark: str) -> Table:
         for row in results.rows(benchmark):
             expected = results.expected_seeds(benchmark, row.kind)
             values = [
-                fmt_column(results.stat(benchmark, policy.policy, row.label, c.key), c, expected)
+                fmt_column(stat, c, expected)
+                if (stat := results.stat(benchmark, policy.policy, row.label, c.key)) is not None
+                else results.status(benchmark, policy.policy, row.label, c.key) or NA
                 for c in columns
             ]
-            rows.append([policy.label, row.label, *values])
+            rows.append([policy.label, row_name(row), *values])
     table = Table(
         key="metrics",
         title=f"Every metric on {benchmark}",
@@ -267,9 +290,10 @@ def metrics_table(results: RunResults, benchmark: str) -> Table:
             "shows ± 0.00); (%): in %, other columns as they are; ↑ / ↓: higher / lower is "
             "better; -- = not available.",
             BERTSCORE_NOTE,
+            *counted_notes(results, benchmark, None, ""),
         ],
     )
-    return _with_dagger_note(table)
+    return _with_dagger_note(left_out_note(table))
 
 
 def benchmark_tables(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Table]:

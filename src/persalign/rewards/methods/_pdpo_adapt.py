@@ -25,6 +25,12 @@ loop), and Adam's steps of about lr per coordinate keep z within steps_per_pass 
 anchor, where the first-order model is accurate (the support loss falls linearly over the
 paper's 100 steps at 5e-5). 100 steps at 10 per pass are 10 backbone passes instead of 100.
 
+Validated range (docs/fidelity.md row 10): the first-order path was compared with the exact one
+(``adapt_steps_per_pass=1``) at lr 5e-5 x 10 steps per pass only, i.e. z moving at most about
+VALIDATED_LR_X_STEPS = 5e-4 per coordinate between anchors. Outside that (a larger adaptation
+learning rate or more steps per pass) adaptation logs a warning once per (lr, steps per pass);
+the paper's configs pin the exact path (``adapt_steps_per_pass: 1``).
+
 Early stopping (``adapt_patience``): the support loss is computed at every step anyway (exact at
 an anchor, first-order between); when it has not dropped by more than ``adapt_min_delta`` below
 its best for ``adapt_patience`` steps in a row, adaptation stops there (z keeps the last update).
@@ -32,6 +38,7 @@ its best for ``adapt_patience`` steps in a row, adaptation stops there (z keeps 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -149,6 +156,27 @@ def margin_jacobian(
     return torch.cat(chosen_all), torch.cat(rejected_all), torch.cat(grads)
 
 
+log = logging.getLogger(__name__)
+VALIDATED_LR_X_STEPS = 5e-4  # lr 5e-5 x 10 steps per pass: the validated first-order range
+_warned: set[tuple[float, int]] = set()
+
+
+def check_first_order_range(lr: float, steps_per_pass: int) -> bool:
+    """Whether (lr, steps_per_pass) is within the validated first-order range; logs a warning
+    (once per pair of values) when it is not. The exact path (1 step per pass) always is."""
+    if steps_per_pass <= 1 or lr * steps_per_pass <= VALIDATED_LR_X_STEPS * (1 + 1e-9):
+        return True
+    if (lr, steps_per_pass) not in _warned:
+        _warned.add((lr, steps_per_pass))
+        log.warning(
+            "P-DPO adaptation: adapt lr %g x adapt_steps_per_pass %d = %g is outside the "
+            "validated first-order range (lr x steps per pass <= %g, docs/fidelity.md row 10); "
+            "set adapt_steps_per_pass: 1 for the exact path",
+            lr, steps_per_pass, lr * steps_per_pass, VALIDATED_LR_X_STEPS,
+        )  # fmt: skip
+    return False
+
+
 def train_user_tokens(
     rm, pairs: Sequence[Preference], z: torch.nn.Parameter
 ) -> tuple[list[float], int]:
@@ -160,7 +188,9 @@ def train_user_tokens(
     shared = cfg.adapt_shared_prompt
     chunks = shared_prompt_chunks(rm, pairs) if shared else two_sequence_chunks(rm, pairs)
     ordered = [pair for part, _, _ in chunks for pair in part]
-    optimizer = torch.optim.Adam([z], lr=cfg.adapt_lr or cfg.user_lr)
+    lr = cfg.adapt_lr or cfg.user_lr
+    check_first_order_range(lr, cfg.adapt_steps_per_pass)
+    optimizer = torch.optim.Adam([z], lr=lr)
     scale = rm.reward_scale()
     losses: list[float] = []
     passes = 0
