@@ -63,6 +63,9 @@ def print_accuracy(title: str, result: dict) -> None:
     for user, acc in result["per_user"].items():
         table.add_row(user, f"{acc:.3f}")
     stdout.print(table)
+    if result["mean"] is None:  # per_user_accuracy on no pairs: never a number
+        stdout.print(f"{result.get('status', 'no pairs')}: no accuracy over {result['pairs']} pairs")
+        return
     stdout.print(
         f"mean over {result['users']} users: {result['mean']:.4f} "
         f"(pooled over {result['pairs']} pairs: {result['pooled']:.4f})"

@@ -84,7 +84,8 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
             write_json(tmp / "rm_accuracy.json", accuracy)
             write_json(tmp / "prefix_accuracy.json", prefix)
             seconds = time.perf_counter() - started
-            log.info("trained %s in %.1f s; RM accuracy %.4f", job.id, seconds, accuracy["mean"])
+            shown = "no pairs" if accuracy["mean"] is None else f"{accuracy['mean']:.4f}"
+            log.info("trained %s in %.1f s; RM accuracy %s", job.id, seconds, shown)
         else:
             log.info("trained %s in %.1f s (%s: no RM accuracy)", job.id, seconds, rm.name)
     write_json(
