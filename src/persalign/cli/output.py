@@ -64,7 +64,8 @@ def print_accuracy(title: str, result: dict) -> None:
         table.add_row(user, f"{acc:.3f}")
     stdout.print(table)
     if result["mean"] is None:  # per_user_accuracy on no pairs: never a number
-        stdout.print(f"{result.get('status', 'no pairs')}: no accuracy over {result['pairs']} pairs")
+        status = result.get("status", "no pairs")
+        stdout.print(f"{status}: no accuracy over {result['pairs']} pairs")
         return
     stdout.print(
         f"mean over {result['users']} users: {result['mean']:.4f} "
