@@ -1,6 +1,7 @@
 """``persalign data ...``: build and inspect per-user preference benchmarks.
 
 persalign data build pref-acl --source ../shared/data/acl_anthology --out out/pref-acl
+persalign data build sim --from out/pref-acl --users 64 --groups 4 --noise 1 --out out/sim
 persalign data stats out/pref-acl [--json] [--no-verify]
 persalign data verify out/pref-acl          # every file that differs from the manifest; exit 2
 """
@@ -24,7 +25,7 @@ from persalign.io import folder_in_place
 
 
 def data_build(
-    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl | jsonl")],
+    name: Annotated[str, typer.Argument(help="tldr | prism | pref-lamp | pref-acl | jsonl | sim")],
     out: Annotated[Path, typer.Option(help="Output folder for the benchmark.")],
     source: Annotated[
         str | None, typer.Option(help="Local folder/file; default: hub or download.")
@@ -63,6 +64,17 @@ def data_build(
     force: Annotated[
         bool, typer.Option(help="Replace a benchmark (or any folder) already at --out.")
     ] = False,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="sim: the built benchmark to draw from.")
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="sim: simulated users.")] = None,
+    groups: Annotated[int | None, typer.Option(help="sim: K groups of users.")] = None,
+    noise: Annotated[float | None, typer.Option(help="sim: label temperature BETA.")] = None,
+    attributes: Annotated[
+        str | None, typer.Option(help="sim: comma-separated attributes (default: all).")
+    ] = None,
+    user_spread: Annotated[float | None, typer.Option(help="sim: sigma around a group.")] = None,
+    items_per_user: Annotated[int | None, typer.Option(help="sim: preferences per user.")] = None,
 ) -> None:
     """Build a benchmark folder: manifest.json, train/support/query/completions.jsonl.
 
@@ -74,8 +86,23 @@ def data_build(
         raise ConfigError(f"--out {out}: {what}; --force replaces it whole")
     check_writable(out)
     builder = BUILDERS.get(name)
-    options = BuildOptions(
-        source=source,
+    own = {  # a builder's own options (``options_class``, e.g. sim's SimOptions), when given
+        "users": users,
+        "groups": groups,
+        "noise": noise,
+        "attributes": tuple(a.strip() for a in attributes.split(",")) if attributes else None,
+        "user_spread": user_spread,
+        "items_per_user": items_per_user,
+    }
+    own = {k: v for k, v in own.items() if v is not None}
+    options_class = getattr(builder, "options_class", BuildOptions)
+    unknown = sorted(set(own) - set(options_class.model_fields))
+    if unknown or (from_ is not None and source is not None):
+        flag = f"--{unknown[0].replace('_', '-')}" if unknown else "--from with --source"
+        raise ConfigError(f"{flag}: not an option of the {name} builder")
+    options = options_class(
+        **own,
+        source=from_ if from_ is not None else source,
         seed=seed,
         train_users=train_users,
         adapt_users=adapt_users,
