@@ -52,3 +52,21 @@ def test_the_docs_example_builds_what_it_shows(
     raw["benchmarks"]["sim"]["path"] = str(tmp_path / "out" / "sim")
     config = load_config(write(tmp_path, raw))
     assert "oracle" in config.methods
+
+
+def test_study_sim_config_is_valid_with_every_method_the_oracle_and_48_users(tmp_path: Path):
+    from persalign.rewards import METHODS, RewardConfig
+
+    raw = yaml.safe_load((DOC.parents[1] / "configs" / "study_sim.yaml").read_text())
+    settings = raw["reward"]["settings"]
+    assert settings["backbone_training"] == "frozen" and settings["epochs"] == 1
+    assert "max_steps" not in settings
+    if "backbone_training" not in RewardConfig.model_fields:  # frozen mode lands with issue 23
+        del settings["backbone_training"]
+    raw["benchmarks"]["sim"]["path"] = str(tmp_path / "sim")
+    config = load_config(write(tmp_path, raw))
+    names = {config.method_options(m)[0] for m in config.methods}
+    assert names == set(METHODS.names()) and len(config.seeds) == 3
+    assert config.baselines.zero_shot and config.baselines.icl and config.baselines.icl_rag
+    header = (DOC.parents[1] / "configs" / "study_sim.yaml").read_text()
+    assert "--adapt-users 48" in header
