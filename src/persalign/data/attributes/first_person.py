@@ -1,6 +1,6 @@
 """``first_person``: the share of the response's words that are first-person pronouns.
 
-    first_person("...", "I think my boyfriend hates me")   # 0.5 (I, my, me of 6 words)
+first_person("...", "I think my boyfriend hates me")   # 0.5 (I, my, me of 6 words)
 """
 
 from __future__ import annotations
