@@ -53,7 +53,7 @@ class TrueGain(CellMetric):
     needs = frozenset({"generations", "true_reward", "zero_shot"})
     kinds = frozenset({"method"})
     order = 61
-    columns = (Column("true_gain", ("true_gain",), "True Gain", True, "number", ("method",)),)
+    columns = (Column("true_gain", ("true_gain",), "True Gain", True, "number"),)
 
     def applies(self, ctx: CellContext) -> bool:
         zero = ctx.zero_shot

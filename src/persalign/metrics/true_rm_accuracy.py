@@ -85,11 +85,7 @@ class TrueRMAccuracy(CellMetric):
     needs = frozenset({"reward_model", "true_reward"})
     kinds = frozenset({"method"})
     order = 63
-    columns = (
-        Column(
-            "true_rm_accuracy", ("true_rm_accuracy",), "True RM Acc", True, "fraction", ("method",)
-        ),
-    )
+    columns = (Column("true_rm_accuracy", ("true_rm_accuracy",), "True RM Acc", True, "fraction"),)
 
     def applies(self, ctx: CellContext) -> bool:
         judge = bool(getattr(ctx.reward_model, "has_rm_accuracy", True))

@@ -46,10 +46,7 @@ class TrueWinRate(CellMetric):
     kinds = frozenset({"method"})
     order = 62
     columns = (
-        Column(
-            "true_win_rate", ("true_win_rate", "rate"), "True Win Rate", True, "fraction",
-            ("method",),
-        ),
+        Column("true_win_rate", ("true_win_rate", "rate"), "True Win Rate", True, "fraction"),
     )  # fmt: skip
 
     def applies(self, ctx: CellContext) -> bool:
