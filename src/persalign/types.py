@@ -10,15 +10,16 @@
 A benchmark has train users (all their preferences in ``train``) and adaptation users, whose
 preferences are split into ``support`` (to adapt on) and ``query`` (to evaluate on). Completions
 are the user's own ground-truth responses to query prompts (Pref-LaMP, Pref-ACL), keyed by the
-query preference id.
+query preference id. A benchmark of simulated users (``persalign data build sim``) also carries
+their known reward, ``bench.true_reward`` (a :class:`TrueRewardLike`; None elsewhere).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from persalign.errors import ConfigError
 
@@ -91,6 +92,16 @@ class UserData:
     completions: tuple[Completion, ...] = ()
 
 
+class TrueRewardLike(Protocol):
+    """The known reward r_u(x, y) of simulated users (persalign.data.true_reward.TrueReward)."""
+
+    def has_user(self, user: str) -> bool: ...
+
+    def rewards(
+        self, prompts: Sequence[str], responses: Sequence[str], users: Sequence[str]
+    ) -> list[float]: ...
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A per-user preference benchmark: train users, adaptation users, completions."""
@@ -101,6 +112,7 @@ class Benchmark:
     query: tuple[Preference, ...]
     completions: tuple[Completion, ...] = ()
     manifest: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    true_reward: TrueRewardLike | None = field(default=None, compare=False, hash=False)
 
     def train_users(self) -> list[UserData]:
         return [u for u in self.users() if u.role == "train"]

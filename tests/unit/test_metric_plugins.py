@@ -51,7 +51,10 @@ RUN_METRIC_KEYS = {
     "steering_accuracy",
     "ground_truth_rank",
     "prefix_accuracy",
+    *("true_reward", "true_gain", "true_win_rate", "true_rm_accuracy", "captured"),
 }
+# sim benchmarks only (true_reward.json): tests/unit/test_sim_metrics.py tests them
+SIM_KEYS = {"true_reward", "true_gain", "true_win_rate", "true_rm_accuracy", "captured"}
 # off here (SETTINGS turns them off): tests/unit/test_selection_metrics.py tests them
 SELECTION_KEYS = {"steering_accuracy", "ground_truth_rank", "prefix_accuracy"}
 FIXED_FIELDS = {
@@ -106,6 +109,11 @@ def test_report_columns_are_what_the_report_read_before():
         ("rougeL", ("generation", "rougeL")),
         ("bertscore_f1", ("generation", "bertscore_f1")),
         ("perplexity", ("perplexity",)),
+        ("true_reward", ("true_reward",)),
+        ("true_gain", ("true_gain",)),
+        ("true_win_rate", ("true_win_rate", "rate")),
+        ("true_rm_accuracy", ("true_rm_accuracy",)),
+        ("captured", ("captured", "share")),
         ("lambda", ("lambda",)),
     ]
     expected = {c.key: c.expected_for for c in columns if c.expected_for}
@@ -301,7 +309,7 @@ def test_switches_and_missing_inputs_leave_metrics_out(bench, policy, lore):
         settings=dict(SETTINGS, win_rate=False, perplexity=False),
     )  # fmt: skip
     off = {"win_rate", "perplexity", *SELECTION_KEYS}
-    assert set(compute_cell_metrics(win_off)) == RUN_METRIC_KEYS - off
+    assert set(compute_cell_metrics(win_off)) == RUN_METRIC_KEYS - off - SIM_KEYS
     no_gens = context(bench, policy, reward_model=lore, lam=1.0, zero_shot=zero_shot)
     assert set(compute_cell_metrics(no_gens)) == {
         "rm_accuracy", "policy_accuracy", "base_policy_accuracy"

@@ -44,5 +44,5 @@ def test_double_registration_is_a_bug():
 def test_autoload_imports_registering_modules_on_first_lookup():
     from persalign.data.registry import BUILDERS
 
-    assert set(BUILDERS.names()) == {"tldr", "prism", "pref-lamp", "pref-acl", "jsonl"}
+    assert set(BUILDERS.names()) == {"tldr", "prism", "pref-lamp", "pref-acl", "jsonl", "sim"}
     assert "tldr" in BUILDERS

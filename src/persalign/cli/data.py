@@ -2,6 +2,7 @@
 
 persalign data build pref-acl --source ../shared/data/acl_anthology --out out/pref-acl
 persalign data build --plugin mypkg.mydata my-data --my-option 3 --out out/mine
+persalign data build sim --from out/pref-acl --users 64 --groups 4 --noise 1 --out out/sim
 persalign data stats out/pref-acl [--json] [--no-verify]
 persalign data verify out/pref-acl          # every file that differs from the manifest; exit 2
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -95,8 +97,16 @@ def builder_command(name: str) -> click.Command:
     return typer.main.get_command(app)
 
 
-def _param(name: str, kind: Any, default: Any = inspect.Parameter.empty, *, help: str | None):
-    annotation = Annotated[kind, typer.Option(help=help)]
+def _param(
+    name: str,
+    kind: Any,
+    default: Any = inspect.Parameter.empty,
+    *,
+    help: str | None,
+    flags: Sequence[str] = (),
+):
+    """A keyword parameter Typer reads as ``--name`` (or the ``flags`` given)."""
+    annotation = Annotated[kind, typer.Option(*flags, help=help)]
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
     )
@@ -111,7 +121,9 @@ def _field_param(name: str, field: FieldInfo) -> inspect.Parameter:
         get_origin(kind) in (Union, UnionType) and list in map(get_origin, get_args(kind))
     ):
         default = None
-    return _param(name, kind, default, help=field.description)
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flags = extra.get("cli", ())  # e.g. sim's source: --from (and --source)
+    return _param(name, kind, default, help=field.description, flags=flags)
 
 
 def _cli_type(annotation: Any) -> Any:

@@ -63,6 +63,7 @@ def train(
     if max_steps is not None:
         config["max_steps"] = max_steps
     rm = create(method, **config)
+    rm.use_benchmark(bench)  # the oracle reads the simulated users' true reward
     warn_if_short_of_memory(rm)  # before training: name the option that lowers the peak
     # into a temporary folder renamed into place when whole: a kill leaves the old model
     with folder_in_place(out) as tmp:

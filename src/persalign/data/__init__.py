@@ -2,7 +2,7 @@
 
     from persalign.data import BUILDERS, BuildOptions, load_benchmark
     BUILDERS.names()
-    # ['jsonl', 'pref-acl', 'pref-lamp', 'prism', 'tldr']
+    # ['jsonl', 'pref-acl', 'pref-lamp', 'prism', 'sim', 'tldr']
     BUILDERS.get("tldr")(BuildOptions(source="../shared/data/tldr",
         split_file="../shared/data/tldr/pal_worker_ids.json"), "out/tldr")
     bench = load_benchmark("out/tldr")

@@ -6,6 +6,10 @@
     bench = load_benchmark("edited/", verify=False)  # a folder edited by hand
     for path, problem in benchmark_differences("out/pref-acl"): ...   # persalign data verify
 
+A simulated-users benchmark (``persalign data build sim``) also has ``true_reward.json``, listed
+and hashed in the manifest like the data files; ``load_benchmark`` attaches it as
+``bench.true_reward`` (persalign.data.true_reward.TrueReward).
+
 Every problem in a file raises :class:`~persalign.errors.DataError` naming the file and line.
 Loading requires ``manifest.json`` and checks each file's sha256 against it, so a folder that a
 build left half-written, or that was changed since, is refused with the file it names.
@@ -19,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from persalign import __version__
+from persalign.data.true_reward import FILE as TRUE_REWARD_FILE
+from persalign.data.true_reward import TrueReward
 from persalign.errors import DataError
 from persalign.io import read_json, read_jsonl, sha256_file, write_json, write_jsonl
 from persalign.types import SPLITS, Benchmark, Completion, Preference
@@ -43,8 +49,12 @@ def write_benchmark(
     query: Sequence[Preference],
     completions: Sequence[Completion] = (),
     manifest: dict[str, Any],
+    json_files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the benchmark layout; the manifest gets counts, file hashes and the package version."""
+    """Write the benchmark layout; the manifest gets counts, file hashes and the package version.
+
+    ``json_files``: extra JSON files ({name: object}, e.g. ``true_reward.json``), written and
+    hashed in the manifest like the data files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts: dict[str, Sequence[Any]] = {
@@ -58,6 +68,9 @@ def write_benchmark(
         name = BENCHMARK_FILES[split]
         count = write_jsonl(out / name, (r.to_json() for r in records))
         files[name] = {"records": count, "sha256": sha256_file(out / name)}
+    for name, obj in sorted((json_files or {}).items()):
+        write_json(out / name, obj)
+        files[name] = {"sha256": sha256_file(out / name)}
     full = {
         **manifest,
         "format": "persalign-benchmark/1",
@@ -168,4 +181,11 @@ def load_benchmark(path: str | Path, *, verify: bool = True) -> Benchmark:
         query=tuple(splits["query"]),
         completions=tuple(splits["completions"]),
         manifest=manifest,
+        true_reward=_true_reward(root),
     )
+
+
+def _true_reward(root: Path) -> TrueReward | None:
+    """The simulated users' known reward when the folder has one (checked with the others)."""
+    file = root / TRUE_REWARD_FILE
+    return TrueReward.from_json(read_json(file), file) if file.is_file() else None

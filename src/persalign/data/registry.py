@@ -4,8 +4,9 @@
     build = BUILDERS.get("pref-acl")
     manifest = build(BuildOptions(source="../shared/data/acl_anthology", seed=0), "out/acl")
 
-Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``, and
-``jsonl`` (your own users' preference file; docs/own-data.md).
+Each source module registers one builder: ``tldr``, ``prism``, ``pref-lamp``, ``pref-acl``,
+``jsonl`` (your own users' preference file; docs/own-data.md), and ``sim`` (simulated users over a
+built benchmark: docs/simulated-users.md, its own options in ``SimOptions``).
 ``persalign data build NAME`` and ``persalign ls datasets`` read this registry. ``BuildOptions``
 is the one declaration of every shared build option: the run config's ``benchmarks.<label>``
 section extends it, and a bad value is a one-line ConfigError naming the option.

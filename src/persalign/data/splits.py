@@ -130,6 +130,7 @@ def write_preference_benchmark(
     paper_shape: tuple[int, int] | None = None,
     completions: Sequence[Completion] = (),
     user_split: tuple[list[str], list[str]] | None = None,
+    json_files: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Split users and items of a preference dataset and write the benchmark folder.
 
@@ -139,7 +140,8 @@ def write_preference_benchmark(
 
     ``user_split`` (train, adapt) skips user selection when the caller already chose the users
     (the Pref-LaMP builder selects them before mining negatives). Completions are kept for the
-    query preferences they answer (same id).
+    query preferences they answer (same id). ``json_files`` go to write_benchmark (the sim
+    builder's ``true_reward.json``).
     """
     interrupt_point("split")
     options = with_defaults(options, min_items=10)
@@ -201,6 +203,7 @@ def write_preference_benchmark(
         query=query,
         completions=kept_completions,
         manifest=manifest,
+        json_files=json_files,
     )
 
 

@@ -66,6 +66,8 @@ NEEDS = {
     "reward_model": "the method's reward model (method cells)",
     "policy": "the base policy",
     "zero_shot": "the zero-shot cell of the same benchmark, policy and seed",
+    "true_reward": "the simulated users' known reward (a sim benchmark's true_reward.json)",
+    "oracle": "the oracle cell of the same benchmark, policy and seed (sim benchmarks)",
 }
 # how a column's values are shown in the report
 UNITS = {"fraction": "a fraction, shown in % (x 100)", "number": "shown as it is"}
@@ -95,7 +97,8 @@ class Column:
 
 @dataclass(frozen=True)
 class ZeroShot:
-    """The finished zero-shot cell a method cell is compared with."""
+    """A finished cell a method cell is compared with: the zero-shot cell (``ctx.zero_shot``)
+    or the oracle's cell (``ctx.oracle``, sim benchmarks)."""
 
     metrics: dict[str, Any]
     generations: list[dict[str, Any]] | None = None
@@ -112,7 +115,8 @@ class CellContext:
     ``icl`` (the cell decoder's settings, which the ICL scorer renders demonstrations with):
     cells whose decoder uses the support set (ICL, ICL-RAG) only. ``model_results``: files
     the model job wrote (``{"rm_accuracy": {...}}``). ``results``: what earlier metrics of this
-    cell computed (filled in as they run).
+    cell computed (filled in as they run). ``oracle``: the finished cell of the ``oracle``
+    method (sim benchmarks, method cells of a run that has one).
     """
 
     kind: str
@@ -128,6 +132,7 @@ class CellContext:
     icl: dict[str, Any] | None = None
     generations: list[dict[str, Any]] | None = None
     zero_shot: ZeroShot | None = None
+    oracle: ZeroShot | None = None
     model_results: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -144,6 +149,8 @@ class CellContext:
             "reward_model": self.reward_model is not None,
             "policy": self.policy is not None,
             "zero_shot": self.zero_shot is not None,
+            "true_reward": self.benchmark.true_reward is not None,
+            "oracle": self.oracle is not None,
         }
         return present[need]
 

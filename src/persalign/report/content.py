@@ -26,6 +26,7 @@ from persalign.report.findings import Finding, benchmark_findings, findings_tabl
 from persalign.report.formatting import slug
 from persalign.report.meta_evaluation import meta_evaluation, meta_evaluation_table
 from persalign.report.results import RunResults
+from persalign.report.sim_findings import sim_findings, spread_table
 from persalign.report.tables import benchmark_tables
 from persalign.report.tabular import Table
 
@@ -85,10 +86,14 @@ def benchmark_report(results: RunResults, benchmark: str, n_boot: int = 1000) ->
     def labelled(table: Table) -> Table:
         return replace(table, label=f"tab:{slug(benchmark)}:{table.key}")
 
-    findings = benchmark_findings(results, benchmark, n_boot)
+    findings = sim_findings(results, benchmark, n_boot) + benchmark_findings(
+        results, benchmark, n_boot
+    )
     evaluation = meta_evaluation(results, benchmark, n_boot)
     tables = benchmark_tables(results, benchmark, n_boot)
     tables.append(labelled(cost_table(results, benchmark)))
+    spread = spread_table(results, benchmark)  # sim benchmarks: collapsed users
+    tables += [labelled(spread)] if spread is not None else []
     figures = benchmark_figures(results, benchmark)
     with matplotlib.style.context("default"):
         figure = quality_cost_figure(results, benchmark)

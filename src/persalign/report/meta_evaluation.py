@@ -57,7 +57,7 @@ SELECTION = (
     "gt_top1",
     "prefix_accuracy",
 )
-TARGETS = ("rouge1", "rougeL", "bertscore_f1")
+TARGETS = ("rouge1", "rougeL", "bertscore_f1", "true_gain", "true_win_rate")  # true_*: sim only
 UNITS_NOTE = "(method, seed) units: one point per reward-method cell"
 UNTRUSTED = "‡"
 

@@ -26,6 +26,7 @@ from persalign.metrics.base import Column
 log = logging.getLogger(__name__)
 
 BASELINE_ORDER = {"zero-shot": 0, "icl": 1, "icl-rag": 2}
+ORACLE_ROW = "oracle"  # sim benchmarks' ceiling (reward method oracle): not a meta-evaluation unit
 # the numbers of a cell's ``cost`` block (wall clock, forward passes, memory); read only by the
 # cost table and figure (report.cost), never by the quality tables
 COST_KEYS = (
@@ -242,6 +243,7 @@ class RunResults:
             if cell.benchmark == benchmark
             and cell.policy == policy
             and cell.kind == "method"
+            and cell.method != ORACLE_ROW
             and cell.per_user.get(metric)
         }
 

@@ -36,7 +36,7 @@ from persalign.rewards.engine.saving import save_reward_model
 from persalign.rewards.engine.stepping import commit_hidden, start_hidden, step_hidden
 from persalign.rewards.engine.training import adapt_user_vector, default_training_step, fit
 from persalign.rewards.registry import METHODS
-from persalign.types import Preference
+from persalign.types import Benchmark, Preference
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,10 @@ class RewardModel(nn.Module):
     def user_regularizer(self, z: torch.Tensor) -> torch.Tensor:
         """Extra loss on a user vector during adaptation (default: none)."""
         return z.new_zeros(())
+
+    def use_benchmark(self, bench: Benchmark) -> None:
+        """Called by the runner (and ``persalign train``) with the benchmark before fitting and
+        after loading; the default ignores it (the ``oracle`` reads ``bench.true_reward``)."""
 
     def before_fit(self, pairs: Sequence[Preference]) -> None:
         """Called once before training, after the train users are known (e.g. warm starts)."""

@@ -35,7 +35,7 @@ from persalign.runs import workspace
 from persalign.runs.cost import CostMeter, model_costs
 from persalign.runs.lambda_selection import select_lambda, split_train_heldout
 from persalign.runs.plan import Job
-from persalign.runs.specs import CellJobSpec
+from persalign.runs.specs import CellJobSpec, JobRef
 from persalign.runs.workspace import GENERATIONS, PARTIAL, job_log
 from persalign.types import Benchmark
 
@@ -139,12 +139,16 @@ def choose_lambda(
 
 def _zero_shot(run_dir: Path, spec: CellJobSpec) -> ZeroShot | None:
     """The finished zero-shot cell a method cell compares with (None when the run has none)."""
-    ref = spec.zero_shot
+    return _finished_cell(run_dir, spec.zero_shot, "zero-shot")
+
+
+def _finished_cell(run_dir: Path, ref: JobRef | None, what: str) -> ZeroShot | None:
+    """A finished cell's metrics and generations (the zero-shot or the oracle cell)."""
     if ref is None:
         return None
     folder = run_dir / "cells" / ref.id
     if not cell_finished(folder, ref.hash):
-        raise RuntimeError(f"the zero-shot cell {ref.id} has not finished")
+        raise RuntimeError(f"the {what} cell {ref.id} has not finished")
     gens = folder / GENERATIONS
     return ZeroShot(
         read_json(folder / METRICS_FILE),
@@ -170,6 +174,7 @@ def evaluate_cell(
     if spec.model is not None:
         model_dir = run_dir / "models" / spec.model.id
         rm = workspace.reward_model(model_dir, spec.model.hash)
+        rm.use_benchmark(bench)  # the oracle reads the simulated users' true reward
         out["personalized"] = bool(rm.personalized)
         for name in MODEL_RESULTS:
             if (model_dir / f"{name}.json").is_file():
@@ -213,6 +218,7 @@ def evaluate_cell(
         icl=dict(spec.decoder_settings) if decoder_class.needs_support else None,
         generations=gens,
         zero_shot=_zero_shot(run_dir, spec) if spec.kind == "method" else None,
+        oracle=_finished_cell(run_dir, spec.oracle, "oracle"),
         model_results=model_results,
     )
     out.update(compute_cell_metrics(ctx))

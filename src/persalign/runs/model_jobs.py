@@ -69,6 +69,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         train, heldout = heldout_split(bench, spec)
         torch.manual_seed(spec.seed)
         rm = create(spec.reward_method, **spec.reward_config)
+        rm.use_benchmark(bench)  # the oracle reads the simulated users' true reward
         fit_started = time.perf_counter()  # model loading aside
         history = rm.fit(train, log_path=tmp / "train_log.jsonl")
         adapt_started = time.perf_counter()

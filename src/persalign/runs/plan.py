@@ -49,6 +49,8 @@ from persalign.runs.specs import (
     spec_hash,
 )
 
+ORACLE = "oracle"  # the reward method whose cell the others' ``captured`` metric reads
+
 
 @dataclass(frozen=True)
 class Job:
@@ -209,25 +211,30 @@ def _policy_cells(
                 )
             )
     zero_ref = JobRef(id=zero_shot.id, hash=zero_shot.spec_hash) if zero_shot else None
-    for method, model in models.items():
+    oracle: Job | None = None  # the oracle's cell (sim benchmarks) comes first: others read it
+    for method in sorted(models, key=lambda m: config.method_options(m)[0] != ORACLE):
+        model = models[method]
         name, decoder, _ = config.method_options(method)
         needs = (model.id,) + ((zero_shot.id,) if zero_shot else ())
+        needs += (oracle.id,) if oracle else ()
         generate, lam = method_cell(config, name, decoder)
-        cells.append(
-            cell(
-                f"{prefix}__{method}__s{seed}",
-                needs,
-                kind="method",
-                method=method,
-                reward_method=name,
-                decoder=decoder,
-                decoder_settings=decoder_settings(config, decoder, seed),
-                model=JobRef(id=model.id, hash=model.spec_hash),
-                zero_shot=zero_ref,
-                lam=config.lam if lam else None,
-                generate=generate,
-            )
+        job = cell(
+            f"{prefix}__{method}__s{seed}",
+            needs,
+            kind="method",
+            method=method,
+            reward_method=name,
+            decoder=decoder,
+            decoder_settings=decoder_settings(config, decoder, seed),
+            model=JobRef(id=model.id, hash=model.spec_hash),
+            zero_shot=zero_ref,
+            oracle=JobRef(id=oracle.id, hash=oracle.spec_hash) if oracle else None,
+            lam=config.lam if lam else None,
+            generate=generate,
         )
+        cells.append(job)
+        if name == ORACLE and oracle is None and generate:
+            oracle = job
     return cells
 
 

@@ -106,9 +106,18 @@ class CellJobSpec(Spec):
     reward_method: str | None = Field(None, description="Method cells: the registered method.")
     model: JobRef | None = Field(None, description="Method cells: the trained reward model.")
     zero_shot: JobRef | None = Field(None, description="The zero-shot cell (win rate, base acc).")
+    oracle: JobRef | None = Field(
+        None, description="Method cells of a run with the oracle method: its cell (captured)."
+    )
     lam: LambdaConfig | None = Field(
         None, alias="lambda", description="Method cells: lambda selection."
     )
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if out.get("oracle") is None:  # runs without an oracle keep their spec hashes
+            out.pop("oracle", None)
+        return out
 
 
 JobSpec = ModelJobSpec | CellJobSpec
