@@ -203,7 +203,7 @@ def loo_text(mc: MetaCorrelation) -> str:
 Rule = Callable[[tuple[float, float] | None, int, int], tuple[str, str]]
 
 
-def _correlation_finding(
+def correlation_finding(
     scale: str, claim: str, paper: str, mc: MetaCorrelation, rule: Rule, primary: bool
 ) -> Finding:
     if mc.units == 0:
@@ -286,7 +286,7 @@ def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> l
                     results, benchmark, column.policy, "rm_accuracy", target, n_boot, units
                 )
                 primary = units == "methods"
-                out.append(_correlation_finding(column.label, claim, paper, mc, rule, primary))
+                out.append(correlation_finding(column.label, claim, paper, mc, rule, primary))
         out.append(_icl_rag_finding(results, benchmark, column.policy, n_boot))
     return out
 

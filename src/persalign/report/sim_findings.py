@@ -10,8 +10,9 @@ Per policy scale, stated in this order:
 1. The oracle's true gain (``oracle`` row minus zero-shot, per user, mean over users, 95%
    bootstrap CI over users): if it is not above 0, no method can show a gain and every other
    null result is about the setup.
-2. Which selection metric predicts true gain (and true win rate): Kendall tau over (method, seed)
-   units (the oracle is not a unit), CI over users, as report.meta_evaluation. The claim is that
+2. Which selection metric predicts true gain (and true win rate): Kendall tau over methods (each
+   method's mean over seeds: the verdict), then over (method, seed) units, the oracle never a
+   unit, CI over users and the leave-one-method-out range, as report.findings. The claim is that
    the metric predicts: tau >= PREDICTS_TAU with a CI that excludes 0 ("holds"); "does not hold"
    when the CI's upper end is below PREDICTS_TAU; "inconclusive" otherwise. RM accuracy comes
    first; ``true_rm_accuracy`` (noise-free) is shown beside it.
@@ -40,14 +41,15 @@ from persalign.report.findings import (
     HOLDS,
     INCONCLUSIVE,
     Finding,
-    _too_few,
+    correlation_finding,
     paired_difference,
     sign_verdict,
 )
 from persalign.report.formatting import NA, fixed
-from persalign.report.meta_evaluation import SEED, SELECTION, metric_label, unit_correlation
+from persalign.report.meta_evaluation import SELECTION, metric_label
 from persalign.report.results import ORACLE_ROW, RunResults
 from persalign.report.tabular import Table
+from persalign.report.units import SEED, too_few, unit_correlation
 
 PREDICTS_TAU = 0.6  # "predicts": Kendall tau at least this, with a CI that excludes 0
 SIM_TARGETS = ("true_gain", "true_win_rate")
@@ -60,14 +62,15 @@ def is_sim(results: RunResults, benchmark: str) -> bool:
 
 
 def predicts_verdict(
-    r: float | None, ci: tuple[float, float] | None, users: int, units: int
+    r: float | None, ci: tuple[float, float] | None, users: int, methods: int
 ) -> tuple[str, str]:
-    """The claim tau >= PREDICTS_TAU with a CI excluding 0: (verdict, reason)."""
+    """The claim tau >= PREDICTS_TAU with a CI excluding 0: (verdict, reason); a verdict needs
+    the findings' minimum of users and distinct reward methods (report.units.too_few)."""
     if r is None or ci is None:
         return INCONCLUSIVE, "no CI (too few units, a constant metric, or --bootstrap 0)"
-    too_few = _too_few(users, units)
-    if too_few:
-        return INCONCLUSIVE, too_few
+    short = too_few(users, methods)
+    if short:
+        return INCONCLUSIVE, short
     if r >= PREDICTS_TAU and ci[0] > 0:
         return HOLDS, f"τ >= {PREDICTS_TAU:g} and the CI lies above 0"
     if ci[1] < PREDICTS_TAU:
@@ -141,28 +144,20 @@ def _policy_findings(
     oracle_gain = mean
     for metric in ("rm_accuracy", "true_rm_accuracy", *(m for m in SELECTION[1:])):
         for target in SIM_TARGETS:
-            mc = unit_correlation(results, benchmark, policy, metric, target, n_boot)
-            if mc.units == 0:
-                continue
-            verdict, reason = predicts_verdict(mc.r(), mc.ci(), mc.users, mc.units)
             claim = (
                 f"{metric_label(results, metric)} predicts {metric_label(results, target)} "
                 f"(τ >= {PREDICTS_TAU:g}, CI above 0)"
             )
-            out.append(
-                Finding(
-                    scale,
-                    claim,
-                    PAPER,
-                    "Kendall τ",
-                    mc.r(),
-                    mc.ci(),
-                    f"{mc.units} (method, seed) units, {mc.users} users",
-                    mc.users,
-                    verdict,
-                    reason,
-                )
-            )
+            # the verdict over methods (each method's mean over seeds), then (method, seed) units
+            for units, primary in (("methods", True), ("method-seed", False)):
+                mc = unit_correlation(results, benchmark, policy, metric, target, n_boot, units)
+                if mc.units == 0:
+                    continue
+
+                def rule(ci, users, methods, mc=mc):
+                    return predicts_verdict(mc.r(), ci, users, methods)
+
+                out.append(correlation_finding(scale, claim, PAPER, mc, rule, primary))
     out.append(_icl_rag(results, benchmark, policy, scale, oracle_gain, n_boot))
     rows = [r.label for r in results.rows(benchmark) if r.label not in (ORACLE_ROW, ZERO_SHOT)]
     for row in rows:
