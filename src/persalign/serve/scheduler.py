@@ -69,6 +69,7 @@ class Scheduler:
         self.waiting: collections.deque[Row] = collections.deque()
         self.batches: list[Batch] = []
         self._stopping = threading.Event()
+        self.beat = time.monotonic()  # the loop's last pass (liveness: /health)
         self._thread = threading.Thread(target=self._run, name="persalign-scheduler", daemon=True)
 
     # ------------------------------------------------------------------ any thread
@@ -95,6 +96,16 @@ class Scheduler:
         return future
 
     @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stalled(self, limit: float) -> float | None:
+        """Seconds since the loop last passed when over ``limit`` (idle, it passes every
+        0.5 s), else None."""
+        since = time.monotonic() - self.beat
+        return since if since > limit else None
+
+    @property
     def live(self) -> int:
         return sum(len(b.rows) for b in self.batches)
 
@@ -108,6 +119,7 @@ class Scheduler:
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:
         while True:
+            self.beat = time.monotonic()
             idle = not self.batches and not self.waiting
             if idle and self._stopping.is_set() and self.inbox.empty():
                 return

@@ -1,9 +1,11 @@
 """The server's state: models, limits, scheduler, users; turns request bodies into rows.
 
-    service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")
-    service.start()                                  # replays the journal, starts the thread
+    service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")  # SQLite there
+    service = Service(policy, rm, ServeLimits(), store="postgresql://db/persalign")  # shared
+    service.start()                                  # loads the stored users, starts the thread
     spec = service.spec(body)                        # a RowSpec, or an ApiError (4xx)
     info = await service.onboard("alice", prefs)     # adapt (off the decoding thread), install
+    service.delete("alice")                          # store and this replica
     service.stop()                                   # finishes in-flight rows
 
 Prompts are never cut to fit: one over the policy's or the reward model's prompt budget, or
@@ -28,7 +30,7 @@ from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
-from persalign.serve.users import UserStore
+from persalign.serve.store import UserStore
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,16 @@ class Service:
         limits: ServeLimits,
         state_dir: str | Path | None = None,
         icl_options: dict[str, Any] | None = None,
+        store: str | None = None,
     ):
         self.policy, self.rm, self.limits = policy, reward_model, limits
         self.metrics = ServeMetrics()
         self.people = Personalizer(reward_model, limits.unknown_user)
-        self.store = UserStore(state_dir) if state_dir is not None else None
+        self.store = (
+            UserStore.open(store, folder=state_dir)
+            if store is not None or state_dir is not None
+            else None
+        )
         self.support: dict[str, list[Preference]] = {}
         self.prompters = {  # servable decoders of the policy alone: they build the prompt
             name: _prompter(name, policy, self.support, icl_options or {})
@@ -92,7 +99,7 @@ class Service:
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Replay the journal (re-adapting stale vectors), then start decoding."""
+        """Load the stored users (adapting imported ones), then start decoding."""
         self.onboarder.replay()
         self.scheduler.start()
 
@@ -145,6 +152,7 @@ class Service:
 
     def spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
         """The row for a validated request body; ApiError when it is outside the limits."""
+        self.onboarder.sync(body.user)  # another replica may have onboarded or deleted them
         with self.preparing:
             return self._spec(body)
 
@@ -199,9 +207,15 @@ class Service:
         )
 
     # ------------------------------------------------------------------ users
-    async def onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        """Adapt ``user`` off the decoding thread; journal, persist, install (onboarding.py)."""
-        return await self.onboarder.onboard(user, items)
+    async def onboard(self, user: str, items: list[Any], key: str | None = None) -> dict:
+        """Adapt ``user`` off the decoding thread; store, install (onboarding.py)."""
+        return await self.onboarder.onboard(user, items, key)
+
+    def delete(self, user: str) -> dict[str, Any]:
+        """Remove ``user``'s texts and vector (404 when neither the store nor we know them)."""
+        if not self.onboarder.delete(user):
+            raise ApiError(404, f"no onboarded user {user!r}", param="user_id")
+        return {"id": user, "object": "user.deleted", "deleted": True}
 
     def user_status(self, user: str | None) -> str:
         """``own`` (the user's vector), ``default`` (the population's) or ``global``."""
@@ -210,6 +224,7 @@ class Service:
         return "own" if self.people.known(user) else "default"
 
     def user_info(self, user: str) -> dict[str, Any]:
+        self.onboarder.sync(user, force=True)
         return self.onboarder.info(user)
 
 
