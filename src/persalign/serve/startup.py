@@ -21,6 +21,7 @@ from pathlib import Path
 
 from persalign.errors import ConfigError
 from persalign.models.loading import resolve_model_path
+from persalign.serve.store import engine_for
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 ALL_HOSTS = {"0.0.0.0", "::", ""}
@@ -86,8 +87,6 @@ def check_store(url: str) -> None:
     """``--store`` names a database SQLAlchemy reaches (postgresql:// or sqlite://)."""
     if not url.startswith(("postgresql", "postgres://", "sqlite")):
         raise ConfigError(f"--store {url.split('@')[-1]}: use postgresql://... or sqlite:///...")
-    from persalign.serve.store import engine_for  # sqlalchemy: only when a store is named
-
     try:
         engine = engine_for(url)
         with engine.connect() as conn:
