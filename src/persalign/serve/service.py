@@ -87,6 +87,7 @@ class Service:
             self.metrics,
             max_queue=limits.max_queue,
             queue_timeout=limits.queue_timeout,
+            max_batch_tokens=limits.max_batch_tokens,
         )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
         self.onboarder = Onboarder(self.people, self.store, self.scheduler, self.support, limits)
@@ -141,6 +142,14 @@ class Service:
                 f"the {what} prompt has {len(ids)} tokens, more than the "
                 f"{formatter.max_prompt_tokens} allowed (it is not truncated)",
                 param="prompt",
+            )
+        budget = self.limits.max_batch_tokens
+        if what == "policy" and budget is not None and len(ids) + tokens > budget:
+            raise ApiError(
+                400,
+                f"prompt ({len(ids)} tokens) plus max_tokens ({tokens}) exceeds "
+                f"--max-batch-tokens {budget}",
+                param="max_tokens",
             )
         if what == "policy" and len(ids) + tokens > self.context:
             raise ApiError(
