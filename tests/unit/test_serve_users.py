@@ -371,3 +371,65 @@ def copy_rm(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_served_icl_rag_embeds_support_at_onboarding_and_only_the_query_per_request(
+    tmp_path, rm, tiny_lm_other, monkeypatch
+):
+    """The embedder loads once; onboarding embeds the user's prompts; a request embeds its
+    query alone and writes no file; the demonstrations are the decoder's own (reference:
+    IclRagDecoder with the same embedder); a deleted user's vectors are gone."""
+    import hashlib
+
+    import numpy as np
+
+    import persalign.decoding.icl_rag as icl_rag_module
+    import persalign.serve.retrieval as retrieval
+    from persalign.decoding.base import GenerationRequest
+    from persalign.decoding.icl_rag import IclRagDecoder
+
+    class HashEmbedder:
+        def __init__(self):
+            self.calls: list[list[str]] = []
+
+        def encode(self, texts):
+            self.calls.append(list(texts))
+            out = np.zeros((len(texts), 32), dtype=np.float32)
+            for i, text in enumerate(texts):
+                for word in text.lower().split():
+                    out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % 32] += 1.0
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    embedder, loads = HashEmbedder(), []
+    monkeypatch.setattr(
+        retrieval, "load_embedder", lambda spec, **kw: loads.append(spec) or embedder
+    )
+    policy = Policy.load(tiny_lm_other, device="cpu")
+    icl = {"retrieval": "embedding", "shots": 2}
+    service = Service(policy, rm, ServeLimits(), state_dir=tmp_path / "s", icl_options=icl)
+    service.start()
+    support = [
+        Preference(f"p{i}", "ivy", prompt, "yes", "no")
+        for i, prompt in enumerate(["red apple pie", "blue sky day", "green apple tart", "sea"])
+    ]
+    try:
+        asyncio.run(service.onboard("ivy", support))
+        assert len(loads) == 1 and embedder.calls == [sorted(p.prompt for p in support)]
+        before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+        ask = CompletionRequest(
+            model="persalign", prompt="apple cake", user="ivy", persalign={"decoder": "icl-rag"}
+        )
+        spec = service.spec(ask)
+        assert embedder.calls[-1] == ["apple cake"] and len(loads) == 1
+        assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before  # no cache file
+        reference = IclRagDecoder(
+            policy, settings=IclRagDecoder.settings_class(**icl), support=service.support
+        )
+        monkeypatch.setattr(icl_rag_module, "load_embedder", lambda spec, **kw: embedder)
+        monkeypatch.setattr(icl_rag_module, "cached_encode", lambda e, texts, **kw: e.encode(texts))
+        expected = reference.prepare([GenerationRequest("q", "ivy", "apple cake")])[0]
+        assert spec.policy_ids == list(expected.prompt_ids)
+        assert service.delete("ivy")["deleted"]
+        assert "ivy" not in service.prompters["icl-rag"].by_user
+    finally:
+        service.stop()

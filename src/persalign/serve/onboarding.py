@@ -81,11 +81,11 @@ class Onboarder:
         scheduler: Scheduler,
         support: dict[str, list[Preference]],
         limits: ServeLimits,
-        on_support: Callable[[str, list[Preference]], None] | None = None,
+        on_support: Callable[[str, list[Preference] | None], None] | None = None,
     ):
         self.people, self.store, self.scheduler = people, store, scheduler
         self.support, self.limits = support, limits
-        self.on_support = on_support  # e.g. icl-rag embeds a user's prompts (worker thread)
+        self.on_support = on_support  # icl-rag embeds a user's prompts (None: forgets them)
         self.records: dict[str, UserView] = {}
         self.versions: dict[str, int] = {}  # the store version this replica serves per user
         self.checked: dict[str, float] = {}  # when each user's version was last read
@@ -128,6 +128,8 @@ class Onboarder:
 
     def _forget(self, user: str) -> None:
         self._on_model_thread(lambda: self.people.remove(user))
+        if self.on_support is not None:
+            self.on_support(user, None)
         self.support.pop(user, None)
         self.records.pop(user, None)
         self.versions.pop(user, None)

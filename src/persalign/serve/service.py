@@ -22,12 +22,14 @@ from typing import Any
 
 from persalign.decoding import DECODERS, Policy, create_decoder
 from persalign.decoding.base import Decoder, GenerationRequest
+from persalign.decoding.icl import icl_prompt_ids
 from persalign.models.encoding import PromptFormatter
 from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.metrics import ServeMetrics
 from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
+from persalign.serve.retrieval import ServedIclRag
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
 from persalign.serve.store import UserStore
@@ -90,8 +92,16 @@ class Service:
             max_batch_tokens=limits.max_batch_tokens,
         )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.onboarder = Onboarder(self.people, self.store, self.scheduler, self.support, limits)
-        self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
+        rag = next((p for p in self.prompters.values() if isinstance(p, ServedIclRag)), None)
+        self.onboarder = Onboarder(
+            self.people,
+            self.store,
+            self.scheduler,
+            self.support,
+            limits,
+            on_support=rag.embed_support if rag is not None else None,
+        )
+        self.preparing = threading.Lock()  # the tokenizers: one request at a time
         if limits.decoder not in self.decoders():
             raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
 
@@ -162,10 +172,15 @@ class Service:
     def spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
         """The row for a validated request body; ApiError when it is outside the limits."""
         self.onboarder.sync(body.user)  # another replica may have onboarded or deleted them
+        demos = None
+        prompter = self.prompters.get(body.persalign.decoder or self.limits.decoder)
+        if isinstance(prompter, ServedIclRag) and isinstance(body, CompletionRequest):
+            # retrieval (icl-rag embeds the query) outside the lock: requests embed in parallel
+            demos = prompter.demonstrations(GenerationRequest("q", body.user or "", body.prompt))
         with self.preparing:
-            return self._spec(body)
+            return self._spec(body, demos)
 
-    def _spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
+    def _spec(self, body: CompletionRequest | ChatRequest, demos=None) -> RowSpec:
         decoder, lam, k, tokens = self._options(body)
         try:
             reward_user = self.people.reward_user(body.user)
@@ -180,6 +195,16 @@ class Service:
             messages = [m.as_dict() for m in body.messages]
             policy_ids = self.policy.formatter.messages_ids(messages)
             reward_ids = self.rm.formatter.messages_ids(messages) if guided else None
+        elif builds_prompt and demos is not None:  # icl-rag: demonstrations chosen already
+            settings = prompter.settings
+            policy_ids = icl_prompt_ids(
+                self.policy.formatter,
+                demos,
+                body.prompt,
+                settings.max_prompt_tokens,
+                settings.demonstrations,
+            )[0]
+            reward_ids = None
         elif builds_prompt:
             request = GenerationRequest("q", body.user or "", body.prompt)
             policy_ids = list(prompter.prepare([request])[0].prompt_ids or [])
@@ -245,11 +270,13 @@ def _seed(body: _Common) -> int:
 
 
 def _prompter(name: str, policy: Policy, support: dict, options: dict[str, Any]):
-    """An instance of decoder ``name`` (its options among ``options``) to build prompts."""
+    """An instance of decoder ``name`` (its options among ``options``) to build prompts;
+    icl-rag as the server's ServedIclRag (embedder loaded once, vectors in memory)."""
     cls = DECODERS.get(name)
-    return create_decoder(
-        name, policy, support=support, **{k: v for k, v in options.items() if cls.takes(k)}
-    )
+    given = {k: v for k, v in options.items() if cls.takes(k)}
+    if name == ServedIclRag.name:
+        return ServedIclRag(policy, settings=ServedIclRag.settings_class(**given), support=support)
+    return create_decoder(name, policy, support=support, **given)
 
 
 def _builds_prompt(decoder: Any) -> bool:
