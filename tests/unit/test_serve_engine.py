@@ -168,3 +168,89 @@ def test_incremental_detokenization_equals_decoding_every_token(spec, tiny_lm):
                 assert r.text == full, (trial, len(r.tokens))
             else:
                 assert full.startswith(r.text.rstrip("\ufffd"))
+
+
+def run_scheduler(scheduler: Scheduler, rows: list[Row], timeout: float = 60) -> dict:
+    """Submit ``rows`` before the thread starts (one admission round); their last events."""
+    outcome: dict[int, tuple[str, dict]] = {}
+    finished = threading.Event()
+
+    def sink_for(i):
+        def sink(kind, data):
+            if kind in ("done", "error"):
+                outcome[i] = (kind, data)
+                if len(outcome) == len(rows):
+                    finished.set()
+
+        return sink
+
+    for i, r in enumerate(rows):
+        r.sink = sink_for(i)
+        scheduler.submit(r)
+    scheduler.start()
+    assert finished.wait(timeout)
+    scheduler.stop()
+    return outcome
+
+
+def test_an_out_of_memory_step_fails_only_the_rows_that_do_not_fit(models, monkeypatch):
+    """A step over 2 rows raises OOM: the newest rows fail with 503 one by one, the two that
+    fit decode exactly what they decode alone."""
+    policy, rm = models
+    engine = Engine(policy, rm)
+    real = engine.next_tokens
+    attempts = []
+
+    def tight(batch):
+        attempts.append(len(batch.rows))
+        if len(batch.rows) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch)
+
+    monkeypatch.setattr(engine, "next_tokens", tight)
+    rows = [row(policy, rm, i, 1.0, 5) for i in range(4)]
+    outcome = run_scheduler(Scheduler(engine, max_batch=4), rows)
+    assert attempts[:3] == [4, 3, 2]
+    for i in (0, 1):
+        assert outcome[i][0] == "done" and outcome[i][1]["tokens"] == alone(policy, rm, i, 1.0, 5)
+    for i in (2, 3):
+        kind, data = outcome[i]
+        assert kind == "error" and data["status"] == 503 and data["code"] == "out_of_memory"
+
+
+def test_a_row_that_alone_does_not_fit_fails_and_the_server_goes_on(models, monkeypatch):
+    policy, rm = models
+    engine = Engine(policy, rm)
+    real = engine.next_tokens
+
+    def tight(batch):
+        if any(len(r.spec.policy_ids) > 20 for r in batch.rows):
+            raise torch.OutOfMemoryError("out of memory")
+        return real(batch)
+
+    monkeypatch.setattr(engine, "next_tokens", tight)
+    rows = [row(policy, rm, 1, 1.0, 4), row(policy, rm, 2, 1.0, 4)]  # 1: a long prompt
+    assert len(rows[0].spec.policy_ids) > 20 >= len(rows[1].spec.policy_ids)
+    outcome = run_scheduler(Scheduler(engine, max_batch=1), rows)
+    assert outcome[0][0] == "error" and outcome[0][1]["code"] == "out_of_memory"
+    assert outcome[1][0] == "done" and outcome[1][1]["tokens"] == alone(policy, rm, 2, 1.0, 4)
+
+
+def test_max_batch_tokens_admits_by_padded_tokens_not_rows(models):
+    """Every row holds prompt + max_tokens; the batch is rows x the longest. With room for
+    about two rows' tokens, no step ever runs more, and every row still finishes exactly."""
+    policy, rm = models
+    rows = [row(policy, rm, i, 1.0, 4) for i in (0, 2, 4, 0)]
+    longest = max(r.size for r in rows)
+    scheduler = Scheduler(Engine(policy, rm), max_batch=8, max_batch_tokens=2 * longest)
+    outcome = run_scheduler(scheduler, rows)
+    for n, i in enumerate((0, 2, 4, 0)):
+        assert outcome[n][0] == "done" and outcome[n][1]["tokens"] == alone(policy, rm, i, 1.0, 4)
+    samples = scheduler.metrics.batch_size.collect()[0].samples
+    bucket_2 = next(
+        s.value for s in samples if s.name.endswith("_bucket") and s.labels["le"] == "2.0"
+    )
+    count = next(s.value for s in samples if s.name.endswith("_count"))
+    total = next(s.value for s in samples if s.name.endswith("_sum"))
+    assert bucket_2 == count  # no step ran with more than two rows
+    assert total / count > 1.2  # but rows did share steps

@@ -1,9 +1,10 @@
 """``persalign serve`` as a real process on 127.0.0.1: API, errors, streaming, users, signals.
 
 One server (tiny random models) serves most tests; the last test kills it with ``kill -9`` while
-users are being onboarded, restarts it on the same state folder, checks that every
-acknowledged preference set survived, then sends SIGTERM during a request and checks that the
-request finishes and the process exits 0. Every wait is bounded; no process is left running.
+users are being onboarded, restarts it on the same state folder (its SQLite user store),
+checks that every acknowledged preference set survived, then sends SIGTERM during a request
+and checks that the request finishes and the process exits 0. Every wait is bounded; no
+process is left running.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import persalign.rewards as rewards
 from persalign.cli import main
 from persalign.decoding.args import ArgsDecoder, ArgsSettings
 from persalign.decoding.base import GenerationRequest
 from persalign.decoding.policy import Policy
+from persalign.serve.store import UserStore
 
 KEY = "test-key-123"
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
@@ -369,9 +370,8 @@ def test_kill_9_during_onboarding_then_restart_then_sigterm_drains(server, model
                     rtol=1e-4,
                     atol=1e-5,
                 )
-        assert not list((state / "users").glob(".*.tmp"))
-        for path in (state / "users").glob("*.safetensors"):
-            assert load_file(str(path))["z"].shape == (len(before["vector"]),)
+        for stored in UserStore.open(None, folder=state).load().values():
+            assert stored.vector.shape == (len(before["vector"]),)  # never torn
         outcome = {}
 
         def long_request():

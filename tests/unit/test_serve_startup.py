@@ -125,7 +125,7 @@ def test_bad_files_and_folders_fail_before_any_model_loads(stub, capsys, tmp_pat
     assert "weights.safetensors" in refused([*argv, *port], capsys)
     (tmp_path / "rm" / "weights.safetensors").write_bytes(b"")
     (tmp_path / "afile").write_text("x")
-    assert "--state-dir" in refused([*argv, *port, "--state-dir", str(tmp_path / "afile")], capsys)
+    assert "--state" in refused([*argv, *port, "--state-dir", str(tmp_path / "afile")], capsys)
     assert "--reward" in refused([*argv[:3], "--reward", str(tmp_path / "none"), *port], capsys)
     assert not calls
 

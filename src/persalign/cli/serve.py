@@ -2,13 +2,16 @@
 
     persalign serve --policy bundled:smollm2-135m-instruct --reward runs/lore \\
         [--decoder args|zero-shot|icl-rag] [--lam 1.0] [--k 10] [--host 127.0.0.1] \\
-        [--port 8000] [--max-batch 16] [--api-key KEY] [--state-dir DIR] [--unknown-user 404]
+        [--port 8000] [--max-batch 16] [--api-key KEY] [--admin-key KEY] [--state DIR] \
+        [--store postgresql://user@host/db] [--unknown-user 404]
 
 Binds 127.0.0.1 unless told otherwise. ``--api-key`` (or ``PERSALIGN_API_KEY``) makes every
 request without ``Authorization: Bearer KEY`` a 401; an empty or blank key is refused, and the
-server is open only when neither is given (the start-up log says so, and to whom). Every option,
-file and folder is checked, and the port bound, before any model loads (serve/startup.py): a
-bad one is one line and exit 2. SIGTERM drains in-flight requests, exits 0.
+server is open only when neither is given (the start-up log says so, and to whom).
+``--admin-key`` (or ``PERSALIGN_ADMIN_KEY``, same rules) guards the user routes. Users live in
+SQLite in the ``--state`` folder, or in the database of ``--store`` (shared by replicas).
+Every option, file and folder is checked, and the port bound, before any model loads
+(serve/startup.py): a bad one is one line and exit 2. SIGTERM drains in-flight requests, exits 0.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from persalign.errors import ConfigError, validated
 from persalign.models.device import DEVICES, pick_device, pick_dtype
 from persalign.serve import ServeLimits, build_service, run
 from persalign.serve.service import servable_decoders
-from persalign.serve.startup import api_key_from, bind_socket, check_files, openness
+from persalign.serve.startup import (
+    api_key_from,
+    bind_socket,
+    check_files,
+    check_store,
+    openness,
+)
 
 log = logging.getLogger("persalign.serve")
 
@@ -48,8 +57,22 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or PERSALIGN_API_KEY).")
     ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(help="Require 'Bearer KEY' on /v1/users routes (or PERSALIGN_ADMIN_KEY)."),
+    ] = None,
     state_dir: Annotated[
-        Path | None, typer.Option(help="Onboarded users' journal and vectors (REWARD/serving).")
+        Path | None,
+        typer.Option(
+            "--state",
+            "--state-dir",
+            help="Folder of the users' SQLite store (default REWARD/serving); an old journal "
+            "there is imported once.",
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Users' database URL (postgresql://...: shared by replicas)."),
     ] = None,
     unknown_user: Annotated[
         str, typer.Option(help="default: the population's vector; 404: refuse unknown users.")
@@ -81,6 +104,13 @@ def serve(
     queue_timeout: Annotated[
         float, typer.Option(help="Seconds a request may wait for a row (then 503).")
     ] = 60.0,
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(help="Admit rows while rows x longest (prompt + max_tokens) fits."),
+    ] = None,
+    health_timeout: Annotated[
+        float, typer.Option(help="/health is 503 when decoding has not stepped for this long.")
+    ] = 30.0,
     max_lam: Annotated[float, typer.Option(help="Largest lambda a request may ask.")] = 100.0,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask.")] = 50,
     shots: Annotated[int, typer.Option(help="icl-rag demonstrations.")] = 4,
@@ -101,6 +131,7 @@ def serve(
 ) -> None:
     """Serve personalized completions over an OpenAI-compatible HTTP API."""
     key = api_key_from("--api-key", api_key, "PERSALIGN_API_KEY")
+    admin = api_key_from("--admin-key", admin_key, "PERSALIGN_ADMIN_KEY")
     limits = validated(
         ServeLimits,
         {
@@ -120,6 +151,8 @@ def serve(
             "max_user_preferences": max_user_preferences,
             "adapt_timeout": adapt_timeout,
             "max_onboarding_queue": max_onboarding_queue,
+            "max_batch_tokens": max_batch_tokens,
+            "health_timeout": health_timeout,
         },
         head="invalid serve options",
     )
@@ -140,12 +173,16 @@ def serve(
     if state_dir is None and reward is not None:
         state_dir = reward / "serving"
     check_files(policy, reward, state_dir)
+    if store is not None:
+        check_store(store)
     sock = bind_socket(host, port)  # "address in use" now, not after the models load
     try:
         if key is None:
             log.warning(openness(host, port, key))
         else:
             log.info(openness(host, port, key))
+        if admin is None and key is not None:
+            log.warning("no --admin-key: the user routes take the API key")
         service = build_service(
             policy,
             reward,
@@ -154,7 +191,8 @@ def serve(
             device=device,
             dtype=dtype,
             icl_options={"shots": shots, "retrieval": retrieval},
+            store=store,
         )
-        run(service, host=host, port=port, api_key=key, sock=sock)
+        run(service, host=host, port=port, api_key=key, admin_key=admin, sock=sock)
     finally:
         sock.close()

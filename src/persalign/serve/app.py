@@ -1,11 +1,13 @@
 """The FastAPI application: OpenAI-compatible routes over a Service.
 
-    app = create_app(service, api_key="secret")   # uvicorn.run(app, host="127.0.0.1")
+    app = create_app(service, api_key="secret", admin_key="root")   # uvicorn.run(app, ...)
 
 Routes: POST /v1/completions, POST /v1/chat/completions (``stream: true``: server-sent events
-ending with ``data: [DONE]``), GET /v1/models, POST /v1/users/{id}/preferences,
-GET /v1/users/{id}, GET /health, GET /metrics (Prometheus text). The Guard middleware
-(guard.py) checks the API key and the body size and answers unexpected errors with a 500 and a
+ending with ``data: [DONE]``), GET /v1/models, POST /v1/users/{id}/preferences (an
+``Idempotency-Key`` header makes a retried post count once), GET /v1/users/{id},
+DELETE /v1/users/{id}, GET /health (liveness: 503 when the decoding loop has not passed for
+``health_timeout`` seconds), GET /metrics (Prometheus text). The Guard middleware (guard.py)
+checks the API and admin keys and the body size and answers unexpected errors with a 500 and a
 request id; completions.py turns rows into responses. Every refusal is a 4xx with OpenAI's
 error body ``{"error": {"message", "type", "param", "code"}}``; the server keeps serving others.
 A user id is any benchmark id, percent-encoded in the path (``/`` as ``%2F``).
@@ -57,7 +59,9 @@ def _parse(model, data: Any, what: str):
         raise ApiError(400, str(exc)) from None
 
 
-def create_app(service: Service, api_key: str | None = None) -> FastAPI:
+def create_app(
+    service: Service, api_key: str | None = None, admin_key: str | None = None
+) -> FastAPI:
     """The application serving ``service`` (started and stopped with the app's lifespan)."""
 
     @asynccontextmanager
@@ -66,7 +70,7 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         await asyncio.to_thread(service.stop)  # uvicorn has drained the requests by now
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Guard, service=service, api_key=api_key)
+    app.add_middleware(Guard, service=service, api_key=api_key, admin_key=admin_key)
     name = service.limits.model_name
 
     @app.exception_handler(ApiError)
@@ -80,6 +84,12 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
     @app.get("/health")
     async def health():
         sched = service.scheduler
+        stalled = sched.stalled(service.limits.health_timeout) if sched.running else -1.0
+        if stalled is not None:
+            what = "is not running" if stalled < 0 else f"has not stepped for {stalled:.0f} s"
+            return error_response(
+                503, f"the decoding loop {what}", kind="server_error", code="unhealthy"
+            )
         return {
             "status": "ok",
             "model": name,
@@ -116,11 +126,18 @@ def create_app(service: Service, api_key: str | None = None) -> FastAPI:
         items = _parse(PreferenceSet, data, "preferences").preferences
         if len(items) > service.limits.max_preferences:
             raise ApiError(400, f"at most {service.limits.max_preferences} preferences a request")
-        return await service.onboard(user, items)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 256:
+            raise ApiError(400, "Idempotency-Key: 1-256 characters", param="Idempotency-Key")
+        return await service.onboard(user, items, key)
 
     @app.get("/v1/users/{user_id:path}")
     async def user_info(user_id: str):
-        return service.user_info(_user(user_id))
+        return await asyncio.to_thread(service.user_info, _user(user_id))
+
+    @app.delete("/v1/users/{user_id:path}")
+    async def delete_user(user_id: str):
+        return await asyncio.to_thread(service.delete, _user(user_id))
 
     return app
 

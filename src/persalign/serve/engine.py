@@ -27,7 +27,12 @@ import torch
 from persalign.decoding.base import Stepper
 from persalign.serve.batching import compact, join_states, joinable
 
-Sink = Callable[[str, Any], None]  # (event, payload): ("delta", str) | ("done", dict)
+Sink = Callable[[str, Any], None]
+
+
+class StepOutOfMemory(RuntimeError):
+    """Choosing the next tokens ran out of memory; the batch's state is unchanged (retry it
+    with fewer rows)."""  # (event, payload): ("delta", str) | ("done", dict)
 
 
 @dataclass
@@ -63,6 +68,11 @@ class Row:
     submitted: float = field(default_factory=time.perf_counter)
     admitted: float = 0.0
     generator: torch.Generator | None = None
+
+    @property
+    def size(self) -> int:
+        """Tokens the row can hold at most: its prompt plus its budget."""
+        return len(self.spec.policy_ids) + self.spec.max_tokens
 
     @property
     def key(self) -> tuple[bool, int]:
@@ -168,9 +178,29 @@ class Engine:
         self.rm.commit(batch.reward, choice.to(device))
         return top_ids.gather(1, choice[:, None])[:, 0]
 
+    def keep(self, batch: Batch, keep: list[int]) -> torch.Tensor:
+        """Keep rows ``keep`` (indices) of ``batch``; returns them as an index tensor."""
+        index = torch.tensor(keep, dtype=torch.long, device=batch.policy.logits.device)
+        batch.policy.select(index)
+        if batch.reward is not None:
+            batch.reward.select(index.to(self.rm.backbone.device))
+        compact(batch.policy)
+        if batch.reward is not None:
+            compact(batch.reward)
+        batch.rows = [batch.rows[i] for i in keep]
+        return index
+
     def step(self, batch: Batch) -> list[Row]:
-        """One token for every row; returns the rows that finished (already out of ``batch``)."""
-        chosen = self.next_tokens(batch)  # [B]
+        """One token for every row; returns the rows that finished (already out of ``batch``).
+        Raises StepOutOfMemory (state unchanged) when choosing the tokens runs out of memory."""
+        try:
+            chosen = self.next_tokens(batch)  # [B]
+        except torch.OutOfMemoryError as exc:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            raise StepOutOfMemory(
+                str(exc).splitlines()[0] if str(exc) else "out of memory"
+            ) from exc
         keep, done = [], []
         for i, row in enumerate(batch.rows):
             if self.record(row, int(chosen[i])):
@@ -178,15 +208,7 @@ class Engine:
             else:
                 done.append(row)
         if len(keep) < len(batch.rows):
-            index = torch.tensor(keep, dtype=torch.long, device=chosen.device)
-            batch.policy.select(index)
-            if batch.reward is not None:
-                batch.reward.select(index.to(self.rm.backbone.device))
-            compact(batch.policy)
-            if batch.reward is not None:
-                compact(batch.reward)
-            batch.rows = [batch.rows[i] for i in keep]
-            chosen = chosen[index]
+            chosen = chosen[self.keep(batch, keep).to(chosen.device)]
         if batch.rows:
             self.policy.advance(batch.policy, chosen)
         return done

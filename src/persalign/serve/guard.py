@@ -1,10 +1,13 @@
 """ASGI middleware in front of every route: request id, API key, body limit, counting, 500s.
 
-    app.add_middleware(Guard, service=service, api_key="secret")
+    app.add_middleware(Guard, service=service, api_key="secret", admin_key="root")
 
 Every response carries ``x-request-id`` (also in ``scope["state"]["request_id"]`` for the
 routes). With an API key every request but ``/health`` and ``/metrics`` (probes and scrapers,
-as in vLLM) must carry ``Authorization: Bearer KEY``, else a 401. A body over the limit is a
+as in vLLM) must carry ``Authorization: Bearer KEY``, else a 401. With an admin key the user
+routes (``/v1/users/...``: preference posts, reads, deletes) need ``Bearer ADMIN_KEY``
+instead (a 403 for the API key); the admin key also opens every other route. Without an admin
+key the user routes take the API key, as the others. A body over the limit is a
 413, checked on the declared length and while reading. An unexpected exception is logged with
 the request id and answered 500 with OpenAI's error body naming that id.
 """
@@ -39,8 +42,8 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
 class Guard:
     """ASGI middleware: request id, API key, body size limit, request counter, 500 bodies."""
 
-    def __init__(self, app, service: Service, api_key: str | None):
-        self.app, self.service, self.key = app, service, api_key
+    def __init__(self, app, service: Service, api_key: str | None, admin_key: str | None = None):
+        self.app, self.service, self.key, self.admin = app, service, api_key, admin_key
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -79,15 +82,30 @@ class Guard:
         finally:
             self.service.metrics.requests.labels(route, str(status["code"])).inc()
 
+    def _refusal(self, route: str, given: bytes):
+        """A 401/403 response when the request lacks the key its route needs, else None."""
+        if route in OPEN_ROUTES:
+            return None
+        admin = self.admin is not None and hmac.compare_digest(
+            given, f"Bearer {self.admin}".encode()
+        )
+        if route == "/v1/users" and self.admin is not None:
+            if admin:
+                return None
+            if self.key is not None and hmac.compare_digest(given, f"Bearer {self.key}".encode()):
+                return error_response(403, "user routes need the admin key", code="admin_key")
+            return error_response(401, "missing or incorrect admin key", code="invalid_api_key")
+        if self.key is None or admin:
+            return None
+        if hmac.compare_digest(given, f"Bearer {self.key}".encode()):
+            return None
+        return error_response(401, "missing or incorrect API key", code="invalid_api_key")
+
     async def _guarded(self, scope, receive, send, route: str):
         headers = dict(scope["headers"])
-        if self.key is not None and route not in OPEN_ROUTES:
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode()):
-                response = error_response(
-                    401, "missing or incorrect API key", code="invalid_api_key"
-                )
-                return await response(scope, receive, send)
+        refusal = self._refusal(route, headers.get(b"authorization", b""))
+        if refusal is not None:
+            return await refusal(scope, receive, send)
         limit = self.service.limits.max_body_bytes
         try:
             declared = int(headers.get(b"content-length", b"0"))

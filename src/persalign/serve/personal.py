@@ -4,6 +4,7 @@
     people.reward_user("alice")        # "alice" when known, else the population's default row
     z = people.adapt("alice", prefs)   # on a copy of rm: any thread; rm is unchanged
     people.install("alice", z)         # on the model thread: used from the next request on
+    people.remove("alice")             # deleted: unknown again (model thread)
 
 Every adaptation starts from the trained model's own users (its table as loaded), so a user's
 vector depends only on the model and that user's accepted preferences (all of them, in journal
@@ -98,6 +99,19 @@ class Personalizer:
         self.onboarded[user] = vector
         if self.personalized and vector is not None:
             self.rm.add_user(user, vector)
+
+    def remove(self, user: str) -> None:
+        """Stop serving ``user``'s onboarded vector (model thread): a trained user gets their
+        trained vector back, anyone else leaves the table (unknown from now on)."""
+        self.onboarded.pop(user, None)
+        if not self.personalized or user not in self.rm.user_ids:
+            return
+        if user in self.base_users:
+            self.rm.add_user(user, self.base_vector(user))
+            return
+        ids = sorted(self.rm.user_ids, key=self.rm.user_ids.__getitem__)
+        keep = [i for i, u in enumerate(ids) if u != user]
+        self.rm.set_users([ids[i] for i in keep], self.rm.user_table.detach()[keep])
 
     def base_vector(self, user: str) -> torch.Tensor | None:
         """A trained user's vector, from the table as loaded (None for global methods)."""

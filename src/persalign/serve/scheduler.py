@@ -1,6 +1,7 @@
 """The scheduler thread: the only code that touches the models while the server runs.
 
-    scheduler = Scheduler(engine, max_batch=16, max_queue=64, queue_timeout=60.0)
+    scheduler = Scheduler(engine, max_batch=16, max_queue=64, queue_timeout=60.0,
+                          max_batch_tokens=8192)
     scheduler.start()
     scheduler.submit(row)                         # decoded with whatever else is running
                                                   # (QueueFull when max_queue rows wait)
@@ -14,6 +15,13 @@ the new rows as a batch of its own, stepped alongside. Every batch advances one 
 round, finished rows retire at once, so no request waits for another one to finish, and rows
 of different users share every policy and reward-model forward. Jobs (onboarding a user) run
 on this thread too, between rounds, so nothing else touches a model concurrently.
+
+Admission is by rows (``max_batch``) and, with ``max_batch_tokens``, by tokens: a waiting row
+joins only while the live rows plus it, times the longest (prompt + max_tokens) among them
+(rows are left-padded to the longest), fit; the queue stays in order. When choosing a step's
+tokens runs out of memory (``torch.OutOfMemoryError``; the state is unchanged), the batch's
+newest row fails with a 503 (``out_of_memory``) and the rest step again in the next round; a
+row alone that does not fit fails the same way. Any other error fails only its batch's rows.
 
 Backpressure: at most ``max_queue`` rows wait for room (``submit`` raises :class:`QueueFull`
 beyond, the app's 429); a row that waited longer than ``queue_timeout`` seconds gets a 503
@@ -32,7 +40,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from persalign.serve.engine import Batch, Engine, Row
+from persalign.serve.engine import Batch, Engine, Row, StepOutOfMemory
 from persalign.serve.metrics import ServeMetrics
 
 log = logging.getLogger(__name__)
@@ -57,8 +65,10 @@ class Scheduler:
         metrics: ServeMetrics | None = None,
         max_queue: int | None = None,
         queue_timeout: float | None = None,
+        max_batch_tokens: int | None = None,
     ):
         self.engine = engine
+        self.max_batch_tokens = max_batch_tokens
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.queue_timeout = queue_timeout
@@ -69,6 +79,7 @@ class Scheduler:
         self.waiting: collections.deque[Row] = collections.deque()
         self.batches: list[Batch] = []
         self._stopping = threading.Event()
+        self.beat = time.monotonic()  # the loop's last pass (liveness: /health)
         self._thread = threading.Thread(target=self._run, name="persalign-scheduler", daemon=True)
 
     # ------------------------------------------------------------------ any thread
@@ -95,6 +106,16 @@ class Scheduler:
         return future
 
     @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stalled(self, limit: float) -> float | None:
+        """Seconds since the loop last passed when over ``limit`` (idle, it passes every
+        0.5 s), else None."""
+        since = time.monotonic() - self.beat
+        return since if since > limit else None
+
+    @property
     def live(self) -> int:
         return sum(len(b.rows) for b in self.batches)
 
@@ -108,6 +129,7 @@ class Scheduler:
     # ------------------------------------------------------------------ scheduler thread
     def _run(self) -> None:
         while True:
+            self.beat = time.monotonic()
             idle = not self.batches and not self.waiting
             if idle and self._stopping.is_set() and self.inbox.empty():
                 return
@@ -164,8 +186,14 @@ class Scheduler:
         """Move waiting rows into batches while there is room (same key: one prefill)."""
         fresh: dict[tuple, list[Row]] = {}
         room = self.max_batch - self.live
+        sizes = [r.size for b in self.batches for r in b.rows]
         while self.waiting and room > 0:
+            if self.max_batch_tokens is not None and sizes:
+                longest = max(*sizes, self.waiting[0].size)
+                if (len(sizes) + 1) * longest > self.max_batch_tokens:
+                    break  # in order: the head of the queue waits for room
             row = self.waiting.popleft()
+            sizes.append(row.size)
             self._dequeued()
             fresh.setdefault(row.key, []).append(row)
             room -= 1
@@ -189,7 +217,25 @@ class Scheduler:
         """One step of every batch; finished rows are closed and leave."""
         for batch in list(self.batches):
             self.metrics.batch_size.observe(len(batch.rows))
-            for row in self.engine.step(batch):
+            try:
+                finished = self.engine.step(batch)
+            except StepOutOfMemory as exc:  # the newest row leaves; the others retry
+                log.warning("out of memory with %d rows: failing the newest", len(batch.rows))
+                newest, others = batch.rows[-1], len(batch.rows) - 1
+                if others:
+                    self.engine.keep(batch, list(range(len(batch.rows) - 1)))
+                else:
+                    self.batches.remove(batch)
+                message = f"out of memory decoding this request with {others} others"
+                newest.sink("error", failure(503, f"{message} ({exc})", "out_of_memory"))
+                continue
+            except Exception as exc:  # a bug: this batch's rows fail, the others go on
+                log.exception("decoding failed")
+                for row in batch.rows:
+                    row.sink("error", failure(500, f"decoding failed: {exc}", "server_error"))
+                self.batches.remove(batch)
+                continue
+            for row in finished:
                 self.metrics.tokens.inc(len(row.tokens))
                 self.metrics.latency.observe(time.perf_counter() - row.submitted)
                 self.engine.close(row)

@@ -118,6 +118,17 @@ class ServeLimits(BaseModel):
     max_onboarding_queue: int = Field(
         8, ge=1, description="Onboardings running or waiting at most; beyond it a 429."
     )
+    sync_interval: float = Field(
+        0.25, ge=0, description="Seconds between two reads of a user's version in the store."
+    )
+    max_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Admission by tokens: live rows x the longest (prompt + max_tokens) at most.",
+    )
+    health_timeout: float = Field(
+        30.0, gt=0, description="/health is 503 when the decoding loop has not passed for longer."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body.")
     max_preferences: int = Field(256, ge=1, description="Largest preference set per request.")
     unknown_user: Literal["default", "404"] = Field(

@@ -35,15 +35,16 @@ def build_service(
     device: str | None = None,
     icl_options: dict[str, Any] | None = None,
     dtype: str | None = None,
+    store: str | None = None,
 ) -> Service:
-    """Load the models (on ``device`` in ``dtype``) and replay the user journal (default state
-    folder: REWARD/serving)."""
+    """Load the models (on ``device`` in ``dtype``) and the stored users (``store``: a
+    database URL; else SQLite in the state folder, default REWARD/serving)."""
     overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
     rm = load(reward, **overrides) if reward is not None else None
     model = Policy.load(policy, device=device, dtype=dtype)
     if state_dir is None and reward is not None:
         state_dir = Path(reward) / "serving"
-    service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options)
+    service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options, store=store)
     service.start()
     return service
 
@@ -53,12 +54,13 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    admin_key: str | None = None,
     drain_seconds: float = 120.0,
     sock: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C, drain, stop (on ``sock`` when given: bound beforehand,
     see startup.bind_socket; else uvicorn binds ``host:port``)."""
-    app = create_app(service, api_key=api_key)
+    app = create_app(service, api_key=api_key, admin_key=admin_key)
     limits = service.limits
     config = uvicorn.Config(
         app,

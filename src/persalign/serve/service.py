@@ -1,9 +1,11 @@
 """The server's state: models, limits, scheduler, users; turns request bodies into rows.
 
-    service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")
-    service.start()                                  # replays the journal, starts the thread
+    service = Service(policy, rm, ServeLimits(), state_dir="runs/lore/serving")  # SQLite there
+    service = Service(policy, rm, ServeLimits(), store="postgresql://db/persalign")  # shared
+    service.start()                                  # loads the stored users, starts the thread
     spec = service.spec(body)                        # a RowSpec, or an ApiError (4xx)
     info = await service.onboard("alice", prefs)     # adapt (off the decoding thread), install
+    service.delete("alice")                          # store and this replica
     service.stop()                                   # finishes in-flight rows
 
 Prompts are never cut to fit: one over the policy's or the reward model's prompt budget, or
@@ -20,15 +22,17 @@ from typing import Any
 
 from persalign.decoding import DECODERS, Policy, create_decoder
 from persalign.decoding.base import Decoder, GenerationRequest
+from persalign.decoding.icl import icl_prompt_ids
 from persalign.models.encoding import PromptFormatter
 from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.metrics import ServeMetrics
 from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
+from persalign.serve.retrieval import ServedIclRag
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
-from persalign.serve.users import UserStore
+from persalign.serve.store import UserStore
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -63,11 +67,16 @@ class Service:
         limits: ServeLimits,
         state_dir: str | Path | None = None,
         icl_options: dict[str, Any] | None = None,
+        store: str | None = None,
     ):
         self.policy, self.rm, self.limits = policy, reward_model, limits
         self.metrics = ServeMetrics()
         self.people = Personalizer(reward_model, limits.unknown_user)
-        self.store = UserStore(state_dir) if state_dir is not None else None
+        self.store = (
+            UserStore.open(store, folder=state_dir)
+            if store is not None or state_dir is not None
+            else None
+        )
         self.support: dict[str, list[Preference]] = {}
         self.prompters = {  # servable decoders of the policy alone: they build the prompt
             name: _prompter(name, policy, self.support, icl_options or {})
@@ -80,10 +89,19 @@ class Service:
             self.metrics,
             max_queue=limits.max_queue,
             queue_timeout=limits.queue_timeout,
+            max_batch_tokens=limits.max_batch_tokens,
         )
         self.context = int(getattr(policy.model.config, "max_position_embeddings", 0) or 1 << 30)
-        self.onboarder = Onboarder(self.people, self.store, self.scheduler, self.support, limits)
-        self.preparing = threading.Lock()  # tokenizers and icl-rag's index: one request at a time
+        rag = next((p for p in self.prompters.values() if isinstance(p, ServedIclRag)), None)
+        self.onboarder = Onboarder(
+            self.people,
+            self.store,
+            self.scheduler,
+            self.support,
+            limits,
+            on_support=rag.embed_support if rag is not None else None,
+        )
+        self.preparing = threading.Lock()  # the tokenizers: one request at a time
         if limits.decoder not in self.decoders():
             raise ValueError(f"decoder {limits.decoder!r} needs a reward model (--reward)")
 
@@ -92,7 +110,7 @@ class Service:
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Replay the journal (re-adapting stale vectors), then start decoding."""
+        """Load the stored users (adapting imported ones), then start decoding."""
         self.onboarder.replay()
         self.scheduler.start()
 
@@ -135,6 +153,14 @@ class Service:
                 f"{formatter.max_prompt_tokens} allowed (it is not truncated)",
                 param="prompt",
             )
+        budget = self.limits.max_batch_tokens
+        if what == "policy" and budget is not None and len(ids) + tokens > budget:
+            raise ApiError(
+                400,
+                f"prompt ({len(ids)} tokens) plus max_tokens ({tokens}) exceeds "
+                f"--max-batch-tokens {budget}",
+                param="max_tokens",
+            )
         if what == "policy" and len(ids) + tokens > self.context:
             raise ApiError(
                 400,
@@ -145,10 +171,16 @@ class Service:
 
     def spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
         """The row for a validated request body; ApiError when it is outside the limits."""
+        self.onboarder.sync(body.user)  # another replica may have onboarded or deleted them
+        demos = None
+        prompter = self.prompters.get(body.persalign.decoder or self.limits.decoder)
+        if isinstance(prompter, ServedIclRag) and isinstance(body, CompletionRequest):
+            # retrieval (icl-rag embeds the query) outside the lock: requests embed in parallel
+            demos = prompter.demonstrations(GenerationRequest("q", body.user or "", body.prompt))
         with self.preparing:
-            return self._spec(body)
+            return self._spec(body, demos)
 
-    def _spec(self, body: CompletionRequest | ChatRequest) -> RowSpec:
+    def _spec(self, body: CompletionRequest | ChatRequest, demos=None) -> RowSpec:
         decoder, lam, k, tokens = self._options(body)
         try:
             reward_user = self.people.reward_user(body.user)
@@ -163,6 +195,16 @@ class Service:
             messages = [m.as_dict() for m in body.messages]
             policy_ids = self.policy.formatter.messages_ids(messages)
             reward_ids = self.rm.formatter.messages_ids(messages) if guided else None
+        elif builds_prompt and demos is not None:  # icl-rag: demonstrations chosen already
+            settings = prompter.settings
+            policy_ids = icl_prompt_ids(
+                self.policy.formatter,
+                demos,
+                body.prompt,
+                settings.max_prompt_tokens,
+                settings.demonstrations,
+            )[0]
+            reward_ids = None
         elif builds_prompt:
             request = GenerationRequest("q", body.user or "", body.prompt)
             policy_ids = list(prompter.prepare([request])[0].prompt_ids or [])
@@ -199,9 +241,15 @@ class Service:
         )
 
     # ------------------------------------------------------------------ users
-    async def onboard(self, user: str, items: list[Any]) -> dict[str, Any]:
-        """Adapt ``user`` off the decoding thread; journal, persist, install (onboarding.py)."""
-        return await self.onboarder.onboard(user, items)
+    async def onboard(self, user: str, items: list[Any], key: str | None = None) -> dict:
+        """Adapt ``user`` off the decoding thread; store, install (onboarding.py)."""
+        return await self.onboarder.onboard(user, items, key)
+
+    def delete(self, user: str) -> dict[str, Any]:
+        """Remove ``user``'s texts and vector (404 when neither the store nor we know them)."""
+        if not self.onboarder.delete(user):
+            raise ApiError(404, f"no onboarded user {user!r}", param="user_id")
+        return {"id": user, "object": "user.deleted", "deleted": True}
 
     def user_status(self, user: str | None) -> str:
         """``own`` (the user's vector), ``default`` (the population's) or ``global``."""
@@ -210,6 +258,7 @@ class Service:
         return "own" if self.people.known(user) else "default"
 
     def user_info(self, user: str) -> dict[str, Any]:
+        self.onboarder.sync(user, force=True)
         return self.onboarder.info(user)
 
 
@@ -221,11 +270,13 @@ def _seed(body: _Common) -> int:
 
 
 def _prompter(name: str, policy: Policy, support: dict, options: dict[str, Any]):
-    """An instance of decoder ``name`` (its options among ``options``) to build prompts."""
+    """An instance of decoder ``name`` (its options among ``options``) to build prompts;
+    icl-rag as the server's ServedIclRag (embedder loaded once, vectors in memory)."""
     cls = DECODERS.get(name)
-    return create_decoder(
-        name, policy, support=support, **{k: v for k, v in options.items() if cls.takes(k)}
-    )
+    given = {k: v for k, v in options.items() if cls.takes(k)}
+    if name == ServedIclRag.name:
+        return ServedIclRag(policy, settings=ServedIclRag.settings_class(**given), support=support)
+    return create_decoder(name, policy, support=support, **given)
 
 
 def _builds_prompt(decoder: Any) -> bool:

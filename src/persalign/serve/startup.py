@@ -2,6 +2,7 @@
 
     key = api_key_from("--api-key", flag_value, "PERSALIGN_API_KEY")   # None: no key option given
     check_files(policy="bundled:x", reward=Path("runs/lore"), state=Path("runs/lore/serving"))
+    check_store("postgresql://user@db/persalign")   # reachable, before the models load
     sock = bind_socket("127.0.0.1", 8000)          # ConfigError (exit 2) when it cannot bind
     log.warning(openness("0.0.0.0", 8000, key))    # who can reach an open server
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from persalign.errors import ConfigError
 from persalign.models.loading import resolve_model_path
+from persalign.serve.store import engine_for
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 ALL_HOSTS = {"0.0.0.0", "::", ""}
@@ -73,12 +75,26 @@ def check_files(policy: str, reward: Path | None, state: Path | None) -> None:
                 raise ConfigError(f"--reward {reward}: missing {name} (not a whole model folder)")
     if state is not None:
         if state.exists() and not state.is_dir():
-            raise ConfigError(f"--state-dir {state}: a file, not a folder")
+            raise ConfigError(f"--state {state}: a file, not a folder")
         probe = state
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-            raise ConfigError(f"--state-dir {state}: cannot write there ({probe})")
+            raise ConfigError(f"--state {state}: cannot write there ({probe})")
+
+
+def check_store(url: str) -> None:
+    """``--store`` names a database SQLAlchemy reaches (postgresql:// or sqlite://)."""
+    if not url.startswith(("postgresql", "postgres://", "sqlite")):
+        raise ConfigError(f"--store {url.split('@')[-1]}: use postgresql://... or sqlite:///...")
+    try:
+        engine = engine_for(url)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    except Exception as exc:
+        where = url.split("@")[-1]  # never log a password
+        raise ConfigError(f"--store {where}: cannot connect ({str(exc).splitlines()[0]})") from None
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

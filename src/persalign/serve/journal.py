@@ -1,6 +1,10 @@
-"""Onboarded users: an append-only journal of accepted preference sets and one vector file each.
+"""The journal folder older servers kept (read once, to import it into the database store).
 
-    store = UserStore("runs/lore/serving")
+Before users lived in a database (store.py), a server's state folder held an append-only
+journal of accepted preference sets and one vector file per user. ``UserStore.open`` imports
+such a folder once; this module reads it (and still writes it, for tests of the import).
+
+    store = JournalFolder("runs/lore/serving")
     records = store.load()                          # user -> UserRecord (journal replayed)
     seq = store.append("alice", prefs)              # fsynced: the set is acknowledged after this
     store.write_vector("alice", seq, z)             # users/alice.safetensors, atomically
@@ -54,12 +58,13 @@ class UserRecord:
 
     user: str
     preferences: list[Preference] = field(default_factory=list)
+    batches: list[list[Preference]] = field(default_factory=list)  # one list per set
     sets: int = 0
     seq: int = 0  # journal sequence number of the user's last accepted set
     updated: float = 0.0
 
 
-class UserStore:
+class JournalFolder:
     """The state folder of a server: ``journal.jsonl`` and ``users/<id>.safetensors``."""
 
     def __init__(self, folder: str | Path):
@@ -94,6 +99,7 @@ class UserStore:
                     break  # written but not terminated: never acknowledged
                 record = records.setdefault(user, UserRecord(user))
                 record.preferences += prefs
+                record.batches.append(prefs)
                 record.sets += 1
                 record.seq, record.updated = seq, stamp
                 self.next_seq = max(self.next_seq, seq + 1)
