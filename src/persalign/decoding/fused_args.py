@@ -112,6 +112,8 @@ def logits_are_head_of_hidden(policy: Policy) -> bool:
 
 def fused_reason(policy: Policy, rm: Any) -> str | None:
     """None when ``FusedArgs`` computes exactly what unfused ARGS does; else why not."""
+    if not isinstance(policy, Policy):
+        return f"the writer is a {type(policy).__name__}, not the base policy"
     if not isinstance(rm, RewardModel):
         return f"{type(rm).__name__} is not a persalign reward model"
     own = [h for h in DECODING_HOOKS if getattr(type(rm), h) is not getattr(RewardModel, h)]
