@@ -48,7 +48,7 @@ def test_takes_and_needs_tell_a_runner_what_a_decoder_wants():
     assert not zero_shot.takes("lam") and not zero_shot.takes("k")
     assert DECODERS.get("icl").takes("shots") and DECODERS.get("icl-rag").takes("retrieval")
     assert DECODERS.get("icl-rag").takes("demonstrations") and not args.takes("demonstrations")
-    assert args.options() == ["allow_negative_lam", "lam", "k", "allow_retokenize"]
+    assert args.options() == ["allow_negative_lam", "lam", "k", "allow_retokenize", "fused"]
     assert zero_shot.options() == []
     assert args.needs_reward_model and not zero_shot.needs_reward_model
     assert DECODERS.get("icl").needs_support and not args.needs_support

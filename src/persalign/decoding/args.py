@@ -9,6 +9,11 @@ per token is one cached policy step plus k reward-model tokens against the rewar
 prefix (``RewardModel.step_rewards`` / ``commit``). Rows carry their own user, so one batch mixes
 prompts and users.
 
+When the reward model's backbone is frozen, is the policy and encodes prompts as the policy does
+(``fused_args.fused_reason`` is None), one forward of the policy per step does both jobs
+(``fused: auto``, the default; ``on`` makes it an error when impossible, ``off`` never fuses);
+otherwise one INFO line says why the two-model path runs.
+
 When the policy and the reward model do not share a vocabulary, token ids cannot pass through:
 ``allow_retokenize=True`` re-encodes every candidate continuation as text and scores it from
 scratch (slow, quadratic in length); without it the mismatch is an error, never silent.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
@@ -26,10 +32,12 @@ from persalign.decoding.base import (
     Decoder,
     DecodeSettings,
     GenerationRequest,
+    Stepper,
     TokenChooser,
     pick,
     register_decoder,
 )
+from persalign.decoding.fused_args import FusedArgs, FusedState, cut_differently, fused_reason
 from persalign.decoding.policy import Policy
 from persalign.errors import ConfigError
 
@@ -48,6 +56,12 @@ class ArgsSettings(DecodeSettings):
     k: int = Field(10, ge=1, description="Candidates per step: the policy's top-k tokens.")
     allow_retokenize: bool = Field(
         False, description="Score by re-encoding text when the vocabularies differ (slow)."
+    )
+    fused: str = Field(
+        "auto",
+        pattern="^(auto|on|off)$",
+        description="One policy forward per step for both models when the reward model's "
+        "frozen backbone is the policy (auto: when possible; on: an error when not; off: never).",
     )
 
     @field_validator("lam")
@@ -126,6 +140,51 @@ class RetokenizingChooser(ArgsChooser):
         self.tokens = [self.tokens[i] for i in keep]
 
 
+class FusedStepper:
+    """The policy as fused ARGS's stepper: ``start`` prefills the one cache; ``advance`` has
+    nothing to run, as the chosen candidate's forward already gave the next logits."""
+
+    def __init__(self, fused: FusedArgs):
+        self.fused = fused
+        self.formatter = fused.policy.formatter
+        self.state: FusedState | None = None
+
+    @property
+    def tokenizer(self):
+        return self.formatter.tokenizer
+
+    def eos_ids(self) -> set[int]:
+        return self.fused.policy.eos_ids()
+
+    def start(self, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) -> FusedState:
+        self.state = self.fused.start(prompt_ids, users)
+        return self.state
+
+    def advance(self, state: FusedState, tokens: torch.Tensor) -> None:
+        pass
+
+
+class FusedChooser(ArgsChooser):
+    """ARGS's choice on the stepper's shared state: one forward scores and advances."""
+
+    def __init__(self, stepper: FusedStepper, settings: ArgsSettings):
+        super().__init__(stepper.fused.rm, settings, stepper.fused.policy)
+        self.stepper = stepper
+
+    def start(self, requests: Sequence[GenerationRequest]) -> None:
+        pass
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        def choose(scores: torch.Tensor) -> torch.Tensor:
+            return pick(scores, self.settings, self.generator)
+
+        settings = self.settings
+        return self.stepper.fused.step(self.stepper.state, settings.lam, settings.k, choose, logits)
+
+    def select(self, rows: torch.Tensor) -> None:
+        pass  # the state is the stepper's: ``decode`` selects it once
+
+
 @register_decoder("args", summary="Reward-guided decoding (ARGS, Eq. 1): top-k + lambda * r")
 class ArgsDecoder(Decoder):
     """ARGS with any reward model of persalign.rewards (personalized per row)."""
@@ -152,6 +211,44 @@ class ArgsDecoder(Decoder):
         if not shared:
             log.warning("policy and reward model vocabularies differ: re-encoding candidates")
         self.chooser_class = ArgsChooser if shared else RetokenizingChooser
+        self.fused_reason = "fused: off" if self.settings.fused == "off" else None
+        if shared and self.fused_reason is None:
+            self.fused_reason = fused_reason(policy, reward_model)
+        if not shared:
+            self.fused_reason = "the vocabularies differ"
+        if self.fused_reason and self.settings.fused == "on":
+            raise ConfigError(f"fused: on, but {self.fused_reason}")
+        if self.fused_reason:
+            log.info("ARGS runs the policy and the reward model apart: %s", self.fused_reason)
+        else:
+            log.info("ARGS fused: one policy forward per step also gives the rewards")
+        self.fused_now = self.fused_reason is None
+
+    def prepare(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
+        """Encode the policy prompts once; fuse this call unless one of them may reach the
+        reward model otherwise (cut at another budget, or ids of its own)."""
+        if self.fused_reason is not None:
+            return requests
+        rm, out, odd = self.reward_model, [], None
+        for r in requests:
+            ids = self.policy.formatter.prompt_ids(r.prompt) if r.prompt_ids is None else None
+            if ids is not None and cut_differently(self.policy, rm, ids):
+                odd = odd or f"request {r.id}'s prompt is cut at another token budget"
+            elif ids is None and list(r.prompt_ids) != rm.formatter.prompt_ids(r.prompt):
+                odd = odd or f"request {r.id} brings prompt ids the reward model does not use"
+            out.append(r if ids is None else replace(r, prompt_ids=tuple(ids)))
+        self.fused_now = odd is None
+        if odd and self.settings.fused == "on":
+            raise ConfigError(f"fused: on, but {odd}")
+        if odd:
+            log.info("ARGS runs the policy and the reward model apart for this call: %s", odd)
+        return out
+
+    def parts(self) -> tuple[Stepper, TokenChooser]:
+        if not self.fused_now:
+            return super().parts()
+        stepper = FusedStepper(FusedArgs(self.policy, self.reward_model))
+        return stepper, FusedChooser(stepper, self.settings)
 
     def chooser(self) -> TokenChooser:
         return self.chooser_class(self.reward_model, self.settings, self.policy)

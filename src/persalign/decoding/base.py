@@ -219,6 +219,10 @@ class Decoder:
     def finish(self) -> None:
         """Called once after every batch of a ``generate`` call is decoded."""
 
+    def parts(self) -> tuple[Stepper, TokenChooser]:
+        """The stepper and chooser of one batch (a pair when they share state: fused ARGS)."""
+        return self.stepper(), self.chooser()
+
     # ------------------------------------------------------------------ the shared loop
     def generate(
         self, requests: Sequence[GenerationRequest], progress: bool = True
@@ -229,7 +233,8 @@ class Decoder:
         out: list[Generation] = []
         batches = [requests[i : i + size] for i in range(0, len(requests), size)]
         for batch in track(batches, f"{self.name} decoding", show=progress):
-            out += decode(self.stepper(), batch, self.chooser(), self.settings)
+            stepper, chooser = self.parts()
+            out += decode(stepper, batch, chooser, self.settings)
         self.finish()
         return out
 

@@ -8,6 +8,9 @@
 
 Prompts are left-padded once; every later step feeds one token per row against the cache, with
 the 2D padding mask grown by one column, so no prefix is ever encoded twice.
+
+Fused ARGS (``decoding.fused_args``) runs the decoder stack alone (``decode_hidden``: hidden
+states [B, T, H], any 2D or 4D mask) and the output layer on the rows it keeps (``head_logits``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm, load_tokenizer
 from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS, PromptFormatter, pad_sequences
+from persalign.rewards.engine.inference import MergedCache, use_onednn
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Policy:
         self.model = model.eval()
         self.formatter = formatter
         self.spec = spec
+        self._merged = MergedCache()  # the oneDNN view of the decoder, built on first use
 
     @classmethod
     def load(
@@ -128,3 +134,33 @@ class Policy:
         )
         state.next_position = state.next_position + 1
         state.logits = out.logits[:, -1].float()
+
+    @torch.no_grad()
+    def decode_hidden(
+        self,
+        input_ids: torch.Tensor,  # [B, T]
+        attention_mask: torch.Tensor,  # [B, T] or [B, 1, T, past + T] additive
+        position_ids: torch.Tensor,  # [B, T]
+        cache: Cache,
+    ) -> tuple[torch.Tensor, Cache]:
+        """Last-layer hidden states [B, T, H] of the decoder stack (no output layer), cached.
+
+        On a float32 CPU this runs the merged oneDNN view (``rewards.engine.inference``): it
+        shares the weights and runs the few rows of a decoding step fastest.
+        """
+        decoder: nn.Module = self.model.get_decoder()
+        if use_onednn(self.model.get_output_embeddings().weight):
+            decoder = self._merged.get(decoder)
+        out = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+        )
+        return out.last_hidden_state, out.cache
+
+    @torch.no_grad()
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [..., V] (float32) of hidden states [..., H]."""
+        return self.model.get_output_embeddings()(hidden).float()

@@ -4,6 +4,10 @@
     rewards = step_hidden(rm, state, candidates)      # [B, k], one forward of k tokens/row
     commit_hidden(rm, state, choice)                  # keep the chosen candidate's K/V
 
+``prefill`` and ``score_candidates`` take the forward that computes hidden states, so fused
+ARGS (``decoding.fused_args``) runs the same steps on the policy itself, whose weights the
+reward model's frozen backbone shares: one forward and one cache serve both.
+
 The k candidates of a row go in as k tokens at the same position with a 4D attention mask in
 which each sees the row's (unpadded) prefix and itself only. Their keys and values are appended
 to the cache once; ``commit`` moves the chosen candidate's entries into the next slot and drops
@@ -12,7 +16,7 @@ the rest, so the cache is never copied k times and the prefix is never encoded a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,17 +64,24 @@ def candidate_mask(attention: torch.Tensor, k: int, dtype: torch.dtype) -> torch
     return mask
 
 
-def start_hidden(rm, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) -> StepState:
-    """Run the prompts (left-padded) through the backbone and keep the cache."""
+# (input_ids [B, T], mask [B, T] or [B, 1, T, L + T], positions [B, T], cache) ->
+# (hidden [B, T, H], cache): the backbone's ``decode_hidden``, or a policy's (fused ARGS)
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Cache], tuple[torch.Tensor, Any]]
+
+
+@torch.no_grad()
+def prefill(
+    rm, prompt_ids: Sequence[Sequence[int]], users: Sequence[str], forward: Forward, cache: Cache
+) -> tuple[StepState, torch.Tensor]:
+    """The state after the left-padded prompts went through ``forward`` into ``cache``, and
+    the hidden states [B, H] of each prompt's last token."""
     pad_id = rm.formatter.tokenizer.pad_token_id
     batch = pad_sequences([list(p) for p in prompt_ids], [[] for _ in prompt_ids], pad_id, "left")
     batch = batch.to(rm.backbone.device)
-    cache = rm.backbone.new_cache()
-    with torch.no_grad():
-        rm.backbone.decode_hidden(batch.input_ids, batch.attention_mask, batch.position_ids, cache)
+    hidden, _ = forward(batch.input_ids, batch.attention_mask, batch.position_ids, cache)
     rows = len(prompt_ids)
     device = rm.backbone.device
-    return StepState(
+    state = StepState(
         cache=cache,
         attention=batch.attention_mask,
         next_position=batch.attention_mask.sum(dim=1),
@@ -78,26 +89,41 @@ def start_hidden(rm, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) 
         total=torch.zeros(rows, device=device),
         count=torch.zeros(rows, device=device),
     )
+    return state, hidden[:, -1]
+
+
+def start_hidden(rm, prompt_ids: Sequence[Sequence[int]], users: Sequence[str]) -> StepState:
+    """Run the prompts (left-padded) through the backbone and keep the cache."""
+    cache = rm.backbone.new_cache()
+    return prefill(rm, prompt_ids, users, rm.backbone.decode_hidden, cache)[0]
 
 
 @torch.no_grad()
-def step_hidden(rm, state: StepState, candidates: torch.Tensor) -> torch.Tensor:
-    """[B, k] prefix rewards of the k extensions; the candidates' K/V wait in the cache."""
+def score_candidates(
+    rm, state: StepState, candidates: torch.Tensor, forward: Forward
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, k] prefix rewards of the k extensions and their hidden states [B, k, H], from one
+    ``forward`` of k tokens per row (tree mask); the candidates' K/V wait in the cache."""
     if state.pending is not None:
         raise RuntimeError("step_rewards called twice without commit")
     batch, k = candidates.shape
     mask = candidate_mask(state.attention, k, rm.backbone.dtype)  # [B, 1, k, L + k]
     positions = state.next_position[:, None].expand(batch, k)  # [B, k]
-    hidden, _ = rm.backbone.decode_hidden(candidates, mask, positions, state.cache)  # [B, k, H]
+    hidden, _ = forward(candidates, mask, positions, state.cache)  # [B, k, H]
     z = None if state.z is None else state.z[:, None, :].expand(batch, k, -1).reshape(batch * k, -1)
     values = rm.head_values(hidden.float().reshape(batch * k, 1, -1), z).reshape(batch, k)
     state.pending = values
     if rm.aggregation == "last":
-        return values
+        return values, hidden
     total = state.total[:, None] + values  # [B, k]
     if rm.aggregation == "sum":
-        return total
-    return total / (state.count[:, None] + 1)
+        return total, hidden
+    return total / (state.count[:, None] + 1), hidden
+
+
+def step_hidden(rm, state: StepState, candidates: torch.Tensor) -> torch.Tensor:
+    """[B, k] prefix rewards of the k extensions; the candidates' K/V wait in the cache."""
+    return score_candidates(rm, state, candidates, rm.backbone.decode_hidden)[0]
 
 
 @torch.no_grad()
