@@ -221,7 +221,7 @@ def training_features(
     return table
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _compute(
     rm: RewardModel, todo: Sequence[tuple[list[int], list[int]]], progress: bool
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
