@@ -37,6 +37,7 @@ COST_KEYS = (
     "tokens_generated",
     "peak_rss_mib",
     "peak_gpu_mib",
+    "start_share",
 )
 
 

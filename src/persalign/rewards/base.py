@@ -146,6 +146,8 @@ class RewardModel(nn.Module):
             )
             self.user_ids: dict[str, int] = {}
             self.user_table = nn.Parameter(torch.zeros(0, self.user_dim), requires_grad=False)
+            if frozen_backbone:  # the head's start: the same with a loaded or a shared backbone
+                torch.manual_seed(config.seed)
             self.build(self.backbone.hidden_size)
         self.to(self.backbone.device)
 
