@@ -1,6 +1,7 @@
 """Training memory and throughput on the shared TL;DR at default settings: one prompt per pair.
 
     python benchmarks/bench_train.py [--steps 2] [--methods global-rm,lore]
+    python benchmarks/bench_train.py --frozen [--pairs 16 --methods global-rm,vpl]  # smoke size
 
 Builds the TL;DR benchmark from ``$PERSALIGN_SHARED_DATA/tldr`` into a temporary folder and trains
 with the bundled SmolLM2-135M-Instruct at the default config (prompts up to 512 tokens, responses
@@ -16,6 +17,22 @@ JSON object:
   gradient, divided by at least a tenth of the largest gradient, the largest over tensors);
   ``first_steps_loss_rel_diff``: the losses of the first ``--steps`` steps with 1024-token
   micro-batches against no budget, largest relative difference.
+
+``--frozen`` (``backbone_training="frozen"``, TL;DR with the PAL split, default token limits,
+every hidden-state method unless ``--methods``; the feature cache starts empty, in a temporary
+``$PERSALIGN_CACHE`` that links the real one's converted models) prints instead:
+
+- ``frozen_epoch_all_methods_s``: the one feature pass plus every method built (one shared
+  backbone, no adapters) and trained for one full epoch of the training split (or ``--pairs``);
+  ``frozen_method_seconds`` per method, ``frozen_feature_seconds``;
+- ``frozen_feature_pairs_per_s``: training pairs / feature-pass seconds, beside
+  ``lora_train_pairs_per_s`` (global-rm with LoRA, ``--lora-steps`` steps of 8 pairs, same
+  limits) and their ratio ``frozen_feature_over_lora``;
+- ``frozen_vs_lora_zero_max_rel_diff``: per method, the trained head's rewards of
+  ``--check-pairs`` training pairs from the cached features against the LoRA path with the LoRA
+  weights at zero (a LoRA backbone, never trained, with the head and users copied in), max over
+  methods of max |r_frozen - r_lora| / max |r_lora|;
+- ``second_pass_computed``: responses a second feature pass computed (0: all reused).
 """
 
 from __future__ import annotations
@@ -118,13 +135,100 @@ def measure(method: str, train, steps: int) -> dict[str, float]:
     return row
 
 
+def frozen_benchmark(train, methods: list[str], args) -> dict:
+    """The ``--frozen`` figures (see the module doc)."""
+    import torch
+
+    from persalign.io import SkipReport
+    from persalign.models import load_tokenizer
+    from persalign.rewards import METHODS, create
+    from persalign.rewards.engine.backbone import Backbone, LoraSettings
+    from persalign.rewards.engine.features import training_features
+    from persalign.rewards.engine.pair_rewards import pair_rewards
+    from persalign.rewards.engine.training import usable_pairs
+
+    pairs = usable_pairs(train, SkipReport())[: args.pairs]
+    spec = "bundled:smollm2-135m-instruct"
+    started = time.perf_counter()
+    frozen = Backbone.load(spec, None, device="cpu")
+    tokenizer = load_tokenizer(spec)
+
+    def build(method: str, backbone, **config):
+        cls = METHODS.get(method)
+        return cls(cls.config_class(device="cpu", **config), backbone, tokenizer)
+
+    first = build(methods[0], frozen, backbone_training="frozen")
+    table = training_features(first, pairs, progress=False)
+    feature_seconds = table.seconds
+    trained, seconds = {}, {}
+    for method in methods:
+        tick = time.perf_counter()
+        rm = build(method, frozen, backbone_training="frozen")
+        rm.fit(pairs, progress=False)
+        trained[method], seconds[method] = rm, round(time.perf_counter() - tick, 2)
+    total = time.perf_counter() - started
+    again = training_features(first, pairs, progress=False).computed
+
+    lora_rm = create("global-rm", device="cpu", max_steps=args.lora_steps)
+    tick = time.perf_counter()
+    history = lora_rm.fit(pairs, progress=False)
+    lora_rate = sum(h["pairs"] for h in history) / (time.perf_counter() - tick)
+
+    lora_backbone = Backbone.load(spec, LoraSettings(), device="cpu")  # B = 0: LoRA at zero
+    check = pairs[: args.check_pairs]
+    diffs = {}
+    for method, rm in trained.items():
+        reference = build(method, lora_backbone)
+        if rm.personalized:
+            reference.set_users(list(rm.user_ids), rm.user_table.detach())
+        head = {n: t for n, t in rm.state_dict().items() if not n.startswith("backbone.")}
+        reference.load_state_dict(head, strict=False)
+        rm.training_features = training_features(rm, check, progress=False)
+        with torch.no_grad():
+            got = torch.cat(pair_rewards(rm, check))
+            expect = torch.cat(pair_rewards(reference, check))
+        rm.training_features = None
+        diffs[method] = max_rel(got, expect)
+    feature_rate = len(pairs) / feature_seconds
+    return {
+        "benchmark": "train_tldr_frozen",
+        "pairs": len(pairs),
+        "methods": methods,
+        "frozen_epoch_all_methods_s": round(total, 2),
+        "frozen_feature_seconds": round(feature_seconds, 2),
+        "frozen_method_seconds": seconds,
+        "frozen_feature_pairs_per_s": round(feature_rate, 3),
+        "lora_train_pairs_per_s": round(lora_rate, 3),
+        "frozen_feature_over_lora": round(feature_rate / lora_rate, 2),
+        "frozen_vs_lora_zero_rel_diff": diffs,
+        "frozen_vs_lora_zero_max_rel_diff": max(diffs.values()),
+        "second_pass_computed": again,
+    }
+
+
+def isolated_feature_cache(tmp: str) -> None:
+    """A fresh ``$PERSALIGN_CACHE`` (no stored features) that links the real cache's models."""
+    from persalign.models import cache_dir
+
+    models = cache_dir() / "models"
+    fresh = Path(tmp) / "cache"
+    fresh.mkdir()
+    if models.is_dir():
+        (fresh / "models").symlink_to(models, target_is_directory=True)
+    os.environ["PERSALIGN_CACHE"] = str(fresh)
+
+
 def main() -> None:
     root = Path(__file__).parents[2] / "shared/data"
     shared = os.environ.get("PERSALIGN_SHARED_DATA", str(root))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tldr", default=str(Path(shared) / "tldr"))
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--methods", default="global-rm,lore")
+    parser.add_argument("--methods", default=None, help="default: global-rm,lore (--frozen: 9)")
+    parser.add_argument("--frozen", action="store_true", help="frozen-backbone figures")
+    parser.add_argument("--pairs", type=int, default=None, help="--frozen: first N train pairs")
+    parser.add_argument("--lora-steps", type=int, default=2, help="--frozen: LoRA steps timed")
+    parser.add_argument("--check-pairs", type=int, default=8, help="--frozen: pairs compared")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -134,7 +238,7 @@ def main() -> None:
 
     from persalign.data import BUILDERS, BuildOptions, load_benchmark
     from persalign.logs import setup_logging
-    from persalign.rewards import create
+    from persalign.rewards import METHODS, create
     from persalign.rewards.engine.memory import ModelShape, estimate_training_memory
 
     setup_logging(0)
@@ -143,6 +247,14 @@ def main() -> None:
         bench_dir = Path(tmp) / "tldr"
         split = str(Path(args.tldr) / "pal_worker_ids.json")
         BUILDERS.get("tldr")(BuildOptions(source=args.tldr, split_file=split), bench_dir)
+        if args.frozen:
+            isolated_feature_cache(tmp)
+            hidden = [m for m in METHODS.names() if METHODS.get(m).reads_hidden_states]
+            methods = args.methods.split(",") if args.methods else hidden
+            train = load_benchmark(bench_dir).train
+            print(json.dumps(frozen_benchmark(train, methods, args), indent=2))
+            return
+        methods = (args.methods or "global-rm,lore").split(",")
         command = [sys.executable, __file__, "--child", str(bench_dir), "--steps", str(args.steps)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
@@ -154,7 +266,7 @@ def main() -> None:
             "steps": args.steps,
             "peak_rss_mib_default": peak,
             "estimated_peak_mib_default": estimate.total_mib,
-            "methods": {m: measure(m, train, args.steps) for m in args.methods.split(",")},
+            "methods": {m: measure(m, train, args.steps) for m in methods},
         }
     rows = result["methods"].values()
     result["shared_prompt_speedup"] = min(r["shared_prompt_speedup"] for r in rows)

@@ -56,6 +56,11 @@ COST_FIELDS: dict[str, str] = {
     "tokens_generated": "tokens of the cell's generations",
     "peak_rss_mib": "peak resident memory of the process while the cell ran (MiB)",
     "peak_gpu_mib": "peak CUDA memory allocated while the cell ran (MiB; null without CUDA)",
+    "start_seconds": "the cell's seconds starting: plugins, benchmark loading and verification, "
+    "model loads (none when kept loaded from an earlier job), a Ray worker's start on its first "
+    "job (persalign.runs.cost.JobClock)",
+    "compute_seconds": "the cell's other seconds: lambda selection, generation, metrics",
+    "start_share": "start_seconds / (start_seconds + compute_seconds)",
 }
 
 # numbers among the fixed fields that the report shows

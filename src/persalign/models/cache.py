@@ -11,6 +11,8 @@ the folder into place, all under a :class:`filelock.FileLock`. So two processes 
 (the second waits, then finds it done), a half-written folder is never used, and a folder whose
 fingerprint no longer matches (a new package version) is rebuilt. When the folder is complete the
 check costs one small JSON read and no lock.
+
+    weights_hash(model)        # 'blake2b-...' of every parameter and buffer: a cache key part
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock, Timeout
 
 from persalign.io import atomic_write
@@ -41,6 +44,18 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
     root = Path(env).expanduser() if env else Path.home() / ".cache" / "persalign"
     return root
+
+
+def weights_hash(module: Any) -> str:
+    """A digest of a torch module's weights (every state-dict tensor's name, dtype, shape and
+    bytes, in name order): equal for the same weights however they were loaded. Hashes every
+    byte once (~0.5 s for 135M float32 parameters); callers keep it for a frozen model."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{list(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())  # buffer protocol: no copy
+    return f"blake2b-{digest.hexdigest()}"
 
 
 def sanitize_key(key: str, max_length: int = 80) -> str:

@@ -5,12 +5,13 @@
 
 Reads each cell's ``cost`` block (results.COST_KEYS: training seconds, adaptation seconds per
 user, decoding seconds per generated token, policy and reward forward passes per token, tokens
-generated, peak RSS and peak GPU memory in MiB; null where it does not apply, e.g. baselines have
-no training) next to ROUGE-1. Values are the mean ± std over seeds, three significant digits;
-"--" where no seed has the value. The figure: ROUGE-1 against decoding seconds per token, one
-point per method and baseline with error bars (std over seeds) on both axes, one panel per
-policy scale. These are wall-clock measurements: unlike the other tables they change from run to
-run, and only compare rows measured on the same hardware.
+generated, peak RSS and peak GPU memory in MiB, the share of the cell's time spent starting:
+loads and imports; null where it does not apply, e.g. baselines have no training) next to
+ROUGE-1. Values are the mean ± std over seeds, three significant digits; "--" where no seed
+has the value. The figure: ROUGE-1 against decoding seconds per token, one point per method
+and baseline with error bars (std over seeds) on both axes, one panel per policy scale. These
+are wall-clock measurements: unlike the other tables they change from run to run, and only
+compare rows measured on the same hardware.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ COST_LABELS = {  # every one of results.COST_KEYS, in the order the table shows 
     "adapt_seconds_per_user": "Adapt s / user",
     "peak_rss_mib": "Peak RSS (MiB)",
     "peak_gpu_mib": "Peak GPU (MiB)",
+    "start_share": "Start share",
 }
 
 
@@ -63,7 +65,8 @@ def cost_table(results: RunResults, benchmark: str) -> Table:
         caption=(
             "ROUGE-1 (%) and what each method and baseline cost on this run's hardware: decoding "
             "seconds and forward passes per generated token, tokens generated, training and "
-            "per-user adaptation seconds of the reward model, peak memory."
+            "per-user adaptation seconds of the reward model, peak memory, and the share of "
+            "each cell's time spent starting (model loads, benchmark verification)."
         ),
         columns=["Policy", "Method", "ROUGE-1 (%)", *COST_LABELS.values()],
         rows=rows,

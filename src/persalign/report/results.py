@@ -38,6 +38,7 @@ COST_KEYS = (
     "tokens_generated",
     "peak_rss_mib",
     "peak_gpu_mib",
+    "start_share",
 )
 
 

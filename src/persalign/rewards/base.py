@@ -13,7 +13,8 @@ A method is a subclass registered with ``@register_method(name)``. Most methods 
 backbone's last hidden state at every position (``head_values``) and say how per-position values
 become a prefix reward (``aggregation``: the value at t, the running mean, or the running sum).
 Per-user parameters z_k are rows of one table (``user_table``); adapting a new user learns a new
-row on cached, frozen features, so theta cannot change.
+row on cached, frozen features, so theta cannot change. With ``backbone_training="frozen"``
+the backbone has no adapters and training reads cached features too (``engine/features.py``).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class RewardModel(nn.Module):
     # the reward reads hidden states (head_values) or token log-probs at each response's own
     # positions; False (soft tokens before the prompt, P-DPO): two sequences per pair.
     shares_prompt: ClassVar[bool] = True
+    # True: the reward reads backbone hidden states, so the heads may train on frozen, cached
+    # features (config backbone_training="frozen"); False: a likelihood reward (GenARM, P-DPO).
+    reads_hidden_states: ClassVar[bool] = True
     # How evaluation may score a pair as one shared-prompt row (engine/pair_eval.py): "hidden"
     # (the base scoring: head_values of the hidden state at each response position), "logprobs"
     # (a likelihood sum without soft tokens or reference model, GenARM) or None (two
@@ -107,12 +111,21 @@ class RewardModel(nn.Module):
     def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
         super().__init__()
         self.config = config
-        lora = LoraSettings(
-            rank=config.lora_rank,
-            alpha=config.lora_alpha,
-            dropout=config.lora_dropout,
-            rslora=config.use_rslora,
-        )
+        frozen_backbone = config.backbone_training == "frozen"
+        if frozen_backbone and not self.reads_hidden_states:
+            raise ConfigError(
+                f"{self.name}: backbone_training='frozen' needs a reward on backbone hidden "
+                "states; this method's reward is a likelihood, train it with 'lora'"
+            )
+        lora = None
+        if not frozen_backbone:
+            lora = LoraSettings(
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                dropout=config.lora_dropout,
+                rslora=config.use_rslora,
+            )
+        self.training_features = None  # fit's FeatureTable in frozen mode (engine/features.py)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.backbone = backbone or Backbone.load(
@@ -133,6 +146,8 @@ class RewardModel(nn.Module):
             )
             self.user_ids: dict[str, int] = {}
             self.user_table = nn.Parameter(torch.zeros(0, self.user_dim), requires_grad=False)
+            if frozen_backbone:  # the head's start: the same with a loaded or a shared backbone
+                torch.manual_seed(config.seed)
             self.build(self.backbone.hidden_size)
         self.to(self.backbone.device)
 

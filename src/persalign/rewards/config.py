@@ -5,11 +5,16 @@
     # Traceback (most recent call last):
     # pydantic_core._pydantic_core.ValidationError: ... Extra inputs are not permitted
 
+``backbone_training="frozen"`` (opt-in, not the paper's) trains only the heads on cached
+backbone features (``rewards/engine/features.py``).
+
 Appendix F (TL;DR): LoRA rank 8, alpha 16, rsLoRA; backbone (LoRA) learning rate 5e-5; each
 method's decoder learning rate in its own config. PRISM / Pref-LaMP configs raise latent sizes.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +31,13 @@ class RewardConfig(BaseModel):
     device: str | None = Field(None, description="cpu, cuda, cuda:N; None picks CUDA if present.")
     dtype: str | None = Field(None, description="float32/bfloat16/float16; None: bf16 on CUDA.")
     trust_remote_code: bool = Field(False, description="Allow hub code in the backbone's repo.")
+    backbone_training: Literal["lora", "frozen"] = Field(
+        "lora",
+        description="lora: the backbone trains through LoRA adapters (the paper, appendix F); "
+        "frozen: no adapters, the backbone's features of every training response are computed "
+        "once (cached on disk) and only the head and user parameters train on them (a "
+        "deviation, docs/fidelity.md; methods whose reward is a likelihood refuse it).",
+    )
     lora_rank: int = Field(8, ge=1, description="LoRA rank (appendix F: 8).")
     lora_alpha: int = Field(16, ge=1, description="LoRA alpha (appendix F: 16).")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")

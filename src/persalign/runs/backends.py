@@ -7,7 +7,9 @@ with its resources, model jobs before the cells that need them).
 
 Both skip finished jobs (same spec hash) unless ``force``. A job whose dependency failed is not
 run (``blocked``). Ray tasks get plain data only (the run folder, the job as JSON); results are
-files in the run folder, which therefore must be on storage every node can see.
+files in the run folder, which therefore must be on storage every node can see. Each job runs
+under a ``cost.JobClock`` (starting vs computing seconds); loaded models stay in the process
+between jobs (``workspace.MODELS``), the local process or a reused Ray worker.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from persalign.errors import ConfigError
 from persalign.registry import load_plugins
 from persalign.runs.cells import cell_finished, run_cell_job
+from persalign.runs.cost import job_clock, starting
 from persalign.runs.model_jobs import model_finished, run_model_job
 from persalign.runs.plan import Job
 
@@ -40,19 +43,24 @@ class Outcome:
     blocked: list[str] = field(default_factory=list)
 
 
-def run_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
-    """Run one job given as plain data (what a Ray task receives)."""
-    load_plugins(job_json.get("plugins", ()))  # a Ray worker has not imported them yet
+def run_job(
+    run_dir: str | Path, job_json: dict[str, Any], force: bool = False, worker: bool = False
+) -> dict:
+    """Run one job given as plain data (what a Ray task receives, ``worker`` True: its first
+    job counts the worker's start); its starting and computing seconds go to ``cost.JobClock``."""
     previous = torch.get_num_threads()
-    if job_json.get("threads"):
-        torch.set_num_threads(job_json["threads"])
-    try:
-        if job_json["kind"] == "model":
-            return run_model_job(run_dir, job_json, force)
+    with job_clock(worker):
+        with starting():
+            load_plugins(job_json.get("plugins", ()))  # a Ray worker has not imported them yet
+        if job_json.get("threads"):
+            torch.set_num_threads(job_json["threads"])
+        try:
+            if job_json["kind"] == "model":
+                return run_model_job(run_dir, job_json, force)
 
-        return run_cell_job(run_dir, job_json, force)
-    finally:
-        torch.set_num_threads(previous)
+            return run_cell_job(run_dir, job_json, force)
+        finally:
+            torch.set_num_threads(previous)
 
 
 def job_finished(run_dir: Path, job: Job) -> bool:
@@ -102,7 +110,7 @@ class LocalBackend:
 
 def _ray_job(run_dir: str, job_json: dict[str, Any], force: bool, *needs: Any) -> dict:
     """A Ray task: ``needs`` are the results of the jobs it depends on (only waited for)."""
-    return run_job(run_dir, job_json, force)
+    return run_job(run_dir, job_json, force, worker=True)
 
 
 class RayBackend:
@@ -125,7 +133,9 @@ class RayBackend:
                 **self.init_kwargs,
             )
         log.info("ray cluster resources: %s", ray.cluster_resources())
-        task = ray.remote(max_retries=0)(_ray_job)
+        # max_calls=0: workers live on between tasks (Ray's default ends a GPU task's worker),
+        # so the models they loaded stay in workspace.MODELS for the next job
+        task = ray.remote(max_retries=0, max_calls=0)(_ray_job)
         outcome = Outcome()
         refs: dict[str, Any] = {}
         for job in jobs:

@@ -32,7 +32,7 @@ from persalign.metrics import METRICS, CellContext, ZeroShot, compute_cell_metri
 from persalign.metrics.schema import METRICS_FILE
 from persalign.rewards import RewardModel
 from persalign.runs import workspace
-from persalign.runs.cost import CostMeter, model_costs
+from persalign.runs.cost import CostMeter, current_clock, model_costs
 from persalign.runs.lambda_selection import select_lambda, split_train_heldout
 from persalign.runs.plan import Job
 from persalign.runs.specs import CellJobSpec, JobRef
@@ -57,6 +57,7 @@ def run_cell_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = Fa
     spec: CellJobSpec = job.spec
     started = time.perf_counter()
     meter = CostMeter()
+    meter.clock = current_clock()  # the job's start / compute split (backends.run_job)
     with job_log(folder / "log.txt"), meter.peak_memory():
         log.info("cell %s", job.id)
         torch.manual_seed(spec.seed)

@@ -9,7 +9,8 @@ adaptation user from their support set (sorted by user), save, and measure RM ac
 and prefix accuracy on the adaptation users' query preferences, both from one prefix-reward pass
 (``rm_accuracy.json``, ``prefix_accuracy.json``; not for a method with ``has_rm_accuracy``
 False, P-DPO). ``run_model.json`` records the wall-clock ``train_seconds`` (the fit, model
-loading aside) and ``adapt_seconds`` over ``adapt_users`` (the cells' ``cost``). Everything is
+loading aside) and ``adapt_seconds`` over ``adapt_users`` (the cells' ``cost``), and the job's
+``start_seconds`` / ``compute_seconds`` / ``start_share`` (``cost.JobClock``). Everything is
 written to a temporary folder that is renamed into ``models/<id>/`` when complete: a
 half-trained model is never reused. The folder's ``run_model.json`` (written last) records the
 job's spec hash; a folder with another hash is retrained.
@@ -26,13 +27,21 @@ from typing import Any
 
 import torch
 
+from persalign.errors import validated
 from persalign.io import write_json
 from persalign.metrics.prefix_accuracy import accuracies
-from persalign.rewards import create
+from persalign.rewards import METHODS, RewardModel
+from persalign.runs.cost import current_clock, starting
 from persalign.runs.lambda_selection import split_train_heldout
 from persalign.runs.plan import Job
 from persalign.runs.specs import ModelJobSpec
-from persalign.runs.workspace import MODEL_MARKER, benchmark, job_log, marker_matches
+from persalign.runs.workspace import (
+    MODEL_MARKER,
+    benchmark,
+    frozen_backbone,
+    job_log,
+    marker_matches,
+)
 from persalign.types import Benchmark
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,19 @@ def heldout_split(bench: Benchmark, spec: ModelJobSpec) -> tuple[list, list]:
     if per_user < 1:
         return list(bench.train), []
     return split_train_heldout(bench, per_user=per_user, max_users=users, seed=spec.seed)
+
+
+def build_reward_model(method: str, settings: dict[str, Any]) -> RewardModel:
+    """A fresh reward model (its load counted as starting time); a frozen-mode model gets the
+    process's shared adapter-free backbone (``workspace.frozen_backbone``)."""
+    cls = METHODS.get(method)
+    config = validated(cls.config_class, settings, head=f"invalid config for {method}")
+    if config.backbone_training == "frozen" and cls.reads_hidden_states:
+        backbone = frozen_backbone(config)
+        with starting():
+            return cls(config, backbone)
+    with starting():
+        return cls(config)
 
 
 def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = False) -> dict:
@@ -68,7 +90,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
         bench = benchmark(job.bench_path, verify=job.verify)
         train, heldout = heldout_split(bench, spec)
         torch.manual_seed(spec.seed)
-        rm = create(spec.reward_method, **spec.reward_config)
+        rm = build_reward_model(spec.reward_method, spec.reward_config)
         rm.use_benchmark(bench)  # the oracle reads the simulated users' true reward
         fit_started = time.perf_counter()  # model loading aside
         history = rm.fit(train, log_path=tmp / "train_log.jsonl")
@@ -103,6 +125,7 @@ def run_model_job(run_dir: str | Path, job_json: dict[str, Any], force: bool = F
             "train_seconds": round(train_seconds, 2),
             "adapt_seconds": round(adapt_seconds, 3),
             "adapt_users": len(adapt_users),
+            **(clock.record() if (clock := current_clock()) else {}),
         },
     )
     if folder.exists():

@@ -5,6 +5,7 @@ pair_batching  tokenized pairs, shared-prompt rows and their 4D masks, length bu
 pair_rewards   prefix rewards of one shared-prompt row per pair (training and evaluation)
 pair_eval      evaluation of pairs through the shared row where that is the base computation
 training       the training loop: micro-batches under a token budget, exact accumulation
+features       frozen-backbone training: each response's states computed once, cached on disk
 memory         the peak-memory estimate and its warning
 stepping       ARGS's step rewards against a cached prefix
 inference      prefix / sequence rewards in batches, merged LoRA view

@@ -9,6 +9,7 @@ head). Only the LoRA weights train; the base weights stay frozen. ``attention_ma
 usual 2D [B, T] padding mask or a 4D additive mask [B, 1, T, past + T] (0 = attend), which is how
 reward-guided decoding scores k candidate tokens at one position against a shared cache, and how
 training encodes a pair's two responses after one copy of its prompt (``pair_batching``).
+``lora=None`` (``backbone_training="frozen"``) keeps the plain model, no adapters.
 ``set_gradient_checkpointing(True)`` trades a second forward per layer for activation memory.
 """
 
@@ -24,6 +25,7 @@ from transformers import PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 
 from persalign.models import load_causal_lm
+from persalign.models.cache import weights_hash
 from persalign.rewards.engine.inference import MergedCache
 
 
@@ -62,6 +64,7 @@ class Backbone(nn.Module):
         self.model = model
         self.hidden_size: int = self.base.config.hidden_size
         self._merged = MergedCache()  # not a submodule: never saved, never trained
+        self._hash: tuple[tuple, str] | None = None  # (parameter fingerprint, weights hash)
 
     @property
     def base(self) -> PreTrainedModel:
@@ -141,6 +144,15 @@ class Backbone(nn.Module):
         """Next-token logits [B, T, V] (float32) and the cache; same arguments as ``hidden``."""
         hidden, cache = self.hidden(*args, **kwargs)
         return self.lm_head(hidden).float(), cache
+
+    def weights_hash(self) -> str:
+        """``models.cache.weights_hash`` of the model (LoRA included when present), computed
+        again only after a parameter changed: equal to the policy's for a backbone without
+        adapters loaded from the same weights."""
+        key = MergedCache.fingerprint(self.model)
+        if self._hash is None or self._hash[0] != key:
+            self._hash = (key, weights_hash(self.model))
+        return self._hash[1]
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [B, T, H] of ``input_ids`` (for soft-token methods)."""

@@ -22,6 +22,12 @@ and dloss/dreward are computed on those (detached) rewards, then each micro-batc
 with gradients and back-propagates sum(reward * dloss/dreward), which is the chain rule of the
 full batch. Only one micro-batch's graph is alive at a time; the price is one extra forward
 without gradients. The RNG state is replayed so dropout masks match between the two passes.
+
+Frozen-backbone training (``backbone_training="frozen"``): while ``fit`` runs,
+``rm.training_features`` holds the cached features of every training response
+(``features.FeatureTable``), and ``pair_rewards``, ``backward_pair_loss`` and ``last_hidden``
+read them instead of running the backbone (the same head and aggregation:
+``features.sequence_values``).
 """
 
 from __future__ import annotations
@@ -131,12 +137,18 @@ def shared_logprobs(rm: RewardModel, hidden: torch.Tensor, shared: SharedBatch, 
     return (picked - logits.logsumexp(dim=-1)) * valid
 
 
-def pair_rewards(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_rewards(
+    rm: RewardModel, pairs: Sequence[Preference], z: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sequence rewards (with gradients) of the chosen and rejected responses, [B] each, in one
-    forward pass (no token budget: for callers that keep the whole graph anyway)."""
+    forward pass (no token budget: for callers that keep the whole graph anyway); ``z`` as in
+    ``rewards_of``. During frozen-backbone training: from the cached features."""
+    table = getattr(rm, "training_features", None)
+    if table is not None:
+        return table.pair_rewards(rm, pairs, z)
     mode = shared_prompt_mode(rm)
     items = tokenize_pairs(rm.formatter, pairs)
-    return rewards_of(rm, items, [p.user for p in pairs], mode)
+    return rewards_of(rm, items, [p.user for p in pairs], mode, z)
 
 
 def backward_pair_loss(
@@ -144,6 +156,11 @@ def backward_pair_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Back-propagate ``rm.pair_loss`` of ``pairs`` under the token budget; returns the
     (detached) chosen and rejected rewards [B] and the loss."""
+    if getattr(rm, "training_features", None) is not None:  # frozen: the head alone, no budget
+        chosen, rejected = pair_rewards(rm, pairs)
+        loss = rm.pair_loss(chosen, rejected, pairs)
+        loss.backward()
+        return chosen.detach(), rejected.detach(), loss.detach()
     mode = shared_prompt_mode(rm)
     items = tokenize_pairs(rm.formatter, pairs)
     users = [p.user for p in pairs]
@@ -178,7 +195,11 @@ def backward_pair_loss(
 
 def last_hidden(rm: RewardModel, pairs: Sequence[Preference]) -> torch.Tensor:
     """Hidden states (float32, with gradients) at the last token of the chosen then rejected
-    responses, [2B, H]: one shared-prompt row per pair in "hidden" mode, else two sequences."""
+    responses, [2B, H]: one shared-prompt row per pair in "hidden" mode, else two sequences
+    (frozen-backbone training: the cached features)."""
+    table = getattr(rm, "training_features", None)
+    if table is not None:
+        return table.pooled(pairs, "last").to(rm.backbone.device)
     items = tokenize_pairs(rm.formatter, pairs)
     pad_id, device = rm.formatter.tokenizer.pad_token_id, rm.backbone.device
     if shared_prompt_mode(rm) != "hidden":
@@ -211,8 +232,13 @@ def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]]) -> None:
 def response_hidden(rm: RewardModel, pairs: Sequence[Preference]) -> tuple[torch.Tensor, ...]:
     """Hidden states [2n, R, H] (float32) of the chosen then rejected response tokens and their
     validity [2n, R]: the prompt encoded once per pair unless the method cannot share it."""
+    return items_hidden(rm, tokenize_pairs(rm.formatter, pairs))
+
+
+@torch.no_grad()
+def items_hidden(rm: RewardModel, items: Sequence[PairTokens]) -> tuple[torch.Tensor, ...]:
+    """``response_hidden`` of tokenized pairs: [2n, R, H] float32 and validity [2n, R]."""
     mode = "hidden" if shared_prompt_mode(rm) == "hidden" else None
-    items = tokenize_pairs(rm.formatter, pairs)
     n, device = len(items), rm.backbone.device
     width = max(max(len(it.chosen), len(it.rejected)) for it in items)
     hidden = torch.zeros(2 * n, width, rm.backbone.hidden_size, device=device)

@@ -10,6 +10,12 @@ per step (step, epoch, loss, pairwise accuracy). Methods change what a step does
 ``max_tokens_per_microbatch`` tokens (exact for any ``pair_loss``; see ``pair_rewards``), with
 each pair's prompt encoded once (``shared_prompt``) and, during ``fit`` only, gradient
 checkpointing on the backbone (``gradient_checkpointing``).
+
+With ``backbone_training="frozen"`` ``fit`` first builds the features of every training response
+(``features.training_features``: one no-grad pass, cached on disk, reused by every method and
+seed) and the steps read them (``rm.training_features``) instead of running the backbone; the
+steps, epochs and seeds are those of the LoRA path. Adaptation reads its support pairs' features
+the same way (``features.sequence_values``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
-from persalign.rewards.engine.aggregation import aggregate
+from persalign.rewards.engine.features import sequence_values, training_features
 from persalign.rewards.engine.memory import limit_heap_fragmentation
 from persalign.rewards.engine.pair_rewards import backward_pair_loss, response_hidden
 
@@ -84,10 +90,24 @@ def fit(
     if not pairs:
         raise ConfigError(f"no usable training pairs among {len(prefs)} preferences")
     users = sorted({p.user for p in pairs})
+    frozen_backbone = cfg.backbone_training == "frozen"
+    if frozen_backbone:
+        rm.training_features = training_features(rm, pairs, progress=progress)
     torch.manual_seed(cfg.seed)
     if rm.personalized:
         rm.set_users(users, rm.init_train_users(len(users)))
         rm.user_table.requires_grad_(True)
+    try:
+        return _train(rm, pairs, log_path=log_path, progress=progress)
+    finally:
+        rm.training_features = None
+
+
+def _train(
+    rm: RewardModel, pairs: list[Preference], *, log_path: str | Path | None, progress: bool
+) -> list[dict[str, float]]:
+    """``fit``'s loop once the users are set (and the frozen features built)."""
+    cfg = rm.config
     rm.before_fit(pairs)
     optimizers = rm.make_optimizers()
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
@@ -98,7 +118,9 @@ def fit(
     history: list[dict[str, float]] = []
     handle = _open_log(log_path)
     rm.train()
-    rm.backbone.set_gradient_checkpointing(cfg.gradient_checkpointing)
+    rm.backbone.set_gradient_checkpointing(
+        cfg.gradient_checkpointing and rm.training_features is None
+    )
     limit_heap_fragmentation()
     try:
         with progress_bar(show=progress) as bar:
@@ -194,10 +216,8 @@ def adapt_user_vector(rm: RewardModel, user: str, support: Sequence[Preference])
         for _ in range(rm.config.adapt_steps):
             optimizer.zero_grad(set_to_none=True)
             rows = feats["hidden"].shape[0]
-            values = rm.head_values(feats["hidden"], z[None, :].expand(rows, -1))  # [2n, R]
-            prefix = aggregate(values, feats["valid"], rm.aggregation)
-            lengths = feats["valid"].sum(dim=1)
-            last = prefix[torch.arange(rows), lengths - 1]
+            zz = z[None, :].expand(rows, -1)  # [2n, D]
+            last = sequence_values(rm, feats["hidden"], feats["valid"], zz)  # [2n]
             loss = rm.pair_loss(last[:n], last[n:], pairs) + rm.user_regularizer(z)
             loss.backward()
             optimizer.step()

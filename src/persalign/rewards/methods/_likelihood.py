@@ -184,6 +184,7 @@ class LikelihoodRM(RewardModel):
     aggregation = "sum"
     cumulative = True
     uses_reference = False  # subtract the log-probs of the backbone without LoRA (P-DPO)
+    reads_hidden_states = False  # a likelihood: no backbone_training="frozen"
     pair_eval_mode = "logprobs"  # a pair's log-prob sums from one shared-prompt row
 
     def reward_scale(self) -> float:

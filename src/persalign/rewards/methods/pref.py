@@ -144,7 +144,10 @@ class PReF(RewardModel):
 
     @torch.no_grad()
     def response_embeddings(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """e(r): last-layer hidden state at each response's last token, LoRA off, [N, H]."""
+        """e(r): last-layer hidden state at each response's last token, LoRA off, [N, H]
+        (the frozen-backbone features while ``fit`` has them)."""
+        if self.training_features is not None:
+            return self.training_features.pooled_texts(prompts, responses, "last")
         adapters_off = (
             self.backbone.model.disable_adapter()
             if isinstance(self.backbone.model, PeftModel)

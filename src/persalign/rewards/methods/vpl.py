@@ -55,8 +55,8 @@ from persalign.io import SkipReport
 from persalign.logs import track
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.engine.pair_batching import tokenize_pairs
-from persalign.rewards.engine.pair_rewards import response_hidden, rewards_of, shared_prompt_mode
+from persalign.rewards.engine.features import pool_states
+from persalign.rewards.engine.pair_rewards import pair_rewards, response_hidden
 from persalign.rewards.engine.training import usable_pairs
 from persalign.types import Preference
 
@@ -117,15 +117,6 @@ def kl_anneal(step: int, period: int, baseline: float) -> float:
     """The VPL repo's cyclical cosine Annealer: baseline at the start of a cycle, 1 at its end."""
     y = (math.cos(math.pi * ((step % period) / period - 1)) + 1) / 2
     return y * (1 - baseline) + baseline
-
-
-def pool_states(hidden: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
-    """Response states [B, R, H] with validity [B, R] -> [B, H]: the state at the last response
-    token, or the mean over the response tokens."""
-    lengths = valid.sum(dim=1)  # [B]
-    if how == "last":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-    return (hidden * valid[..., None]).sum(dim=1) / lengths[:, None]
 
 
 class PairSetEncoder(nn.Module):
@@ -209,7 +200,12 @@ class VPL(RewardModel):
         self, pairs: Sequence[Preference], progress: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen (LoRA off) pooled hidden states of chosen and rejected, [n, H] each; each
-        pair's prompt encoded once (``response_hidden``) unless ``shared_prompt`` is off."""
+        pair's prompt encoded once (``response_hidden``) unless ``shared_prompt`` is off;
+        read from the frozen-backbone features while ``fit`` has them."""
+        table = self.training_features
+        if table is not None and table.covers(pairs):
+            pooled = table.pooled(pairs, self.config.context_pooling)  # [2n, H]
+            return pooled[: len(pairs)], pooled[len(pairs) :]
         model = self.backbone.model
         frozen = model.disable_adapter() if isinstance(model, PeftModel) else nullcontext()
         chosen, rejected = [], []
@@ -293,10 +289,9 @@ class VPL(RewardModel):
         self, pairs: Sequence[Preference], z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sequence rewards [B] of chosen and rejected under latents z [B, d] (with gradients):
-        one shared-prompt row per pair (``pair_rewards.rewards_of``), or two sequences per pair
-        when ``shared_prompt`` is off."""
-        items = tokenize_pairs(self.formatter, pairs)
-        return rewards_of(self, items, [p.user for p in pairs], shared_prompt_mode(self), z=z)
+        one shared-prompt row per pair (``pair_rewards.pair_rewards``), or two sequences per
+        pair when ``shared_prompt`` is off, or the frozen features."""
+        return pair_rewards(self, pairs, z=z)
 
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Train, then set each train user's z to mu over all of its pairs."""
