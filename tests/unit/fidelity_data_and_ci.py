@@ -5,7 +5,6 @@ Each test fails on the code before the fix: the reason is in its docstring.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from persalign.cli.data import data_build
+from persalign.cli.data import builder_command
 from persalign.data import builder as pref_builder
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.data.builder import build_pref_benchmark
@@ -97,7 +96,8 @@ def test_12_pref_lamp_embeds_512_tokens_and_reports_items_per_user(
     ``items_per_user`` in the manifest and no paper figures in the stats."""
     assert BuildOptions().embed_max_tokens == 512
     assert BenchmarkConfig().embed_max_tokens == 512
-    assert inspect.signature(data_build).parameters["embed_max_tokens"].default == 512
+    flags = {p.name: p for p in builder_command("pref-lamp").params}  # data build pref-lamp
+    assert flags["embed_max_tokens"].default == 512
 
     emb = RecordingEmbedder()
     monkeypatch.setattr(pref_builder, "load_embedder", lambda spec, **kw: emb)
