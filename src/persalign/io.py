@@ -237,9 +237,10 @@ def interrupt_point(name: str) -> None:
     """A Ctrl-C that tests can place: SIGINT to this process, here, when the environment
     variable ``PERSALIGN_TEST_INTERRUPT_AT`` is ``name`` (nothing otherwise).
 
-    Points: ``split`` (a preference build, before anything is written), ``folder-whole`` (the
-    temporary folder complete, not yet in place), ``folder-in-place`` (just renamed into place),
-    ``atexit`` (the command line's exit handlers, where torch's run).
+    Points: ``starting`` (the command's modules still being imported), ``split`` (a
+    preference build, before anything is written), ``folder-whole`` (the temporary folder
+    complete, not yet in place), ``folder-in-place`` (just renamed into place), ``atexit`` (the
+    command line's exit handlers, where torch's run).
     """
     if os.environ.get(INTERRUPT_ENV) == name:
         os.kill(os.getpid(), signal.SIGINT)

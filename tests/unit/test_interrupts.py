@@ -4,6 +4,7 @@ Each run is a fresh ``python -m persalign.cli data build jsonl ... --force`` ove
 benchmark, with ``PERSALIGN_TEST_INTERRUPT_AT`` naming where the process sends itself SIGINT
 (``persalign.io.interrupt_point``), so every run is interrupted at exactly that point:
 
+- ``starting``: the command's modules (torch, ...) still being imported, before ``main``;
 - ``split``: the source read, nothing written yet;
 - ``folder-whole``: the new folder complete beside ``--out``, not yet renamed into place;
 - ``folder-in-place``: renamed into place, the old one not yet removed, nothing printed;
@@ -12,7 +13,7 @@ benchmark, with ``PERSALIGN_TEST_INTERRUPT_AT`` naming where the process sends i
 
 Before the rename the old benchmark must be there byte for byte; from the rename on, the new
 one, whole (it verifies against its manifest). Nothing temporary is left beside ``--out``.
-A fresh interpreter costs ~10 s of imports, so there are four runs, no more.
+A fresh interpreter costs ~10 s of imports, so there are five runs, no more.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from persalign.io import INTERRUPT_ENV
 
 from .test_cli import toy_benchmark
 
-BEFORE_RENAME = {"split": True, "folder-whole": True, "folder-in-place": False, "atexit": False}
+BEFORE_RENAME = {
+    "starting": True,
+    "split": True,
+    "folder-whole": True,
+    "folder-in-place": False,
+    "atexit": False,
+}
 
 
 def _files(folder: Path) -> dict[str, bytes]:

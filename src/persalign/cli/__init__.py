@@ -28,7 +28,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from persalign.cli import (
+from persalign.cli import (  # _startup first: Ctrl-C while the rest is imported
+    _startup,
     data,
     evaluate,
     generate,
@@ -113,7 +114,7 @@ def _run(argv: list[str] | None) -> None:
         raise
 
 
-INTERRUPTED = 130
+INTERRUPTED = _startup.INTERRUPTED
 _exiting = False  # set once the command has ended: a Ctrl-C then exits at once
 
 
