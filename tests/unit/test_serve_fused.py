@@ -6,7 +6,6 @@ storage; a LoRA-trained reward model falls back, saying why."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,28 +18,15 @@ from persalign.serve.engine import FUSED_KEY, Engine, Row, RowSpec
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.sharing import load_reward_for, sharing_reason
 
-from .test_fused_args import PEAK, frozen_rm
+from . import test_fused_args
+from .test_fused_args import frozen_rm
 from .test_serve_engine import PROMPTS, USERS, run_scheduler, run_staggered
 
 LAMS = [3.0, 0.0, 8.0, 1.0, 3.0]
 KS = [5, 2, 5, 3, 4]
 BUDGETS = [6, 3, 8, 4, 5]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def policy(tiny_lm: str) -> Policy:
-    policy = Policy.load(tiny_lm, device="cpu")
-    with torch.no_grad():
-        policy.model.lm_head.weight.mul_(PEAK)  # lambda and the policy both decide some steps
-    return policy
+one_thread = test_fused_args.one_thread  # autouse: tiny forwards on one torch thread
+policy = test_fused_args.policy  # the tiny policy, its output layer scaled (PEAK)
 
 
 @pytest.fixture(scope="module")
