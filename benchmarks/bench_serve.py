@@ -1,7 +1,7 @@
 """Throughput and latency of ``persalign serve`` under concurrent load (prints one JSON object).
 
     flock /tmp/heavy.lock python benchmarks/bench_serve.py [--policy bundled:smollm2-135m-instruct]
-        [--train-steps 4] [--requests-per-client 3] [--users 256]
+        [--train-steps 4] [--requests-per-client 3] [--users 256] [--frozen]
 
 Trains a small MPU reward model on the bundled policy for a few steps (16 users, synthetic
 preferences; speed does not depend on how good it is), then gives it ``--users`` (256) users,
@@ -15,6 +15,12 @@ one new user onboards every second (``onboarding_throughput_ratio``: tokens/s wi
 over without), and ``zero-shot`` decoding at 1 and 8 for reference. Targets (issues 15, 25):
 throughput at 8 >= 3x throughput at 1; p99 latency at 8 <= 3x the p50 at 1; no failed request;
 throughput with onboarding >= 0.8x without.
+
+``--frozen`` serves a reward model with a frozen backbone (its LoRA weights zeroed after the
+few training steps; speed does not depend on how good it is): the server then loads it onto the
+policy's weights and decodes with fused ARGS (one policy forward per step), so the numbers
+compare the two serving paths. Smoke: ``--frozen --train-steps 1 --users 16 --tokens 4
+--requests-per-client 1``.
 """
 
 from __future__ import annotations
@@ -43,8 +49,11 @@ WORDS = ["cat", "dog", "sun", "map", "pen", "cup", "box", "hat", "car", "bee", "
 USERS = [f"user{i:02d}" for i in range(16)]
 
 
-def train_reward_model(policy: str, steps: int, folder: Path, users: int) -> list[str]:
-    """Train on the 16 users, then serve ``users`` users with vectors of their own."""
+def train_reward_model(
+    policy: str, steps: int, folder: Path, users: int, frozen: bool = False
+) -> list[str]:
+    """Train on the 16 users, then serve ``users`` users with vectors of their own (with
+    ``frozen``, the LoRA weights zeroed: a frozen backbone, the policy's own)."""
     rng = random.Random(0)
     prefs = []
     for u, user in enumerate(USERS):
@@ -54,6 +63,11 @@ def train_reward_model(policy: str, steps: int, folder: Path, users: int) -> lis
             prefs.append(Preference(f"{user}/{i}", user, f"A title about {word}", chosen, rejected))
     rm = rewards.create("mpu", backbone=policy, max_steps=steps, device="cpu")
     rm.fit(prefs)
+    if frozen:
+        with torch.no_grad():
+            for name, param in rm.backbone.named_parameters():
+                if "lora_B" in name:
+                    param.zero_()
     names = [f"u{i:04d}" for i in range(users)]
     generator = torch.Generator().manual_seed(0)
     base = rm.user_table.detach()[torch.arange(users) % len(USERS)]  # [users, D]
@@ -204,10 +218,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--users", type=int, default=256, help="Distinct users served.")
+    parser.add_argument(
+        "--frozen",
+        action="store_true",
+        help="Serve a frozen-backbone reward model (on the policy's weights: fused ARGS).",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = Path(tmp) / "rm"
-        users = train_reward_model(args.policy, args.train_steps, folder, args.users)
+        users = train_reward_model(args.policy, args.train_steps, folder, args.users, args.frozen)
         port = free_port()
         command = [
             sys.executable,
@@ -259,6 +278,7 @@ def main() -> None:
         r.pop("distinct_users")
     report = {
         "policy": args.policy,
+        "frozen_reward_backbone": args.frozen,
         "tokens_per_completion": args.tokens,
         "max_batch": args.max_batch,
         "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),

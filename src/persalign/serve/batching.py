@@ -3,6 +3,7 @@
     join_states(running.policy, fresh.policy)     # rows of ``fresh`` appended to ``running``
     join_states(running.reward, fresh.reward)     # the reward model's cached prefixes too
     compact(running.policy)                       # drop columns no live row attends to
+    join_states(running.policy, fresh.policy)     # fused ARGS: FusedState (one cache) too
 
 A state's rows are left-padded: every row's real tokens end at the last column, the mask
 (``attention`` [B, L], 1 on real tokens) hides the padding, and each row carries its own
@@ -12,11 +13,12 @@ prompts of different lengths: masked columns get exactly zero attention weight a
 are explicit, so a row's logits do not depend on which other rows share its batch (up to float
 summation order). ``compact`` removes leading columns masked in every row (after rows retire).
 
-Only states whose layout is known are joined: the policy's ``PolicyState`` and the reward
+Only states whose layout is known are joined: the policy's ``PolicyState``, the reward
 models' ``StepState`` (no pending candidates, no method-specific extras) over full-attention
-``DynamicLayer`` caches. Anything else (e.g. the likelihood methods' two-stream state) is
-reported by :func:`joinable` as False; the scheduler then runs the new rows as a batch of their
-own, admitted at a step boundary, which is exact by construction.
+``DynamicLayer`` caches, and fused ARGS's ``FusedState`` (such a ``StepState`` over the policy's
+one cache, plus the policy's next-token logits). Anything else (e.g. the likelihood methods'
+two-stream state) is reported by :func:`joinable` as False; the scheduler then runs the new
+rows as a batch of their own, admitted at a step boundary, which is exact by construction.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ import torch
 from torch.nn import functional
 from transformers.cache_utils import Cache, DynamicLayer
 
+from persalign.decoding.fused_args import FusedState
 from persalign.decoding.policy import PolicyState
 from persalign.rewards.engine.stepping import StepState
 
 _POLICY_FIELDS = {"cache", "attention", "next_position", "logits"}
 _STEP_FIELDS = {"cache", "attention", "next_position", "z", "total", "count", "pending", "extra"}
+_FUSED_FIELDS = {"reward", "logits"}
 
 
 def _plain_cache(cache: Cache) -> bool:
@@ -44,6 +48,8 @@ def joinable(state: Any) -> bool:
     names = {f.name for f in dataclasses.fields(state)} if dataclasses.is_dataclass(state) else {}
     if type(state) is PolicyState:
         return names == _POLICY_FIELDS and _plain_cache(state.cache)
+    if type(state) is FusedState:
+        return names == _FUSED_FIELDS and joinable(state.reward)
     if type(state) is StepState:
         return (
             names == _STEP_FIELDS
@@ -82,9 +88,13 @@ def _cat_optional(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tenso
 
 
 def join_states(a: Any, b: Any) -> None:
-    """Append the rows of ``b`` to ``a`` (both PolicyState or both StepState, joinable)."""
+    """Append the rows of ``b`` to ``a`` (both PolicyState, StepState or FusedState, joinable)."""
     if type(a) is not type(b) or not (joinable(a) and joinable(b)):
         raise TypeError(f"cannot join {type(a).__name__} with {type(b).__name__}")
+    if type(a) is FusedState:
+        join_states(a.reward, b.reward)
+        a.logits = torch.cat([a.logits, b.logits])  # [B1 + B2, V]
+        return
     length = max(a.attention.shape[1], b.attention.shape[1])
     join_caches(a.cache, b.cache)
     a.attention = torch.cat([pad_left(a.attention, length, 1), pad_left(b.attention, length, 1)])
@@ -99,6 +109,8 @@ def join_states(a: Any, b: Any) -> None:
 
 def compact(state: Any) -> None:
     """Drop the leading columns that every row masks (exact: nobody attends to them)."""
+    if type(state) is FusedState:
+        state = state.reward  # the one cache
     if not joinable(state) or state.attention.shape[0] == 0:
         return
     used = state.attention.bool().any(dim=0).nonzero()  # [n, 1] columns some row attends to

@@ -12,11 +12,19 @@ policy's top-k log-probs, scores add lambda * the reward model's ``step_rewards`
 the argmax. What differs is that lambda, greedy/sampling, the seed, stop strings and the token
 budget are per row, and sampling draws each row from its own seeded generator, so a row's
 tokens are the ones it gets when decoded alone. Rows of one batch share k (the candidate
-tensor is [B, k]); the scheduler keeps one batch per (reward-guided, k).
+tensor is [B, k]); the scheduler keeps one batch per ``Engine.key``: (reward-guided, k).
+
+Fused ARGS: when the reward model's frozen backbone is the policy (``fused_reason`` is None,
+logged once at start-up either way), a guided row whose reward-model prompt ids equal its
+policy prompt ids decodes with ``decoding.fused_args.FusedArgs``: one policy forward per step
+scores the k candidates and advances the one cache, so a user costs a vector, not a model.
+Such rows share one batch whatever their user, lambda and k (key ``("fused", 0)``; a row's
+candidates beyond its own k score -inf); other guided rows take the two-model batches.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +33,11 @@ from typing import Any
 import torch
 
 from persalign.decoding.base import Stepper
+from persalign.decoding.fused_args import FusedArgs, FusedState, fused_reason
 from persalign.serve.batching import compact, join_states, joinable
+
+log = logging.getLogger(__name__)
+FUSED_KEY = ("fused", 0)
 
 Sink = Callable[[str, Any], None]
 
@@ -120,12 +132,37 @@ def visible(text: str, stops: Sequence[str], final: bool) -> str:
 
 
 class Engine:
-    """Owns nothing but references: the policy, the reward model and the eos ids."""
+    """Owns nothing but references: the policy, the reward model and the eos ids (and fused
+    ARGS over the two when the reward model's frozen backbone is the policy)."""
 
     def __init__(self, policy: Stepper, reward_model: Any = None):
         self.policy = policy
         self.rm = reward_model
         self.eos = policy.eos_ids()
+        self.fused: FusedArgs | None = None
+        self.fused_reason: str | None = "no reward model"
+        if reward_model is not None:
+            self.fused_reason = fused_reason(policy, reward_model)
+            if self.fused_reason is None:
+                self.fused = FusedArgs(policy, reward_model)
+                log.info(
+                    "ARGS serving is fused: one policy forward per step also gives the rewards "
+                    "(each user costs a vector, not a model)"
+                )
+            else:
+                log.info(
+                    "ARGS serving runs the policy and the reward model apart: %s",
+                    self.fused_reason,
+                )
+
+    def key(self, row: Row) -> tuple:
+        """Rows with the same key can share a batch: fused rows all together, else
+        ``Row.key``. A guided row fuses when fused ARGS is on and its reward-model prompt ids
+        are its policy prompt ids (the hidden states the head was trained on)."""
+        spec, fused = row.spec, self.fused is not None
+        if fused and spec.reward_ids is not None and list(spec.reward_ids) == spec.policy_ids:
+            return FUSED_KEY
+        return row.key
 
     @torch.no_grad()
     def start(self, rows: list[Row]) -> Batch:
@@ -135,6 +172,9 @@ class Engine:
             row.admitted = now
             if row.spec.temperature > 0:
                 row.generator = torch.Generator().manual_seed(row.spec.seed)
+        if self.key(rows[0]) == FUSED_KEY:  # one prefill, one cache for both models
+            users = [r.spec.reward_user for r in rows]
+            return Batch(rows, self.fused.start([r.spec.policy_ids for r in rows], users))
         policy = self.policy.start([r.spec.policy_ids for r in rows], ["" for _ in rows])
         reward = None
         if rows[0].spec.reward_ids is not None:
@@ -150,12 +190,16 @@ class Engine:
             join_states(batch.reward, fresh.reward)
         batch.rows += fresh.rows
 
-    def choose(self, scores: torch.Tensor, rows: Sequence[Row]) -> torch.Tensor:
-        """[B] chosen column of ``scores`` [B, C]: argmax, or a draw from the row's generator."""
+    def choose(
+        self, scores: torch.Tensor, rows: Sequence[Row], widths: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """[B] chosen column of ``scores`` [B, C]: argmax, or a draw from the row's generator
+        (over the row's first ``widths[i]`` columns: a draw depends on how many there are)."""
         choice = scores.argmax(dim=-1)  # [B]
         for i, row in enumerate(rows):
             if row.generator is not None:
-                probs = torch.softmax(scores[i : i + 1] / row.spec.temperature, dim=-1).cpu()
+                own = scores[i : i + 1, : widths[i]] if widths else scores[i : i + 1]  # [1, c]
+                probs = torch.softmax(own / row.spec.temperature, dim=-1).cpu()
                 choice[i] = int(torch.multinomial(probs, 1, generator=row.generator)[0, 0])
         return choice
 
@@ -166,6 +210,15 @@ class Engine:
         for i, row in enumerate(batch.rows):
             if row.spec.ignore_eos:
                 logits[i, sorted(self.eos)] = float("-inf")
+        if isinstance(batch.policy, FusedState):
+            rows = batch.rows
+            lam = torch.tensor([r.spec.lam for r in rows])  # [B]
+            ks = [r.spec.k for r in rows]
+
+            def choose(scores: torch.Tensor) -> torch.Tensor:  # [B, max k] -> [B]
+                return self.choose(scores, rows, ks)
+
+            return self.fused.step(batch.policy, lam, ks, choose, logits)
         if batch.reward is None:
             return self.choose(logits, batch.rows)
         k = batch.rows[0].spec.k
@@ -181,7 +234,7 @@ class Engine:
     def keep(self, batch: Batch, keep: list[int]) -> torch.Tensor:
         """Keep rows ``keep`` (indices) of ``batch``; returns them as an index tensor."""
         index = torch.tensor(keep, dtype=torch.long, device=batch.policy.logits.device)
-        batch.policy.select(index)
+        batch.policy.select(index)  # a FusedState selects its one cache and its logits
         if batch.reward is not None:
             batch.reward.select(index.to(self.rm.backbone.device))
         compact(batch.policy)
@@ -209,8 +262,8 @@ class Engine:
                 done.append(row)
         if len(keep) < len(batch.rows):
             chosen = chosen[self.keep(batch, keep).to(chosen.device)]
-        if batch.rows:
-            self.policy.advance(batch.policy, chosen)
+        if batch.rows and not isinstance(batch.policy, FusedState):
+            self.policy.advance(batch.policy, chosen)  # fused: the step advanced the cache
         return done
 
     def record(self, row: Row, token: int) -> bool:

@@ -195,7 +195,7 @@ class Scheduler:
             row = self.waiting.popleft()
             sizes.append(row.size)
             self._dequeued()
-            fresh.setdefault(row.key, []).append(row)
+            fresh.setdefault(self.engine.key(row), []).append(row)
             room -= 1
         for key, rows in fresh.items():
             try:
@@ -207,7 +207,7 @@ class Scheduler:
                 continue
             for row in rows:
                 self.metrics.queue_wait.observe(row.admitted - row.submitted)
-            target = next((b for b in self.batches if b.rows[0].key == key), None)
+            target = next((b for b in self.batches if self.engine.key(b.rows[0]) == key), None)
             if target is not None and target.joinable and new.joinable:
                 self.engine.extend(target, new)
             else:

@@ -19,10 +19,10 @@ from typing import Any
 import uvicorn
 
 from persalign.decoding import Policy
-from persalign.rewards import load
 from persalign.serve.app import create_app
 from persalign.serve.schemas import ServeLimits
 from persalign.serve.service import Service
+from persalign.serve.sharing import load_reward_for
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,11 @@ def build_service(
     store: str | None = None,
 ) -> Service:
     """Load the models (on ``device`` in ``dtype``) and the stored users (``store``: a
-    database URL; else SQLite in the state folder, default REWARD/serving)."""
+    database URL; else SQLite in the state folder, default REWARD/serving). A reward model with
+    a frozen backbone on the policy's model runs on the policy's weights (serve.sharing)."""
     overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
-    rm = load(reward, **overrides) if reward is not None else None
     model = Policy.load(policy, device=device, dtype=dtype)
+    rm = load_reward_for(reward, model, **overrides) if reward is not None else None
     if state_dir is None and reward is not None:
         state_dir = Path(reward) / "serving"
     service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options, store=store)

@@ -11,6 +11,13 @@ records the weights' sha256. A save killed between the two leaves new weights be
 config: loading refuses it (the hash differs) instead of mixing two models. ``persalign train``
 goes further and renames a whole temporary folder into place. Missing files are refused before
 the backbone loads.
+
+A model whose saved LoRA weights are all zero (or absent: a frozen backbone) can run on a
+backbone loaded already, e.g. a policy's own model, instead of loading a second copy:
+
+    if saved_lora_is_zero("runs/x/model"):
+        rm = load_reward_model("runs/x/model", backbone=Backbone(policy.model, None),
+                               tokenizer=policy.tokenizer)
 """
 
 from __future__ import annotations
@@ -66,9 +73,35 @@ def _serialize(tensors: dict[str, torch.Tensor]) -> bytes:
     return save(tensors, metadata={"format": FORMAT})
 
 
-def load_reward_model(path: str | Path, **overrides):
-    """Rebuild the method from its config, then load its trained weights."""
-    folder = Path(path)
+def saved_config(path: str | Path, **overrides):
+    """The method's validated config of a saved reward model (``overrides`` applied)."""
+    meta, _ = _read_checked(Path(path))
+    cls = METHODS.get(meta["method"])
+    return validated(cls.config_class, {**meta["config"], **overrides}, head=f"{path}: config")
+
+
+def saved_lora_is_zero(path: str | Path) -> bool:
+    """Whether the saved LoRA weights are absent or all zero (B matrices: LoRA adds nothing,
+    the backbone is its base model)."""
+    _, weights = _read_checked(Path(path))
+    return _lora_is_zero(_tensors(weights, Path(path) / WEIGHTS_FILE))
+
+
+def _lora_is_zero(state: dict[str, torch.Tensor]) -> bool:
+    return all(
+        not bool(v.any()) for k, v in state.items() if "lora_B" in k or "lora_embedding_B" in k
+    )
+
+
+def _tensors(weights: bytes, weights_path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_tensors(weights)
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise DataError(f"cannot read weights ({exc})", weights_path) from exc
+
+
+def _read_checked(folder: Path) -> tuple[dict, bytes]:
+    """The config and the weights' bytes of a whole, consistent reward-model folder."""
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not folder.is_dir():
         raise DataError("not a reward-model folder (train one with `persalign train`)", folder)
@@ -95,15 +128,29 @@ def load_reward_model(path: str | Path, **overrides):
             "files from two models): retrain it",
             weights_path,
         )
+    return meta, weights
+
+
+def load_reward_model(path: str | Path, *, backbone=None, tokenizer=None, **overrides):
+    """Rebuild the method from its config, then load its trained weights.
+
+    ``backbone`` (a ``Backbone`` without LoRA, e.g. over a policy's model) replaces the one the
+    config names, for a model whose saved LoRA weights are all zero (else a DataError); its
+    saved LoRA weights are then left out. ``tokenizer`` replaces loading the config's."""
+    folder = Path(path)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    meta, weights = _read_checked(folder)
     cls = METHODS.get(meta["method"])
     config = validated(
         cls.config_class, {**meta["config"], **overrides}, head=f"{config_path}: config"
     )
-    rm = cls(config)
-    try:
-        state = {k: v.to(rm.backbone.device) for k, v in load_tensors(weights).items()}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise DataError(f"cannot read weights ({exc})", weights_path) from exc
+    state = _tensors(weights, weights_path)
+    if backbone is not None:
+        if not _lora_is_zero(state):
+            raise DataError("LoRA weights are not zero: it needs a backbone of its own", folder)
+        state = {k: v for k, v in state.items() if "lora_" not in k}
+    rm = cls(config, backbone=backbone, tokenizer=tokenizer)
+    state = {k: v.to(rm.backbone.device) for k, v in state.items()}
     if "user_table" in state:
         rm.set_users(meta["users"], state["user_table"])
     expected = set(trained_state(rm))
