@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from persalign.serve.engine import Row, RowSpec
 from persalign.serve.guard import Guard
-from persalign.serve.metrics import ServeMetrics
+from persalign.serve.prometheus import ServeMetrics
 from persalign.serve.scheduler import QueueFull, Scheduler
 from persalign.serve.schemas import ServeLimits
 from tests.unit.test_serve_server import PREFS, Server, completion, error_of, models  # noqa: F401

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from persalign.serve.app import create_app
-from persalign.serve.metrics import ServeMetrics
+from persalign.serve.prometheus import ServeMetrics
 from persalign.serve.schemas import ServeLimits
 from tests.unit.test_serve_server import PREFS, Server, completion, error_of, models  # noqa: F401
 from tests.unit.test_serve_users import start_postgres

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from persalign.errors import ConfigError, validated
 from persalign.serve.completions import generate
 from persalign.serve.guard import Guard, error_response
-from persalign.serve.metrics import CONTENT_TYPE
+from persalign.serve.prometheus import CONTENT_TYPE
 from persalign.serve.schemas import (
     ChatRequest,
     CompletionRequest,

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from persalign.serve.engine import Batch, Engine, Row, StepOutOfMemory
-from persalign.serve.metrics import ServeMetrics
+from persalign.serve.prometheus import ServeMetrics
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from persalign.decoding.icl import icl_prompt_ids
 from persalign.models.encoding import PromptFormatter
 from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
-from persalign.serve.metrics import ServeMetrics
 from persalign.serve.onboarding import Onboarder
 from persalign.serve.personal import Personalizer, UnknownUser
+from persalign.serve.prometheus import ServeMetrics
 from persalign.serve.retrieval import ServedIclRag
 from persalign.serve.scheduler import Scheduler
 from persalign.serve.schemas import ChatRequest, CompletionRequest, ServeLimits, _Common
