@@ -193,7 +193,7 @@ def test_a_run_with_verify_false_loads_a_tampered_folder_in_its_jobs(tmp_path, t
         methods={"global-rm": None},
         baselines={"icl": [], "icl_rag": []},
         decoding={"max_new_tokens": 2, "k": 2, "batch_size": 2},
-        metrics={"bertscore_model": None, "perplexity": False},
+        metrics={"generation": {"bertscore_model": None}, "perplexity": False},
     )
     raw["lambda"] = {"grid": [0.0], "heldout_per_user": 0}
     summary = run_experiment(parse_config(raw), tmp_path / "runs")

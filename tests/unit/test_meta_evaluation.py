@@ -177,7 +177,7 @@ def test_cost_table_has_every_cell_and_the_figure_is_embedded(report):
     header, *body = csv.reader(io.StringIO(files[f"{BENCH}/cost.csv"].read_text("utf-8")))
     assert header == [
         "Policy", "Method", "ROUGE-1 (%)", "s / token", "Policy fwd / token", "Reward fwd / token",
-        "Tokens", "Train s", "Adapt s / user", "Peak RSS (MiB)", "Peak GPU (MiB)",
+        "Tokens", "Train s", "Adapt s / user", "Peak RSS (MiB)", "Peak GPU (MiB)", "Start share",
     ]  # fmt: skip
     table: dict[str, list[Any]] = {r[1]: r for r in body}
     assert list(table) == [*METHODS, "zero-shot", "icl-rag-2"]  # every row of the run

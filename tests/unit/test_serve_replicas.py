@@ -69,9 +69,12 @@ def test_a_user_onboarded_on_a_is_served_personalized_by_b_within_a_second(repli
     first = a.client.post("/v1/users/shared-1/preferences", json=PREFS, headers=headers)
     acknowledged = time.monotonic()
     assert first.status_code == 200, first.text
-    reply = b.client.post("/v1/completions", json=completion(user="shared-1", max_tokens=2))
-    assert time.monotonic() - acknowledged < 1.0
-    assert reply.json()["persalign"]["user_status"] == "own"
+    statuses = []  # B's answers until it serves the user's own vector, or one second is up
+    while not statuses or (statuses[-1] != "own" and time.monotonic() - acknowledged < 1.0):
+        reply = b.client.post("/v1/completions", json=completion(user="shared-1", max_tokens=2))
+        statuses.append(reply.json()["persalign"]["user_status"])
+    assert time.monotonic() - acknowledged < 1.0, statuses
+    assert statuses[-1] == "own", statuses
     retried = a.client.post("/v1/users/shared-1/preferences", json=PREFS, headers=headers)
     assert retried.json()["preference_sets"] == 1  # the retry counted once
     on_b = b.client.get("/v1/users/shared-1", headers=admin()).json()

@@ -66,6 +66,7 @@ class Oracle(RewardModel):
     personalized = True
     shares_prompt = False
     pair_eval_mode = None
+    reads_hidden_states = False  # r_u of decoded text: no backbone, nothing to freeze
 
     def __init__(self, config: RewardConfig, backbone: Any = None, tokenizer: Any = None):
         nn.Module.__init__(self)
