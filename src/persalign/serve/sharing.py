@@ -64,6 +64,6 @@ def load_reward_for(path: str | Path, policy: Any, **overrides: Any) -> Any:
     backbone = Backbone(policy.model, None)
     # its decoding forward is the policy's: no second (merged) view of the weights either
     backbone.decode_hidden = policy.decode_hidden
-    rm = load(path, backbone=backbone, tokenizer=policy.tokenizer, **overrides)
+    rm = load(path, shared_backbone=backbone, tokenizer=policy.tokenizer, **overrides)
     log.info("the reward model runs on the policy's weights (frozen backbone): one model loaded")
     return rm

@@ -16,7 +16,7 @@ A model whose saved LoRA weights are all zero (or absent: a frozen backbone) can
 backbone loaded already, e.g. a policy's own model, instead of loading a second copy:
 
     if saved_lora_is_zero("runs/x/model"):
-        rm = load_reward_model("runs/x/model", backbone=Backbone(policy.model, None),
+        rm = load_reward_model("runs/x/model", shared_backbone=Backbone(policy.model, None),
                                tokenizer=policy.tokenizer)
 """
 
@@ -131,11 +131,12 @@ def _read_checked(folder: Path) -> tuple[dict, bytes]:
     return meta, weights
 
 
-def load_reward_model(path: str | Path, *, backbone=None, tokenizer=None, **overrides):
+def load_reward_model(path: str | Path, *, shared_backbone=None, tokenizer=None, **overrides):
     """Rebuild the method from its config, then load its trained weights.
 
-    ``backbone`` (a ``Backbone`` without LoRA, e.g. over a policy's model) replaces the one the
-    config names, for a model whose saved LoRA weights are all zero (else a DataError); its
+    ``overrides`` are config keys (``backbone="other/spec"`` names another backbone to load).
+    ``shared_backbone`` (a ``Backbone`` without LoRA, e.g. over a policy's model) replaces the
+    one the config names, for a model whose saved LoRA weights are all zero (else a DataError); its
     saved LoRA weights are then left out. ``tokenizer`` replaces loading the config's."""
     folder = Path(path)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
@@ -145,11 +146,11 @@ def load_reward_model(path: str | Path, *, backbone=None, tokenizer=None, **over
         cls.config_class, {**meta["config"], **overrides}, head=f"{config_path}: config"
     )
     state = _tensors(weights, weights_path)
-    if backbone is not None:
+    if shared_backbone is not None:
         if not _lora_is_zero(state):
             raise DataError("LoRA weights are not zero: it needs a backbone of its own", folder)
         state = {k: v for k, v in state.items() if "lora_" not in k}
-    rm = cls(config, backbone=backbone, tokenizer=tokenizer)
+    rm = cls(config, backbone=shared_backbone, tokenizer=tokenizer)
     state = {k: v.to(rm.backbone.device) for k, v in state.items()}
     if "user_table" in state:
         rm.set_users(meta["users"], state["user_table"])
