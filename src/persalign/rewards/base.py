@@ -64,6 +64,12 @@ class PrefixRewards:
         return self.rewards[torch.arange(len(self.lengths)), self.lengths - 1]
 
 
+def same_length(prompts: Sequence[str], responses: Sequence[str], users: Sequence[str]) -> None:
+    """The scoring functions' one check of their inputs: one prompt and one user per response."""
+    if not len(prompts) == len(responses) == len(users):
+        raise ValueError("prompts, responses and users must have the same length")
+
+
 # The functions that define how a method scores text; see RewardModel.pair_eval_mode.
 SCORING_FUNCTIONS = (
     "prefix_rewards",
@@ -269,8 +275,7 @@ class RewardModel(nn.Module):
         batch_size: int | None = None,
     ) -> PrefixRewards:
         """r(x, y_<=t) for every response prefix, one forward pass per batch of responses."""
-        if not len(prompts) == len(responses) == len(users):
-            raise ValueError("prompts, responses and users must have the same length")
+        same_length(prompts, responses, users)
         size = batch_size or self.config.eval_batch_size
         chunks, lengths = [], []
         was_training = self.training

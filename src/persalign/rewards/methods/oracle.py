@@ -30,7 +30,7 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
 from persalign.models.encoding import PromptFormatter
-from persalign.rewards.base import PrefixRewards, RewardModel, register_method
+from persalign.rewards.base import PrefixRewards, RewardModel, register_method, same_length
 from persalign.rewards.config import RewardConfig
 from persalign.types import Benchmark, Preference, TrueRewardLike
 
@@ -141,8 +141,7 @@ class Oracle(RewardModel):
         batch_size: int | None = None,
     ) -> PrefixRewards:
         """r_u(x, decode(y_<=t)) for every t of each tokenized (truncated) response."""
-        if not len(prompts) == len(responses) == len(users):
-            raise ValueError("prompts, responses and users must have the same length")
+        same_length(prompts, responses, users)
         decode = self.formatter.tokenizer.decode
         ids = [self.formatter.response_ids(r) for r in responses]
         flat_p, flat_y, flat_u = [], [], []

@@ -42,7 +42,7 @@ from pydantic import Field
 from torch import nn
 
 from persalign.models.encoding import EncodedBatch
-from persalign.rewards.base import register_method
+from persalign.rewards.base import register_method, same_length
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine.training import frozen, start_user_vector
 from persalign.rewards.methods._likelihood import (
@@ -198,8 +198,7 @@ class PDPO(LikelihoodRM):
         """([N] float64 sum_t log pi_theta(y_t | e_u, x, y_<t), [N] long |y|): the personalized
         policy's log-likelihood of each response (the ``personalized-policy`` scorer's parts),
         rendered and tokenized as the ``p-dpo`` decoder writes (this model's formatter)."""
-        if not len(prompts) == len(responses) == len(users):
-            raise ValueError("prompts, responses and users must have the same length")
+        same_length(prompts, responses, users)
         size = batch_size or self.config.eval_batch_size
         sums, lengths = [], []
         was_training = self.training
