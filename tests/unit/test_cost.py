@@ -87,6 +87,37 @@ def test_args_counts_equal_an_independent_count(policy, rm, monkeypatch):
     assert "hidden" not in vars(rm.backbone) and "decode_hidden" not in vars(rm.backbone)
 
 
+def test_fused_args_counts_the_policys_decoder_stack_and_no_reward_rows(tiny_lm, monkeypatch):
+    """Fused ARGS (an untrained reward model, LoRA at zero, on the policy's own weights): the
+    policy's decoder stack gives the rewards too, so the reward backbone counts 0 rows and the
+    policy counts what an independent class-level spy on ``Policy.decode_hidden`` sees (before
+    the fix the fused path counted 0 and 0)."""
+    seen = {"policy": 0}
+    original = Policy.decode_hidden
+
+    def spy(self, input_ids, *args: Any, **kwargs: Any):
+        seen["policy"] += input_ids.shape[0]
+        return original(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "decode_hidden", spy)
+    policy = Policy.load(tiny_lm, device="cpu")
+    rm = rewards.create("global-rm", backbone=tiny_lm, device="cpu", seed=0).eval()
+    decoder = create_decoder(
+        "args", policy, reward_model=rm, lam=1.0, k=3, max_new_tokens=4, batch_size=3
+    )
+    assert decoder.fused_reason is None  # the fused path, or this test proves nothing
+    meter = CostMeter()
+    with meter.counting(decoder, writer=policy, reward=rm.backbone):
+        gens = decoder.generate(REQUESTS, progress=False)
+    assert meter.tokens == sum(len(g.tokens) for g in gens) > 0
+    assert meter.rows == {"policy": seen["policy"], "reward": 0} and seen["policy"] > 0
+    meter.generations = [g.to_json() for g in gens]
+    cost = meter.cost()
+    assert cost["policy_forwards_per_token"] == round(seen["policy"] / meter.tokens, 4)
+    assert cost["reward_forwards_per_token"] == 0.0
+    assert "decode_hidden" not in vars(policy) and not policy.model._forward_pre_hooks  # undone
+
+
 def test_resumed_cells_fall_back_to_the_generations_own_seconds():
     meter = CostMeter()
     meter.generations = [{"tokens": [1, 2, 3], "seconds": 0.3}, {"tokens": [4], "seconds": 0.1}]

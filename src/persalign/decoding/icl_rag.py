@@ -55,16 +55,23 @@ class IclRagDecoder(IclDecoder):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._vectors: dict[str, np.ndarray] = {}
+        self._embedder = None  # loaded on the first index() that has something to embed
 
     def index(self, requests: Sequence[GenerationRequest]) -> None:
-        """Embed every query and support prompt once, up front (embedding retrieval)."""
+        """Embed every query and support prompt once (embedding retrieval): the embedder is
+        loaded once per decoder and texts embedded by an earlier call are not embedded again."""
         if self.settings.retrieval == "embedding":
             texts = sorted(
                 {r.prompt for r in requests}
                 | {p.prompt for r in requests for p in self.support.get(r.user, ())}
             )
-            vectors = cached_encode(load_embedder(self.settings.embedder), texts)
-            self._vectors = dict(zip(texts, vectors, strict=True))
+            missing = [t for t in texts if t not in self._vectors]
+            if not missing:
+                return
+            if self._embedder is None:
+                self._embedder = load_embedder(self.settings.embedder)
+            vectors = cached_encode(self._embedder, missing)
+            self._vectors.update(zip(missing, vectors, strict=True))
 
     def similarities(self, query: str, prompts: list[str]) -> np.ndarray:
         """[len(prompts)] similarity of each prompt to ``query``."""

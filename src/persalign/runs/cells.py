@@ -195,7 +195,7 @@ def evaluate_cell(
             spec.decoder, policy, reward_model=rm, support=_support(bench), **settings
         )
         # the model that writes: the base policy, or the method's own (P-DPO)
-        writer = policy.model if decoder_class.needs_policy else getattr(rm, "backbone", None)
+        writer = policy if decoder_class.needs_policy else getattr(rm, "backbone", None)
         guide = getattr(rm, "backbone", None) if decoder_class.needs_policy else None
         with meter.counting(decoder, writer=writer, reward=guide):
             gens = workspace.generate_resumable(

@@ -2,17 +2,19 @@
 
     meter = CostMeter()
     with meter.peak_memory():                       # the whole cell
-        with meter.counting(decoder, writer=policy.model, reward=rm.backbone):
+        with meter.counting(decoder, writer=policy, reward=rm.backbone):
             gens = generate_resumable(decoder, ...)  # only generation is timed and counted
     meter.generations, meter.models = gens, model_costs(model_dir)
     cost = meter.cost()                              # metrics.json's "cost" (schema.COST_FIELDS)
 
-Forward passes are counted, not estimated. A forward pre-hook on the writing ``nn.Module`` (the
-base policy's model) adds the number of rows of each call, and the reward model's backbone has
-its ``hidden`` and ``decode_hidden`` wrapped for the length of the generation. A batch call of B
-rows counts B, and ARGS's k candidates of a row, scored in one call, count as 1. A ``Backbone``
-(anything with ``decode_hidden``) is wrapped and any other module is hooked, so a decoder that
-writes with the method's own policy (P-DPO) counts that backbone as the writer. Embedder passes
+Forward passes are counted, not estimated. For the base policy (a ``Policy``) a forward
+pre-hook on its ``nn.Module`` adds the number of rows of each call and its ``decode_hidden``
+(the decoder stack alone: fused ARGS's one forward per step) is wrapped; the reward model's
+backbone has its ``hidden`` and ``decode_hidden`` wrapped, for the length of the generation. A
+batch call of B rows counts B, and ARGS's k candidates of a row, scored in one call, count as 1,
+so fused ARGS counts 1 policy forward and 0 reward forwards per token. A ``Backbone`` (anything
+with ``hidden``) is wrapped and a plain module is hooked, so a decoder that writes with the
+method's own policy (P-DPO) counts that backbone as the writer. Embedder passes
 (ICL-RAG retrieval) are not counted. ``*_per_token`` divide by the tokens generated while
 counting, so a resumed cell divides by the tokens of the batches it generated itself. When
 everything was generated before, the rates come from the generations' own ``seconds`` and the
@@ -183,26 +185,33 @@ class CostMeter:
     # ------------------------------------------------------------------ counting
     def _count(self, role: str, target: Any) -> Any:
         """Start counting ``target``'s forwards as ``role``; returns the undo function."""
-        if hasattr(target, "decode_hidden"):  # a reward-model Backbone
-            for name in ("hidden", "decode_hidden"):
-                original = getattr(target, name)
+        wrapped = [n for n in ("hidden", "decode_hidden") if hasattr(target, n)]
+        hooked = getattr(target, "model", None) if not hasattr(target, "hidden") else None
+        if not wrapped:  # a plain nn.Module
+            hooked, wrapped = target, []
+        for name in wrapped:
+            original = getattr(target, name)
 
-                def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                    self.rows[role] += _rows(args, kwargs)
-                    return _original(*args, **kwargs)
+            def counted(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                self.rows[role] += _rows(args, kwargs)
+                return _original(*args, **kwargs)
 
-                setattr(target, name, counted)
-
-            def undo() -> None:
-                for name in ("hidden", "decode_hidden"):
-                    delattr(target, name)  # the class's methods again
-
-            return undo
+            setattr(target, name, counted)
 
         def hook(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
             self.rows[role] += _rows(args, kwargs)
 
-        return target.register_forward_pre_hook(hook, with_kwargs=True).remove
+        remove = None
+        if isinstance(hooked, torch.nn.Module):
+            remove = hooked.register_forward_pre_hook(hook, with_kwargs=True).remove
+
+        def undo() -> None:
+            for name in wrapped:
+                delattr(target, name)  # the class's methods again
+            if remove is not None:
+                remove()
+
+        return undo
 
     @contextmanager
     def counting(self, decoder: Any, writer: Any = None, reward: Any = None) -> Iterator[None]:
