@@ -12,9 +12,11 @@ completions (eos suppressed), every request for the next of the distinct users. 
 concurrency: tokens/s, p50/p95/p99 latency, p50/p99 time to first token, mean batch size (the
 server's ``persalign_batch_size`` histogram), failed requests; then concurrency 8 again while
 one new user onboards every second (``onboarding_throughput_ratio``: tokens/s with onboarding
-over without), and ``zero-shot`` decoding at 1 and 8 for reference. Targets (issues 15, 25):
-throughput at 8 >= 3x throughput at 1; p99 latency at 8 <= 3x the p50 at 1; no failed request;
-throughput with onboarding >= 0.8x without.
+over without); one ``--gap-tokens`` stream alone and then while one user onboards every second
+(``onboarding_max_gap_over_median``: its largest gap between two tokens over its median gap);
+and ``zero-shot`` decoding at 1 and 8 for reference. Targets (issues 15, 25): throughput at 8
+>= 3x throughput at 1; p99 latency at 8 <= 3x the p50 at 1; no failed request; throughput with
+onboarding >= 0.8x without; the largest token gap while users onboard <= 2x the median.
 
 ``--frozen`` serves a reward model with a frozen backbone (its LoRA weights zeroed after the
 few training steps; speed does not depend on how good it is): the server then loads it onto the
@@ -26,6 +28,7 @@ compare the two serving paths. Smoke: ``--frozen --train-steps 1 --users 16 --to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -111,6 +114,42 @@ def stream_one(client: httpx.Client, body: dict) -> tuple[int, float | None]:
             if chunk.get("usage"):
                 used = chunk["usage"]["completion_tokens"]
     return used, first
+
+
+def token_gaps(client: httpx.Client, user: str, tokens: int) -> list[float]:
+    """Seconds between consecutive streamed chunks of one ARGS completion for ``user``."""
+    body = {
+        "model": "persalign",
+        "prompt": "Write a short title for a paper about the sea.",
+        "max_tokens": tokens,
+        "user": user,
+        "stream": True,
+        "persalign": {"ignore_eos": True, "decoder": "args", "chat_template": True},
+    }
+    stamps: list[float] = []
+    with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {response.read()[:200]!r}")
+        for line in response.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(str(chunk["error"])[:200])
+            if chunk["choices"] and chunk["choices"][0]["text"]:
+                stamps.append(time.perf_counter())
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def gap_ratio(gaps: list[float]) -> dict:
+    """The largest gap between two tokens over the median gap (target with onboarding: <= 2)."""
+    median = statistics.median(gaps)
+    return {
+        "tokens": len(gaps) + 1,
+        "median_gap_s": round(median, 4),
+        "max_gap_s": round(max(gaps), 4),
+        "max_gap_over_median": round(max(gaps) / median, 2),
+    }
 
 
 def load(
@@ -217,6 +256,9 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument(
+        "--gap-tokens", type=int, default=96, help="Length of the stream whose token gaps count."
+    )
     parser.add_argument("--users", type=int, default=256, help="Distinct users served.")
     parser.add_argument(
         "--frozen",
@@ -268,6 +310,12 @@ def main() -> None:
             onboarding, onboarded = with_onboarding(
                 client, lambda: load(client, 8, per, args.tokens, users)
             )
+            # one long stream alone, then while one user onboards every second: its largest
+            # gap between two tokens over its median (target with onboarding: <= 2x)
+            gaps_alone = gap_ratio(token_gaps(client, users[0], args.gap_tokens))
+            gaps, gap_onboarded = with_onboarding(
+                client, lambda: gap_ratio(token_gaps(client, users[1], args.gap_tokens))
+            )
             policy_only = {c: load(client, c, 2, args.tokens, users, "zero-shot") for c in (1, 8)}
         finally:
             client.close()
@@ -291,8 +339,12 @@ def main() -> None:
         "p99_at_8_over_p50_at_1": round(eight["p99_latency_s"] / one["p50_latency_s"], 2),
         "with_onboarding_at_8": {**onboarding, **onboarded},
         "onboarding_throughput_ratio": round(onboarding["tokens_per_s"] / eight["tokens_per_s"], 2),
+        "token_gaps_alone": gaps_alone,
+        "token_gaps_while_onboarding": {**gaps, **gap_onboarded},
+        "onboarding_max_gap_over_median": gaps["max_gap_over_median"],
         "failed_requests": sum(r["failed"] for r in [*results.values(), onboarding])
-        + onboarded["failed"],
+        + onboarded["failed"]
+        + gap_onboarded["failed"],
         "zero_shot_reference": {
             "concurrency": {str(c): r for c, r in policy_only.items()},
             "throughput_8_over_1": round(
@@ -304,6 +356,7 @@ def main() -> None:
         report["throughput_8_over_1"] >= 3
         and report["p99_at_8_over_p50_at_1"] <= 3
         and report["onboarding_throughput_ratio"] >= 0.8
+        and report["onboarding_max_gap_over_median"] <= 2
         and report["failed_requests"] == 0
     )
     print(json.dumps(report, indent=2))
