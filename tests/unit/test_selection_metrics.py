@@ -236,6 +236,34 @@ def test_candidate_scoring_equals_one_row_per_text(lore, bench, policy):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_genarm_candidates_share_one_row_and_equal_one_row_per_text(tiny_lm, bench):
+    """GenARM's reward (beta * its own log-prob sums) on the shared-prompt rows against the naive
+    reference (``reward_sums``: every prompt + text on a row of its own); P-DPO (a reference
+    model and soft tokens) keeps the naive path."""
+    import persalign.rewards as rewards
+    from persalign.metrics import candidate_scoring
+
+    genarm = rewards.create("genarm", backbone=tiny_lm, **FAST).eval()
+    with torch.no_grad():  # LoRA away from zero, so the LoRA path is what is compared
+        generator = torch.Generator().manual_seed(0)
+        for name, param in genarm.backbone.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    assert candidate_scoring._plain_likelihood(genarm)
+    comps = list(bench.completions)[:4]
+    prompts, users = [c.prompt for c in comps], [c.user for c in comps]
+    groups = [[c.reference, "a longer negative title here", "x"] for c in comps]
+    got = candidate_reward_sums(genarm, prompts, groups, users, batch_size=2)
+    each = [(p, u, r) for p, u, g in zip(prompts, users, groups, strict=True) for r in g]
+    want = reward_sums(
+        genarm, [e[0] for e in each], [e[2] for e in each], [e[1] for e in each],
+        batch_size=1, progress=False,
+    )  # fmt: skip
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5) and bool((want != 0).all())
+    pdpo = rewards.create("p-dpo", backbone=tiny_lm, **FAST)
+    assert not candidate_scoring._plain_likelihood(pdpo)
+
+
 def naive_rank(
     ctx: CellContext, scorer: str, per_token: bool = True, **kw: Any
 ) -> tuple[dict, dict]:

@@ -15,8 +15,10 @@ instead of K times. Only the positions that predict a response token go through 
 log-softmax and sums run in float64, as in ``scoring``.
 
 ``candidate_reward_sums`` does the same for the reward model where its prefix rewards are
-``head_values`` of its hidden states (``pair_eval.eval_mode`` "hidden"), and falls back to
-``scoring.reward_sums`` (one row per response) otherwise (GenARM, P-DPO, ``shared_prompt`` off).
+``head_values`` of its hidden states (``pair_eval.eval_mode`` "hidden") or its own likelihood
+alone (GenARM: beta times the log-prob sums of its LoRA LM, the same shared row), and falls back
+to ``scoring.reward_sums`` (one row per response) otherwise (P-DPO: a reference model and soft
+tokens; ``shared_prompt`` off).
 ``batch_size`` counts prompts (rows), each with all its candidates.
 """
 
@@ -34,6 +36,7 @@ from persalign.rewards.base import PrefixRewards
 from persalign.rewards.engine.aggregation import aggregate
 from persalign.rewards.engine.pair_batching import shared_mask
 from persalign.rewards.engine.pair_eval import eval_mode
+from persalign.rewards.methods._likelihood import LikelihoodRM
 
 PAD = -1  # segment id of padding (0 is the prompt, j + 1 the j-th response)
 HEAD_CHUNK = 256  # response positions per LM-head projection and float64 log-softmax
@@ -126,9 +129,27 @@ def candidate_logprob_sums(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """([M] float64 sum_t log pi(y_t | x, y_<t), [M] lengths in policy tokens) of every response
     of every group (flat, in group order), each prompt encoded once (see module doc)."""
+    return _logprob_sums(
+        policy.model, policy.formatter, policy.tokenizer, policy.device, prompt_ids, groups,
+        batch_size=batch_size, progress=progress,
+    )  # fmt: skip
+
+
+def _logprob_sums(
+    model,  # a causal LM (get_decoder, get_output_embeddings)
+    formatter,  # response_ids(text) in the model's tokens
+    tokenizer,
+    device: torch.device,
+    prompt_ids: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[str]],
+    *,
+    batch_size: int,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``candidate_logprob_sums`` for any causal LM: the policy's, or GenARM's own."""
     if any(not p for p in prompt_ids):
         raise DataError("an empty policy prompt: log pi of the first response token is undefined")
-    ids = [[policy.formatter.response_ids(r) for r in group] for group in groups]
+    ids = [[formatter.response_ids(r) for r in group] for group in groups]
     for group, texts in zip(ids, groups, strict=True):
         for response, text in zip(group, texts, strict=True):
             if not response:
@@ -136,17 +157,16 @@ def candidate_logprob_sums(
     offsets = _offsets(groups)
     sums = torch.zeros(sum(len(g) for g in groups), dtype=torch.float64)
     lengths = torch.tensor([len(r) for g in ids for r in g], dtype=torch.long)
-    pad_id = policy.tokenizer.pad_token_id
-    pad_id = policy.tokenizer.eos_token_id if pad_id is None else pad_id
-    model = policy.model
+    pad_id = tokenizer.pad_token_id
+    pad_id = tokenizer.eos_token_id if pad_id is None else pad_id
     dtype = next(model.parameters()).dtype
     costs = [len(p) + sum(len(r) for r in g) for p, g in zip(prompt_ids, ids, strict=True)]
     for rows in track(_batches(costs, batch_size), "candidate log-probs", show=progress):
         batch, flat = _collate(prompt_ids, ids, rows, offsets, pad_id or 0, dtype)
         hidden = model.get_decoder()(
-            input_ids=batch.input_ids.to(policy.device),
-            attention_mask=batch.attention_mask.to(policy.device),
-            position_ids=batch.position_ids.to(policy.device),
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
             use_cache=False,
         ).last_hidden_state  # [b, T, H]
         picked = batch.valid.nonzero()  # [n, 2] (response, step) of every real token
@@ -165,6 +185,16 @@ def candidate_logprob_sums(
     return sums, lengths
 
 
+def _plain_likelihood(reward_model) -> bool:
+    """A reward that is beta * sum log p of the model's own LM alone (GenARM): no reference
+    model and no soft tokens, so its candidates can share one prompt row as the policy's do."""
+    return (
+        isinstance(reward_model, LikelihoodRM)
+        and not reward_model.uses_reference
+        and type(reward_model).soft_tokens is LikelihoodRM.soft_tokens
+    )
+
+
 @torch.no_grad()
 def candidate_reward_sums(
     reward_model,
@@ -175,7 +205,21 @@ def candidate_reward_sums(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """[M] float64 sum_t r(y_t | x, y_<t) (``scoring.reward_sums``) of every response of every
-    group, flat in group order; one shared-prompt row per group where ``eval_mode`` is "hidden"."""
+    group, flat in group order; one shared-prompt row per group where ``eval_mode`` is "hidden"
+    or the reward is the model's own likelihood alone (GenARM: beta * its log-prob sums)."""
+    if _plain_likelihood(reward_model):
+        rm = reward_model
+        was_training = rm.training
+        rm.eval()
+        try:
+            sums, _ = _logprob_sums(
+                rm.backbone.model, rm.formatter, rm.formatter.tokenizer, rm.backbone.device,
+                [rm.formatter.prompt_ids(p) for p in prompts], groups,
+                batch_size=batch_size, progress=False,
+            )  # fmt: skip
+        finally:
+            rm.train(was_training)
+        return rm.reward_scale() * sums
     if eval_mode(reward_model) != "hidden":
         flat = [(p, r, u) for p, g, u in zip(prompts, groups, users, strict=True) for r in g]
         return reward_sums(
