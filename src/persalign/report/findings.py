@@ -277,7 +277,8 @@ CORRELATION_CLAIMS = (
 @register_findings("paper")
 def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Finding]:
     """The paper's claims at every policy scale (smallest first): each correlation over methods
-    (the verdict) and over (method, seed) units; then ICL-RAG against the best method."""
+    (the verdict) and over (method, seed) units (where a method has several seeds); then ICL-RAG
+    against the best method."""
     out = []
     for column in results.policies(benchmark):
         for target, claim, paper, rule in CORRELATION_CLAIMS:
@@ -286,6 +287,8 @@ def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> l
                     results, benchmark, column.policy, "rm_accuracy", target, n_boot, units
                 )
                 primary = units == "methods"
+                if not primary and mc.units == mc.methods:
+                    continue  # one seed: the (method, seed) units are the methods row again
                 out.append(correlation_finding(column.label, claim, paper, mc, rule, primary))
         out.append(_icl_rag_finding(results, benchmark, column.policy, n_boot))
     return out

@@ -151,8 +151,8 @@ def _policy_findings(
             # the verdict over methods (each method's mean over seeds), then (method, seed) units
             for units, primary in (("methods", True), ("method-seed", False)):
                 mc = unit_correlation(results, benchmark, policy, metric, target, n_boot, units)
-                if mc.units == 0:
-                    continue
+                if mc.units == 0 or (not primary and mc.units == mc.methods):
+                    continue  # nothing, or one seed: the (method, seed) row repeats the methods row
 
                 def rule(ci, users, methods, mc=mc):
                     return predicts_verdict(mc.r(), ci, users, methods)
