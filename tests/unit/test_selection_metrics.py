@@ -264,6 +264,36 @@ def test_genarm_candidates_share_one_row_and_equal_one_row_per_text(tiny_lm, ben
     assert not candidate_scoring._plain_likelihood(pdpo)
 
 
+def test_pdpo_candidates_share_one_row_with_the_users_soft_tokens(tiny_lm, bench):
+    """P-DPO's own personalized policy (soft tokens e_u, then the prompt, LoRA away from zero,
+    a distinct vector per user) on one row per prompt against ``personalized_logprob_sums``, one
+    row per text: the same log-likelihoods and lengths."""
+    import persalign.rewards as rewards
+    from persalign.metrics.candidate_soft_tokens import candidate_soft_token_sums, with_soft_prefix
+
+    pdpo = rewards.create("p-dpo", backbone=tiny_lm, n_soft_tokens=3, **FAST).eval()
+    comps = list(bench.completions)[:4]
+    prompts, users = [c.prompt for c in comps], [c.user for c in comps]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in pdpo.backbone.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+    distinct = sorted(set(users))
+    pdpo.set_users(distinct, torch.randn(len(distinct), pdpo.user_dim, generator=generator))
+    groups = [[c.reference, "a longer negative title here", "x"] for c in comps]
+    got, lengths = candidate_soft_token_sums(pdpo, prompts, groups, users, batch_size=2)
+    each = [(p, u, r) for p, u, g in zip(prompts, users, groups, strict=True) for r in g]
+    want, want_lengths = pdpo.personalized_logprob_sums(
+        [e[0] for e in each], [e[2] for e in each], [e[1] for e in each], batch_size=1
+    )
+    assert torch.equal(lengths, want_lengths)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4)
+    mask = with_soft_prefix(torch.zeros(1, 1, 2, 2), 2)[0, 0] == 0  # [4, 4] attend
+    assert mask.tolist() == [[True, False, False, False], [True, True, False, False],
+                             [True, True, True, True], [True, True, True, True]]  # fmt: skip
+
+
 def naive_rank(
     ctx: CellContext, scorer: str, per_token: bool = True, **kw: Any
 ) -> tuple[dict, dict]:

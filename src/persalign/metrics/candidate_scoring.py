@@ -17,8 +17,9 @@ log-softmax and sums run in float64, as in ``scoring``.
 ``candidate_reward_sums`` does the same for the reward model where its prefix rewards are
 ``head_values`` of its hidden states (``pair_eval.eval_mode`` "hidden") or its own likelihood
 alone (GenARM: beta times the log-prob sums of its LoRA LM, the same shared row), and falls back
-to ``scoring.reward_sums`` (one row per response) otherwise (P-DPO: a reference model and soft
-tokens; ``shared_prompt`` off).
+to ``scoring.reward_sums`` (one row per response) otherwise (``shared_prompt`` off).
+``candidate_soft_tokens.candidate_soft_token_sums`` scores with a method's own personalized
+policy (P-DPO) on the same rows, the user's soft tokens in front.
 ``batch_size`` counts prompts (rows), each with all its candidates.
 """
 

@@ -54,6 +54,7 @@ from pydantic import Field
 from persalign.decoding import DECODERS
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
 from persalign.metrics.candidate_scoring import candidate_logprob_sums, candidate_reward_sums
+from persalign.metrics.candidate_soft_tokens import candidate_soft_token_sums
 from persalign.metrics.generation import per_user_mean
 from persalign.metrics.policy_accuracy import cell_scorer, icl_prompts
 from persalign.metrics.scoring import POLICY_MODEL_SCORERS, RGD_SCORERS, personalized_parts
@@ -124,10 +125,16 @@ def deployed_scores(
     per policy token of its terms (module doc); each prompt encoded once per model."""
     scorer = deployed_scorer(ctx)
     users = [k[0] for k in keys]
-    if scorer in POLICY_MODEL_SCORERS:  # the method's own policy (soft tokens: no shared row)
+    if scorer in POLICY_MODEL_SCORERS:  # the method's own policy: soft tokens, then the prompt
+        rm = ctx.reward_model
+        if hasattr(rm, "soft_tokens") and hasattr(rm, "backbone"):  # one shared row per prompt
+            logp, tokens = candidate_soft_token_sums(
+                rm, prompts, groups, users, batch_size=batch_size
+            )
+            return logp / tokens.to(torch.float64)
         flat = [(p, r, u) for p, g, u in zip(prompts, groups, users, strict=True) for r in g]
         parts = personalized_parts(
-            ctx.reward_model, *([f[i] for f in flat] for i in range(3)), batch_size=batch_size
+            rm, *([f[i] for f in flat] for i in range(3)), batch_size=batch_size
         )
         return parts.logp_sum / parts.tokens.to(torch.float64)
     prompt_ids = [ctx.policy.formatter.prompt_ids(p) for p in prompts]
