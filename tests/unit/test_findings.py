@@ -255,3 +255,18 @@ def test_report_opens_with_findings_and_meta_evaluation_and_ends_with_the_run(tm
         "(verdicts over methods, as in the paper).**"
     )
     assert -1 < md.find(title) < md.find("**Which metric predicts")
+
+
+def test_an_estimate_outside_its_ci_says_so():
+    """A percentile CI need not contain the point estimate (the Pref-ACL study's RM accuracy vs
+    BERTScore-F1: 0.686 [-0.310, 0.648]); the finding then says why in its notes."""
+    from persalign.report.findings import OUTSIDE_CI, correlation_finding, weak_verdict
+    from persalign.report.units import MetaCorrelation
+
+    def finding(tau: float, ci: list[float]):
+        result = {"kendall": {"r": tau, "ci": ci}, "notes": []}
+        mc = MetaCorrelation("rm_accuracy", "bertscore_f1", result, 9, 32, 9, "methods")
+        return correlation_finding("135M", "claim", "paper", mc, weak_verdict, True)
+
+    assert finding(0.686, [-0.310, 0.648]).left_out == [OUTSIDE_CI]
+    assert finding(0.2, [-0.310, 0.648]).left_out == []

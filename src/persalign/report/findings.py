@@ -201,6 +201,10 @@ def loo_text(mc: MetaCorrelation) -> str:
 
 
 Rule = Callable[[tuple[float, float] | None, int, int], tuple[str, str]]
+OUTSIDE_CI = (
+    "the estimate lies outside its percentile CI: resampling users moves the units' means, "
+    "which pulls τ towards 0 when they differ little (a biased bootstrap); the verdict reads the CI"
+)
 
 
 def correlation_finding(
@@ -213,10 +217,13 @@ def correlation_finding(
     count = f"{mc.units} {SHORT[mc.kind]}" if mc.kind != "methods" else f"{mc.units} methods"
     if mc.kind != "methods":
         count += f" of {mc.methods} methods"
+    notes, tau, ci = mc.left_out, mc.r(), mc.ci()
+    if tau is not None and ci is not None and not ci[0] <= tau <= ci[1]:
+        notes = [*notes, OUTSIDE_CI]
     return Finding(
-        scale, claim, paper, "Kendall τ", mc.r(), mc.ci(), f"{count}, {mc.users} users",
+        scale, claim, paper, "Kendall τ", tau, ci, f"{count}, {mc.users} users",
         mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
-        left_out=mc.left_out,
+        left_out=notes,
     )  # fmt: skip
 
 
