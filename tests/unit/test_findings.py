@@ -162,6 +162,8 @@ def test_holds(tmp_path):
     assert weak["Estimate"] == f"{tau:.3f}" and weak["n"] == "6 methods, 12 users"
     assert weak["Units"] == "methods"
     assert all(r["Units"] != "(method, seed) units" for r in rows)
+    html = files["report.html"].read_text("utf-8")
+    assert "(one seed per method: no (method, seed) row)" in html and "on the next row" not in html
     assert weak["Verdict"] == HOLDS, weak
     diffs = [rouge["icl-rag-4"][u] - rouge["m6"][u] for u in USERS]
     assert icl["Claim"] == "ICL-RAG (icl-rag-4) beats the best reward-guided method (m6) on ROUGE-1"

@@ -348,8 +348,12 @@ def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Tabl
         caption=(
             "The paper's conclusions tested on this run's users, per policy scale, with a 95% "
             f"percentile bootstrap CI over users ({boot}). Correlations over methods (each "
-            "method's mean over seeds, the paper's units: the claim's verdict) and, on the next "
-            "row, over (method, seed) units."
+            "method's mean over seeds, the paper's units: the claim's verdict)"
+            + (
+                " and, on the next row, over (method, seed) units."
+                if any(not f.primary for f in findings)
+                else " (one seed per method: no (method, seed) row)."
+            )
         ),
         columns=COLUMNS,
         rows=rows,
