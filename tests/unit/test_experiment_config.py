@@ -287,3 +287,16 @@ def test_build_options_are_declared_once_and_typed_in_the_build_spec(tmp_path):
     spec = BenchmarkBuildSpec(dataset="pref-acl", **options.model_dump())
     assert spec.to_json()["dataset"] == "pref-acl" and spec.to_json()["include"] == ["a.xml"]
     assert spec.options() == options
+
+
+def test_frozen_training_of_a_likelihood_method_is_refused_before_anything_runs(tmp_path):
+    """backbone_training: frozen in reward.settings reaches GenARM and P-DPO too; the config is
+    refused when it is read (naming the method and the fix), not when their model job starts
+    (the simulated-users study lost both to that), and a per-method `lora` makes it valid."""
+    raw = raw_config(methods={"global-rm": None, "genarm": None, "oracle": None})
+    raw["reward"]["settings"] = {**raw["reward"].get("settings", {}), "backbone_training": "frozen"}
+    with pytest.raises(ConfigError, match=r"methods\.genarm: genarm: backbone_training='frozen'"):
+        parse_config(raw, base_dir=tmp_path)
+    raw["methods"]["genarm"] = {"backbone_training": "lora"}
+    config = parse_config(raw, base_dir=tmp_path)  # global-rm frozen, genarm lora, oracle either
+    assert set(config.methods) == {"global-rm", "genarm", "oracle"}

@@ -114,15 +114,23 @@ class RewardModel(nn.Module):
         if overrides and "pair_eval_mode" not in cls.__dict__:
             cls.pair_eval_mode = None
 
+    @classmethod
+    def frozen_problem(cls) -> str | None:
+        """Why ``backbone_training='frozen'`` cannot train this method (None: it can); the run
+        config checks it before anything runs."""
+        if cls.reads_hidden_states:
+            return None
+        return (
+            "backbone_training='frozen' needs a reward on backbone hidden states; this "
+            "method's reward is a likelihood, train it with 'lora'"
+        )
+
     def __init__(self, config: RewardConfig, backbone: Backbone | None = None, tokenizer=None):
         super().__init__()
         self.config = config
         frozen_backbone = config.backbone_training == "frozen"
-        if frozen_backbone and not self.reads_hidden_states:
-            raise ConfigError(
-                f"{self.name}: backbone_training='frozen' needs a reward on backbone hidden "
-                "states; this method's reward is a likelihood, train it with 'lora'"
-            )
+        if frozen_backbone and (problem := self.frozen_problem()):
+            raise ConfigError(f"{self.name}: {problem}")
         lora = None
         if not frozen_backbone:
             lora = LoraSettings(

@@ -201,6 +201,10 @@ def _checked_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
                 f"{where}.decoder: {decoder!r} needs method {' or '.join(allowed)}, not {name!r}"
             )
         out[label] = _validate(cls.config_class, {**options, "seed": 0}, where)
+        if out[label].get("backbone_training") == "frozen" and (problem := cls.frozen_problem()):
+            raise ConfigError(
+                f"{where}: {name}: {problem} (add `backbone_training: lora` under {where})"
+            )
     return out
 
 

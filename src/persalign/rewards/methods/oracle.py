@@ -68,6 +68,10 @@ class Oracle(RewardModel):
     pair_eval_mode = None
     reads_hidden_states = False  # r_u of decoded text: no backbone, nothing to freeze
 
+    @classmethod
+    def frozen_problem(cls) -> str | None:
+        return None  # no backbone is trained: any backbone_training is fine
+
     def __init__(self, config: RewardConfig, backbone: Any = None, tokenizer: Any = None):
         nn.Module.__init__(self)
         self.config = config
