@@ -272,3 +272,30 @@ def test_an_estimate_outside_its_ci_says_so():
 
     assert finding(0.686, [-0.310, 0.648]).left_out == [OUTSIDE_CI]
     assert finding(0.2, [-0.310, 0.648]).left_out == []
+
+
+def test_the_oracle_is_never_a_correlation_unit_nor_the_best_method(tmp_path):
+    """On a sim benchmark the oracle row is the ceiling: the findings' correlations over methods,
+    the correlation tables and the best reward-guided method leave it out (the first sim study
+    counted it as a tenth method, and 'most moved without oracle' was the tell)."""
+    from persalign.report.reading import load_run
+    from persalign.report.units import unit_values
+
+    cells = []
+    for i, method in enumerate((*METHODS, "oracle")):
+        best = method == "oracle"  # the oracle writes the best titles by far
+        cells.append(cell_data(
+            0, "method", method, rm_accuracy=around(0.6 + 0.02 * i, USERS, 0.004, i),
+            policy_accuracy=around(0.5 + 0.01 * i, USERS, 0.004, 40 + i),
+            rouge1=around(0.9 if best else 0.3 + 0.01 * i, USERS, 0.004, 80 + i),
+            bertscore_f1=around(0.5, USERS, 0.004, 90 + i),
+        ))  # fmt: skip
+    cells.append(cell_data(0, "baseline", "icl-rag", 4, rouge1=around(0.3, USERS, 0.01, 7)))
+    run = write_run(tmp_path, cells)
+    results = load_run(run)
+    assert "oracle" not in unit_values(results, BENCH, "p", "rouge1", "methods")
+    assert [r.label for r in results.unit_rows(BENCH)] == list(METHODS)
+    rows = findings_rows(write_report(run, n_boot=100))
+    by_methods = [r for r in rows if r["Units"] == "methods"]
+    assert by_methods and all(r["n"].startswith(f"{len(METHODS)} methods") for r in by_methods)
+    assert "(m6)" in rows[-1]["Claim"]  # the best reward-guided method, not the oracle

@@ -76,7 +76,7 @@ def method_means(
 ) -> tuple[list[str], list[float], list[float]]:
     """The reward methods with both metrics at this policy, and their means over seeds."""
     names, xs, ys = [], [], []
-    for row in results.rows(benchmark, "method"):
+    for row in results.unit_rows(benchmark):
         sx = results.stat(benchmark, policy, row.label, x)
         sy = results.stat(benchmark, policy, row.label, y)
         if sx is not None and sy is not None:
@@ -94,7 +94,7 @@ def correlation_points(
     if units == "methods":
         return method_means(results, benchmark, policy, x, y)
     labels, xs, ys = [], [], []
-    for row in results.rows(benchmark, "method"):
+    for row in results.unit_rows(benchmark):
         if units == "method-seed":
             a = results.seed_values(benchmark, policy, row.label, x)
             b = results.seed_values(benchmark, policy, row.label, y)
@@ -172,7 +172,7 @@ def _bootstrap(
     """The bootstrap over users for ``methods`` and ``users`` units (None for method-seed)."""
     if units == "method-seed" or n_boot <= 0:
         return None
-    rows = names if units == "methods" else [r.label for r in results.rows(benchmark, "method")]
+    rows = names if units == "methods" else [r.label for r in results.unit_rows(benchmark)]
     a = {m: results.per_user(benchmark, policy, m, pair[0]) for m in rows}
     b = {m: results.per_user(benchmark, policy, m, pair[1]) for m in rows}
     if units == "methods":
@@ -246,7 +246,7 @@ def _left_out(
     bootstrap resamples (the bootstrap's notes)."""
     out = []
     one_sided = []
-    for row in results.rows(benchmark, "method"):
+    for row in results.unit_rows(benchmark):
         have = [results.stat(benchmark, policy, row.label, m) is not None for m in pair]
         if any(have) and not all(have):
             lacking = pair[have.index(False)]

@@ -236,7 +236,7 @@ def _icl_rag_finding(results: RunResults, benchmark: str, policy: str, n_boot: i
         for row in results.rows(benchmark)
         if (stat := results.stat(benchmark, policy, row.label, "rouge1")) is not None
     }
-    methods = [r.label for r in results.rows(benchmark, "method") if r.label in rouge]
+    methods = [r.label for r in results.unit_rows(benchmark) if r.label in rouge]
     rags = [
         r for r in results.rows(benchmark, "baseline") if r.method == "icl-rag" and r.label in rouge
     ]

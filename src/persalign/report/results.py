@@ -173,6 +173,11 @@ class RunResults:
         ordered = sorted(found.values(), key=lambda c: c.row_key)
         return [Row(c.row, c.kind, c.method, c.shots, c.personalized, c.traits) for c in ordered]
 
+    def unit_rows(self, benchmark: str) -> list[Row]:
+        """The reward-method rows that are correlation units: every method but the oracle (a
+        sim benchmark's ceiling, never a unit of the findings, meta-evaluation or tables)."""
+        return [r for r in self.rows(benchmark, "method") if r.label != ORACLE_ROW]
+
     def seed_values(self, benchmark: str, policy: str, row: str, metric: str) -> dict[int, float]:
         return {
             c.seed: c.values[metric]

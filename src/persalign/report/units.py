@@ -54,7 +54,7 @@ def unit_values(
     if units != "methods":
         raise ValueError(f"unknown units {units!r}; choose from {', '.join(UNIT_KINDS)}")
     out = {}
-    for row in results.rows(benchmark, "method"):
+    for row in results.unit_rows(benchmark):
         values = results.per_user(benchmark, policy, row.label, metric)
         if values:
             out[row.label] = values
