@@ -170,20 +170,32 @@ def _logprob_sums(
             position_ids=batch.position_ids.to(device),
             use_cache=False,
         ).last_hidden_state  # [b, T, H]
-        picked = batch.valid.nonzero()  # [n, 2] (response, step) of every real token
-        m, t = picked[:, 0], picked[:, 1]
-        rows_t = batch.row[m].to(hidden.device)
-        where = batch.predictor[m, t].to(hidden.device)
-        targets = batch.input_ids[batch.row[m], batch.index[m, t]].to(hidden.device)  # [n]
-        logp = torch.zeros(len(m), dtype=torch.float64)
-        head = model.get_output_embeddings()
-        for s in range(0, len(m), HEAD_CHUNK):  # LM head on predicting positions only
-            part = slice(s, s + HEAD_CHUNK)
-            logits = head(hidden[rows_t[part], where[part]]).double()  # [c, V]
-            chosen = logits.gather(1, targets[part, None])[:, 0]
-            logp[part] = (chosen - logits.logsumexp(dim=-1)).cpu()
-        sums.index_add_(0, flat[m], logp)
+        add_response_logprobs(sums, flat, batch, hidden, model.get_output_embeddings())
     return sums, lengths
+
+
+def add_response_logprobs(
+    sums: torch.Tensor,  # [M] float64, added to in place
+    flat: torch.Tensor,  # [m] the flat index of each response of ``batch``
+    batch: CandidateBatch,
+    hidden: torch.Tensor,  # [b, shift + T, H] hidden states of the batch's rows
+    head: torch.nn.Module,  # the LM head
+    shift: int = 0,  # positions in front of each row (soft tokens) that ``batch`` does not know
+) -> None:
+    """Add each response's sum_t log p(y_t | ...) to ``sums``: the LM head on the positions that
+    predict a response token only, in chunks, log-softmax in float64."""
+    picked = batch.valid.nonzero()  # [n, 2] (response, step) of every real token
+    m, t = picked[:, 0], picked[:, 1]
+    rows = batch.row[m].to(hidden.device)
+    where = (batch.predictor[m, t] + shift).to(hidden.device)
+    targets = batch.input_ids[batch.row[m], batch.index[m, t]].to(hidden.device)  # [n]
+    logp = torch.zeros(len(m), dtype=torch.float64)
+    for start in range(0, len(m), HEAD_CHUNK):
+        part = slice(start, start + HEAD_CHUNK)
+        logits = head(hidden[rows[part], where[part]]).double()  # [c, V]
+        chosen = logits.gather(1, targets[part, None])[:, 0]
+        logp[part] = (chosen - logits.logsumexp(dim=-1)).cpu()
+    sums.index_add_(0, flat[m], logp)
 
 
 def _plain_likelihood(reward_model) -> bool:

@@ -17,7 +17,12 @@ from collections.abc import Sequence
 
 import torch
 
-from persalign.metrics.candidate_scoring import HEAD_CHUNK, _batches, _collate, _offsets
+from persalign.metrics.candidate_scoring import (
+    _batches,
+    _collate,
+    _offsets,
+    add_response_logprobs,
+)
 
 
 def with_soft_prefix(mask: torch.Tensor, n: int) -> torch.Tensor:
@@ -65,18 +70,7 @@ def candidate_soft_token_sums(
             positions = torch.cat([first, batch.position_ids.to(device) + n], dim=1)  # [b, n+T]
             mask = with_soft_prefix(batch.attention_mask.to(device), n)
             hidden, _ = backbone.hidden(None, mask, positions, inputs_embeds=embeds)
-            picked = batch.valid.nonzero()  # [k, 2] (response, step) of every real token
-            m, t = picked[:, 0], picked[:, 1]
-            rows_t = batch.row[m].to(device)
-            where = (batch.predictor[m, t] + n).to(device)
-            targets = batch.input_ids[batch.row[m], batch.index[m, t]].to(device)  # [k]
-            logp = torch.zeros(len(m), dtype=torch.float64)
-            for c in range(0, len(m), HEAD_CHUNK):
-                part = slice(c, c + HEAD_CHUNK)
-                logits = backbone.lm_head(hidden[rows_t[part], where[part]]).double()  # [c, V]
-                chosen = logits.gather(1, targets[part, None])[:, 0]
-                logp[part] = (chosen - logits.logsumexp(dim=-1)).cpu()
-            sums.index_add_(0, flat[m], logp)
+            add_response_logprobs(sums, flat, batch, hidden, backbone.lm_head, shift=n)
     finally:
         model.train(was_training)
     return sums, lengths

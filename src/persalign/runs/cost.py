@@ -186,9 +186,12 @@ class CostMeter:
     def _count(self, role: str, target: Any) -> Any:
         """Start counting ``target``'s forwards as ``role``; returns the undo function."""
         wrapped = [n for n in ("hidden", "decode_hidden") if hasattr(target, n)]
-        hooked = getattr(target, "model", None) if not hasattr(target, "hidden") else None
-        if not wrapped:  # a plain nn.Module
-            hooked, wrapped = target, []
+        if "hidden" in wrapped:  # a reward-model Backbone: its two entry points
+            hooked = None
+        elif wrapped:  # a Policy: its model's forward, and decode_hidden (fused ARGS)
+            hooked = target.model
+        else:  # a plain nn.Module
+            hooked = target
         for name in wrapped:
             original = getattr(target, name)
 
