@@ -97,9 +97,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def stream_one(client: httpx.Client, body: dict) -> tuple[int, float | None]:
-    """(completion tokens, seconds to the first token) of one streamed completion."""
-    started, first, used = time.perf_counter(), None, 0
+def stream_chunks(client: httpx.Client, body: dict):
+    """Each streamed chunk of one completion (a dict), as it arrives; an error raises."""
     with client.stream("POST", "/v1/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"{response.status_code}: {response.read()[:200]!r}")
@@ -109,10 +108,21 @@ def stream_one(client: httpx.Client, body: dict) -> tuple[int, float | None]:
             chunk = json.loads(line[6:])
             if "error" in chunk:
                 raise RuntimeError(str(chunk["error"])[:200])
-            if first is None and chunk["choices"] and chunk["choices"][0]["text"]:
-                first = time.perf_counter() - started
-            if chunk.get("usage"):
-                used = chunk["usage"]["completion_tokens"]
+            yield chunk
+
+
+def has_text(chunk: dict) -> bool:
+    return bool(chunk["choices"] and chunk["choices"][0]["text"])
+
+
+def stream_one(client: httpx.Client, body: dict) -> tuple[int, float | None]:
+    """(completion tokens, seconds to the first token) of one streamed completion."""
+    started, first, used = time.perf_counter(), None, 0
+    for chunk in stream_chunks(client, body):
+        if first is None and has_text(chunk):
+            first = time.perf_counter() - started
+        if chunk.get("usage"):
+            used = chunk["usage"]["completion_tokens"]
     return used, first
 
 
@@ -126,18 +136,7 @@ def token_gaps(client: httpx.Client, user: str, tokens: int) -> list[float]:
         "stream": True,
         "persalign": {"ignore_eos": True, "decoder": "args", "chat_template": True},
     }
-    stamps: list[float] = []
-    with client.stream("POST", "/v1/completions", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"{response.status_code}: {response.read()[:200]!r}")
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if "error" in chunk:
-                raise RuntimeError(str(chunk["error"])[:200])
-            if chunk["choices"] and chunk["choices"][0]["text"]:
-                stamps.append(time.perf_counter())
+    stamps = [time.perf_counter() for chunk in stream_chunks(client, body) if has_text(chunk)]
     return [b - a for a, b in itertools.pairwise(stamps)]
 
 
