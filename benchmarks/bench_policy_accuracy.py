@@ -15,10 +15,14 @@ object; targets: speedup >= 10, the same accuracy, scores within 1e-6.
 The ground-truth rank of the same global-RGD cell is timed beside it (``--gt-negatives N``,
 default 9; 0 skips it): each pair's chosen text stands for the user's own text, with N hard
 negatives (``ground_truth_rank.hard_negatives``: the rejected text, then other pairs' chosen
-texts), scored with each prompt encoded once (``metrics.candidate_scoring``). JSON keys:
-``gt_rank_over_policy_accuracy`` (its seconds over the single-pass policy accuracy's; target
-<= 1.5), ``gt_rank_per_text_over_policy_accuracy`` (one row per candidate text, the path before)
-and ``gt_rank_max_abs_score_diff`` (fast vs per-text scores).
+texts), scored with each prompt encoded once (``metrics.candidate_scoring``). As in a cell,
+the candidates policy accuracy has already scored (the chosen and the rejected text) are taken
+from the cell's memo (``metrics.text_scores``). JSON keys: ``gt_rank_over_policy_accuracy``
+(its seconds over the single-pass policy accuracy's; target <= 1.5),
+``gt_rank_standalone_over_policy_accuracy`` (nothing remembered: every candidate scored),
+``gt_rank_per_text_over_policy_accuracy`` (one row per candidate text, the path before),
+``gt_rank_max_abs_score_diff`` (fast vs per-text scores) and
+``gt_rank_memo_max_abs_score_diff`` (with the memo vs standalone).
 
 Accuracies are per user, then the mean over users (Eq. 3). The per-prefix path costs one 135M
 forward per response token and model (about 2,500 forwards for 20 pairs): ``--per-prefix-pairs N``
@@ -147,7 +151,11 @@ def main() -> None:
         "max_rel_score_diff": float((diff / naive_scores.abs()).max()),
         "max_abs_score_diff_unpadded": float((unpadded - naive_scores).abs().max()),
         "score_range": [float(naive_scores.min()), float(naive_scores.max())],
-        **(gt_rank_cost(prefs, policy, rm, args, single_seconds) if args.gt_negatives else {}),
+        **(
+            gt_rank_cost(prefs, policy, rm, args, parts, single_seconds)
+            if args.gt_negatives
+            else {}
+        ),
         "peak_rss_mib": peak_rss_mib(),
     }
     result = {k: round(v, 12) if isinstance(v, float) else v for k, v in result.items()}
@@ -164,9 +172,10 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
-def gt_rank_cost(prefs, policy, rm, args, policy_accuracy_seconds: float) -> dict:
-    """Seconds of the ground-truth rank of a global-RGD cell (each prompt encoded once) and of
-    the per-text path, over the single-pass policy accuracy's (see module doc)."""
+def gt_rank_cost(prefs, policy, rm, args, parts, policy_accuracy_seconds: float) -> dict:
+    """Seconds of the ground-truth rank of a global-RGD cell (each prompt encoded once; with
+    policy accuracy's ``parts`` remembered, and standalone) and of the per-text path, over the
+    single-pass policy accuracy's (see module doc)."""
     from persalign.metrics.base import CellContext
     from persalign.metrics.ground_truth_rank import (
         _POLICY_SUMS,
@@ -189,7 +198,17 @@ def gt_rank_cost(prefs, policy, rm, args, policy_accuracy_seconds: float) -> dic
     groups = [[c.reference, *negatives[k]] for c, k in zip(comps, keys, strict=True)]
     _POLICY_SUMS.clear()  # cold: the policy pass is timed too
     start = time.perf_counter()
-    fast = deployed_scores(ctx, keys, prompts, groups, args.batch_size)
+    fast = deployed_scores(ctx, keys, prompts, groups, args.batch_size)  # nothing remembered
+    standalone_seconds = time.perf_counter() - start
+    ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]
+    ctx.text_scores.record(  # what policy accuracy scored in the same cell (module doc)
+        [*ids, *ids], [p.prompt for p in prefs] * 2,
+        [p.chosen for p in prefs] + [p.rejected for p in prefs], [p.user for p in prefs] * 2,
+        parts,
+    )  # fmt: skip
+    _POLICY_SUMS.clear()
+    start = time.perf_counter()
+    in_cell = deployed_scores(ctx, keys, prompts, groups, args.batch_size)
     seconds = time.perf_counter() - start
     flat = [(p, r, k[0]) for p, g, k in zip(prompts, groups, keys, strict=True) for r in g]
     start = time.perf_counter()
@@ -206,11 +225,15 @@ def gt_rank_cost(prefs, policy, rm, args, policy_accuracy_seconds: float) -> dic
         "gt_rank_scorer": deployed_scorer(ctx),
         "gt_rank_negatives": args.gt_negatives,
         "gt_rank_candidates": len(flat),
+        "gt_rank_remembered_candidates": 2 * len(prefs),
         "gt_rank_seconds": seconds,
+        "gt_rank_standalone_seconds": standalone_seconds,
         "gt_rank_per_text_seconds": per_text_seconds,
         "gt_rank_over_policy_accuracy": seconds / policy_accuracy_seconds,
+        "gt_rank_standalone_over_policy_accuracy": standalone_seconds / policy_accuracy_seconds,
         "gt_rank_per_text_over_policy_accuracy": per_text_seconds / policy_accuracy_seconds,
         "gt_rank_max_abs_score_diff": float((fast - per_text).abs().max()),
+        "gt_rank_memo_max_abs_score_diff": float((in_cell - fast).abs().max()),
     }
 
 

@@ -98,6 +98,13 @@ def serve(
     max_onboarding_queue: Annotated[
         int, typer.Option(help="Onboardings running or waiting at most (then 429).")
     ] = 8,
+    adapt_in: Annotated[
+        str,
+        typer.Option(
+            help="process: adapt users in a child process at idle CPU priority (a second copy "
+            "of the reward model; decoding never waits); thread: in the server (one copy)."
+        ),
+    ] = "process",
     max_queue: Annotated[
         int, typer.Option(help="Requests waiting for a row at most (then 429 + Retry-After).")
     ] = 64,
@@ -151,6 +158,7 @@ def serve(
             "max_user_preferences": max_user_preferences,
             "adapt_timeout": adapt_timeout,
             "max_onboarding_queue": max_onboarding_queue,
+            "adapt_in": adapt_in,
             "max_batch_tokens": max_batch_tokens,
             "health_timeout": health_timeout,
         },

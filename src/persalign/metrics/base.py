@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from persalign.errors import ConfigError, did_you_mean, validated
 from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings, ScoringSettings
+from persalign.metrics.text_scores import TextScores
 from persalign.registry import Registry
 from persalign.types import Benchmark, Preference
 
@@ -116,7 +117,9 @@ class CellContext:
     cells whose decoder uses the support set (ICL, ICL-RAG) only. ``model_results``: files
     the model job wrote (``{"rm_accuracy": {...}}``). ``results``: what earlier metrics of this
     cell computed (filled in as they run). ``oracle``: the finished cell of the ``oracle``
-    method (sim benchmarks, method cells of a run that has one).
+    method (sim benchmarks, method cells of a run that has one). ``text_scores``: the per-text
+    sums this cell's metrics have computed (``metrics.text_scores``: policy accuracy's texts,
+    which the ground-truth rank does not score again).
     """
 
     kind: str
@@ -135,6 +138,7 @@ class CellContext:
     oracle: ZeroShot | None = None
     model_results: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    text_scores: TextScores = field(default_factory=TextScores)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -32,7 +32,7 @@ import torch
 
 from persalign.errors import DataError
 from persalign.logs import track
-from persalign.metrics.scoring import reward_sums, token_rewards
+from persalign.metrics.scoring import reward_sums, target_logprobs, token_rewards
 from persalign.rewards.base import PrefixRewards
 from persalign.rewards.engine.aggregation import aggregate
 from persalign.rewards.engine.pair_batching import shared_mask
@@ -40,7 +40,7 @@ from persalign.rewards.engine.pair_eval import eval_mode
 from persalign.rewards.methods._likelihood import LikelihoodRM
 
 PAD = -1  # segment id of padding (0 is the prompt, j + 1 the j-th response)
-HEAD_CHUNK = 256  # response positions per LM-head projection and float64 log-softmax
+HEAD_CHUNK = 64  # response positions per LM-head projection and float64 log-softmax
 
 
 @dataclass
@@ -192,9 +192,8 @@ def add_response_logprobs(
     logp = torch.zeros(len(m), dtype=torch.float64)
     for start in range(0, len(m), HEAD_CHUNK):
         part = slice(start, start + HEAD_CHUNK)
-        logits = head(hidden[rows[part], where[part]]).double()  # [c, V]
-        chosen = logits.gather(1, targets[part, None])[:, 0]
-        logp[part] = (chosen - logits.logsumexp(dim=-1)).cpu()
+        logits = head(hidden[rows[part], where[part]])  # [c, V]
+        logp[part] = target_logprobs(logits, targets[part]).cpu()
     sums.index_add_(0, flat[m], logp)
 
 

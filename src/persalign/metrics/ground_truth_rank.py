@@ -31,7 +31,9 @@ the user's text, as Eq. 2's strict indicator does). ``mrr`` is the mean of 1 / r
 left out. Cost: each prompt is encoded once with its 1 + N candidates in one row
 (``metrics.candidate_scoring``: a 4D mask, as shared-prompt training lays out a pair), by the
 policy and, for RGD, by the reward model; the policy pass is remembered (``policy_sums``), so the
-cells of one policy and seed share it.
+cells of one policy and seed share it. Candidates the cell's policy accuracy has already scored
+(on Pref-LaMP and Pref-ACL the user's text and its mined negative: a query pair) are taken from
+the cell's ``text_scores`` (``metrics.text_scores``) and not scored again.
 
 The ``ground_truth_rank`` cell metric covers every cell with a policy and the users' completions
 (Pref-LaMP/ACL). Its options (``metrics.ground_truth_rank``): ``negatives`` (N, default 9),
@@ -152,11 +154,19 @@ def deployed_scores(
         )
         by_key = {(q.user, q.id): p for q, p in zip(query, ids, strict=True)}
         prompt_ids = [by_key[key] for key in keys]
-    total, tokens = policy_sums(ctx.policy, prompt_ids, groups, batch_size)
+    memo = ctx.text_scores  # what policy accuracy scored is not scored again
+    total, tokens = memo.policy_sums(
+        prompt_ids, groups, lambda ids, texts: policy_sums(ctx.policy, ids, texts, batch_size)
+    )
     if scorer in RGD_SCORERS:
         lam = 1.0 if ctx.lam is None else float(ctx.lam)
-        rewards = candidate_reward_sums(
-            ctx.reward_model, prompts, groups, users, batch_size=batch_size
+        rewards = memo.reward_sums(
+            prompts,
+            groups,
+            users,
+            lambda texts, todo, who: candidate_reward_sums(
+                ctx.reward_model, texts, todo, who, batch_size=batch_size
+            ),
         )
         total = total + lam * rewards
     return total / tokens.to(torch.float64)

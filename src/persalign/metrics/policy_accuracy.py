@@ -60,6 +60,7 @@ from persalign.metrics.scoring import (
     score_parts,
 )
 from persalign.metrics.settings import ScoringSettings
+from persalign.metrics.text_scores import TextScores
 from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS
 from persalign.types import Preference
 
@@ -221,12 +222,15 @@ def policy_accuracy(
     icl_decoder: str = "icl",
     icl_settings: Mapping[str, Any] | None = None,
     progress: bool = True,
+    memo: TextScores | None = None,
 ) -> dict[str, Any]:
     """Policy accuracy (Eq. 3) of ``scorer``: per user, then the mean over users.
 
     ``personalized-policy``: ``reward_model``'s own policy scores (``policy`` is not used).
     ``icl``: demonstrations come from ``support`` (user -> preferences) exactly as the
     ``icl_decoder`` ("icl" or "icl-rag") picks them for generation, with ``shots`` and ``seed``.
+    ``memo``: where the base policy scores, its per-text sums are recorded there (the cell's
+    ``text_scores``, which the ground-truth rank reads).
     """
     prefs = list(prefs)
     _check_inputs(scorer, reward_model, [p.user for p in prefs])
@@ -239,6 +243,8 @@ def policy_accuracy(
             policy, prefs, support, shots=shots, seed=seed, decoder=icl_decoder, **settings
         )
     own = scorer in POLICY_MODEL_SCORERS  # the method's own policy scores, not ``policy``
+    if memo is not None and not own and prompt_ids is None:
+        prompt_ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]  # as score_parts
     parts = preference_parts(
         None if own else policy,
         prefs,
@@ -248,6 +254,14 @@ def policy_accuracy(
         padding_side=padding_side,
         progress=progress,
     )
+    if memo is not None and not own:
+        memo.record(
+            [*prompt_ids, *prompt_ids],
+            [p.prompt for p in prefs] * 2,
+            [p.chosen for p in prefs] + [p.rejected for p in prefs],
+            [p.user for p in prefs] * 2,
+            parts,
+        )
     return accuracy_from_parts(prefs, parts, scorer, lam)
 
 
@@ -337,9 +351,12 @@ class PolicyAccuracy(CellMetric):
                 reward_model=ctx.reward_model,
                 lam=ctx.lam,
                 batch_size=batch,
+                memo=ctx.text_scores,
             )
         if not DECODERS.get(ctx.decoder).needs_support:  # the policy alone: Eq. 4
-            return policy_accuracy(ctx.policy, query, scorer="base", batch_size=batch)
+            return policy_accuracy(
+                ctx.policy, query, scorer="base", batch_size=batch, memo=ctx.text_scores
+            )
         return policy_accuracy(  # demonstrations from the support set: Eq. 7
             ctx.policy,
             query,
@@ -351,6 +368,7 @@ class PolicyAccuracy(CellMetric):
             icl_decoder=ctx.decoder,
             # the cell decoder's own settings: the scorer renders what generation rendered
             icl_settings={k: v for k, v in (ctx.icl or {}).items() if k not in ("shots", "seed")},
+            memo=ctx.text_scores,
         )
 
 

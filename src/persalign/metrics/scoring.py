@@ -114,9 +114,24 @@ def token_logprobs(
     logp = torch.zeros(index.shape, dtype=torch.float64, device=logits.device)  # [B, R]
     for s in range(0, index.shape[1], CHUNK):  # float64 log-softmax, CHUNK positions at a time
         cols = slice(s, s + CHUNK)
-        part = logits.gather(1, rel[:, cols, None].expand(-1, -1, logits.shape[-1])).double()
-        logp[:, cols] = part.gather(2, targets[:, cols, None])[..., 0] - part.logsumexp(dim=-1)
+        part = logits.gather(1, rel[:, cols, None].expand(-1, -1, logits.shape[-1]))
+        logp[:, cols] = target_logprobs(part, targets[:, cols])
     return logp * valid, valid
+
+
+def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """float64 log softmax(logits)[target] over the last dim ([..., V] and [...] -> [...]).
+
+    As accurate as a float64 log-softmax, without a float64 copy of the logits: the max is
+    subtracted in float32 (exact for the terms that matter), the exponentials are summed in
+    float64, and the target's logit minus the max is taken in float64.
+    """
+    if logits.dtype not in (torch.float32, torch.float64):
+        logits = logits.float()  # bf16/fp16: subtracting the max there would lose digits
+    top = logits.max(dim=-1, keepdim=True).values  # [..., 1]
+    total = (logits - top).exp_().sum(dim=-1, dtype=torch.float64)  # [...]
+    picked = logits.gather(-1, targets[..., None])[..., 0].double()  # [...]
+    return picked - top[..., 0].double() - total.log()
 
 
 def policy_logprob_sums(

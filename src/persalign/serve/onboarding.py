@@ -7,9 +7,12 @@
     onboarder.delete("alice")                        # store and this replica
     onboarder.info("alice")                          # from the onboarder's own record
 
-Adaptation runs in one worker thread (at a lower CPU priority than decoding) on a copy of the
+Adaptation runs in one worker: with an ``adapter`` (``persalign serve`` by default,
+``--adapt-in process``) the worker hands it to a child process at idle CPU priority
+(serve.adapt_process), so it takes neither the GIL nor a busy core from decoding; without one,
+the worker thread itself adapts (at a lower CPU priority than decoding) on a copy of the
 reward model that shares its frozen weights and has its own user table
-(``Personalizer.adapt``), so decoding goes on while a user onboards; the new vector is then
+(``Personalizer.adapt``). Either way decoding goes on while a user onboards; the new vector is then
 installed by the scheduler thread between two steps. At most ``max_onboarding_queue``
 onboardings wait (a 429 beyond); one that takes longer than ``adapt_timeout`` seconds is
 answered 503 and its result discarded (nothing stored). A user keeps their latest
@@ -40,6 +43,7 @@ from typing import Any
 
 import torch
 
+from persalign.serve.adapt_process import AdaptProcess
 from persalign.serve.api_errors import ApiError
 from persalign.serve.personal import Personalizer
 from persalign.serve.scheduler import Scheduler
@@ -82,10 +86,12 @@ class Onboarder:
         support: dict[str, list[Preference]],
         limits: ServeLimits,
         on_support: Callable[[str, list[Preference] | None], None] | None = None,
+        adapter: AdaptProcess | None = None,
     ):
         self.people, self.store, self.scheduler = people, store, scheduler
         self.support, self.limits = support, limits
         self.on_support = on_support  # icl-rag embeds a user's prompts (None: forgets them)
+        self.adapter = adapter  # adapts in a child process (serve.adapt_process); None: here
         self.records: dict[str, UserView] = {}
         self.versions: dict[str, int] = {}  # the store version this replica serves per user
         self.checked: dict[str, float] = {}  # when each user's version was last read
@@ -227,6 +233,8 @@ class Onboarder:
                 self.pending -= 1
 
     def _adapt(self, user: str, prefs: list[Preference]) -> torch.Tensor | None:
+        if self.adapter is not None and self.people.personalized:
+            return self.adapter.adapt(user, prefs)  # its own model: nothing shared
         if self.people.adapts_in_place:  # the method touches shared weights: between steps
             return self.scheduler.call(lambda: self.people.adapt(user, prefs)).result()
         return self.people.adapt(user, prefs)
@@ -257,3 +265,5 @@ class Onboarder:
 
     def stop(self) -> None:
         self.worker.shutdown(wait=True, cancel_futures=True)
+        if self.adapter is not None:
+            self.adapter.close()

@@ -118,6 +118,12 @@ class ServeLimits(BaseModel):
     max_onboarding_queue: int = Field(
         8, ge=1, description="Onboardings running or waiting at most; beyond it a 429."
     )
+    adapt_in: Literal["process", "thread"] = Field(
+        "process",
+        description="Where users are adapted: a child process at idle CPU priority with its "
+        "own copy of the reward model (decoding never waits for it), or a thread of the server "
+        "(no second copy in memory; it competes with decoding for the GIL and the cores).",
+    )
     sync_interval: float = Field(
         0.25, ge=0, description="Seconds between two reads of a user's version in the store."
     )

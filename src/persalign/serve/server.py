@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from persalign.decoding import Policy
+from persalign.serve.adapt_process import AdaptProcess
 from persalign.serve.app import create_app
 from persalign.serve.schemas import ServeLimits
 from persalign.serve.service import Service
@@ -45,7 +46,13 @@ def build_service(
     rm = load_reward_for(reward, model, **overrides) if reward is not None else None
     if state_dir is None and reward is not None:
         state_dir = Path(reward) / "serving"
-    service = Service(model, rm, limits, state_dir=state_dir, icl_options=icl_options, store=store)
+    adapter = None
+    if rm is not None and getattr(rm, "personalized", False) and limits.adapt_in == "process":
+        adapter = AdaptProcess(reward, overrides)  # loads its own copy meanwhile
+    service = Service(
+        model, rm, limits, state_dir=state_dir, icl_options=icl_options, store=store,
+        adapter=adapter,
+    )  # fmt: skip
     service.start()
     return service
 

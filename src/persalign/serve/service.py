@@ -24,6 +24,7 @@ from persalign.decoding import DECODERS, Policy, create_decoder
 from persalign.decoding.base import Decoder, GenerationRequest
 from persalign.decoding.icl import icl_prompt_ids
 from persalign.models.encoding import PromptFormatter
+from persalign.serve.adapt_process import AdaptProcess
 from persalign.serve.api_errors import ApiError
 from persalign.serve.engine import Engine, RowSpec
 from persalign.serve.onboarding import Onboarder
@@ -68,6 +69,7 @@ class Service:
         state_dir: str | Path | None = None,
         icl_options: dict[str, Any] | None = None,
         store: str | None = None,
+        adapter: AdaptProcess | None = None,
     ):
         self.policy, self.rm, self.limits = policy, reward_model, limits
         self.metrics = ServeMetrics()
@@ -100,6 +102,7 @@ class Service:
             self.support,
             limits,
             on_support=rag.embed_support if rag is not None else None,
+            adapter=adapter,
         )
         self.preparing = threading.Lock()  # the tokenizers: one request at a time
         if limits.decoder not in self.decoders():
