@@ -8,7 +8,9 @@ preferences; speed does not depend on how good it is), then gives it ``--users``
 each with a vector of its own (the trained ones plus seeded noise), starts ``persalign serve``
 on 127.0.0.1 (a free port, never another address), and drives it with a bounded load
 generator at concurrency 1, 8 and 32: each client streams ``--requests-per-client`` 32-token
-completions (eos suppressed), every request for the next of the distinct users. Reports per
+completions (eos suppressed), every request for the next of the distinct users (handed out
+once each across the phases; concurrency 32 takes as many requests per client as it needs for
+the run to reach all ``--users``: ``distinct_users``). Reports per
 concurrency: tokens/s, p50/p95/p99 latency, p50/p99 time to first token, mean batch size (the
 server's ``persalign_batch_size`` histogram), failed requests; then concurrency 8 again while
 one new user onboards every second (``onboarding_throughput_ratio``: tokens/s with onboarding
@@ -50,6 +52,7 @@ from persalign.types import Preference
 
 WORDS = ["cat", "dog", "sun", "map", "pen", "cup", "box", "hat", "car", "bee", "owl", "fig"]
 USERS = [f"user{i:02d}" for i in range(16)]
+NEW_USERS = itertools.count()  # ids of the users onboarded during the run
 
 
 def train_reward_model(
@@ -151,22 +154,35 @@ def gap_ratio(gaps: list[float]) -> dict:
     }
 
 
+class UserCursor:
+    """The served users in order, handed out once each across every phase of the run (then
+    from the start again), so that the run's requests reach every distinct user."""
+
+    def __init__(self, users: list[str]):
+        self.users, self.used = users, 0
+
+    def take(self, n: int) -> list[str]:
+        names = [self.users[(self.used + i) % len(self.users)] for i in range(n)]
+        self.used += n
+        return names
+
+    def left(self) -> int:
+        return max(0, len(self.users) - self.used)
+
+
 def load(
     client: httpx.Client,
     concurrency: int,
     per_client: int,
     tokens: int,
-    users: list[str],
+    users: UserCursor,
     decoder: str = "args",
 ) -> dict:
     """``concurrency`` clients, each streaming ``per_client`` requests back to back, every
-    request for the next distinct user."""
+    request for the next distinct user of ``users``."""
     rng = random.Random(concurrency)
-    offset = rng.randrange(len(users))
-    plan = [
-        [users[(offset + c * per_client + i) % len(users)] for i in range(per_client)]
-        for c in range(concurrency)
-    ]
+    names = users.take(concurrency * per_client)
+    plan = [names[c * per_client : (c + 1) * per_client] for c in range(concurrency)]
     latencies: list[float] = []
     firsts: list[float] = []
     failed = []
@@ -228,15 +244,15 @@ def with_onboarding(client: httpx.Client, run) -> tuple[dict, dict]:
     stop, outcome = threading.Event(), {"onboarded": 0, "failed": 0}
 
     def onboard() -> None:
-        i = 0
-        while not stop.wait(1.0 if i else 0.0):
+        first = True
+        while not stop.wait(0.0 if first else 1.0):
+            first, i = False, next(NEW_USERS)  # a new user every time, across calls
             prefs = [
                 {"prompt": f"A title about {w}", "chosen": f"{w} alpha", "rejected": f"{w} omega"}
                 for w in WORDS[i % 4 : i % 4 + 4]
             ]
             answer = client.post(f"/v1/users/onboarded-{i:04d}/preferences", json=prefs)
             outcome["onboarded" if answer.status_code == 200 else "failed"] += 1
-            i += 1
 
     worker = threading.Thread(target=onboard)
     worker.start()
@@ -304,10 +320,15 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.5)
             per = args.requests_per_client
-            load(client, 1, 1, args.tokens, users)  # warm-up
-            results = {c: load(client, c, per, args.tokens, users) for c in (1, 8, 32)}
+            cursor = UserCursor(users)
+            load(client, 1, 1, args.tokens, UserCursor(users))  # warm-up
+            results = {c: load(client, c, per, args.tokens, cursor) for c in (1, 8)}
+            # concurrency 32 serves as many requests per client as it takes for the run to
+            # reach every user (the onboarding phase at 8 takes the last 8 x per)
+            per_32 = max(per, -(-(cursor.left() - 8 * per) // 32))
+            results[32] = load(client, 32, per_32, args.tokens, cursor)
             onboarding, onboarded = with_onboarding(
-                client, lambda: load(client, 8, per, args.tokens, users)
+                client, lambda: load(client, 8, per, args.tokens, cursor)
             )
             # one long stream alone, then while one user onboards every second: its largest
             # gap between two tokens over its median (target with onboarding: <= 2x)
@@ -315,7 +336,9 @@ def main() -> None:
             gaps, gap_onboarded = with_onboarding(
                 client, lambda: gap_ratio(token_gaps(client, users[1], args.gap_tokens))
             )
-            policy_only = {c: load(client, c, 2, args.tokens, users, "zero-shot") for c in (1, 8)}
+            policy_only = {
+                c: load(client, c, 2, args.tokens, UserCursor(users), "zero-shot") for c in (1, 8)
+            }
         finally:
             client.close()
             server.terminate()
@@ -330,6 +353,7 @@ def main() -> None:
         "max_batch": args.max_batch,
         "torch_threads": os.environ.get("OMP_NUM_THREADS", "default"),
         "concurrency": {str(c): r for c, r in results.items()},
+        "requests_per_client_at_32": per_32,
         "distinct_users": len(
             set().union(*(r.pop("distinct_users") for r in [*results.values(), onboarding]))
         ),

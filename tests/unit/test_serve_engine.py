@@ -236,6 +236,32 @@ def test_a_row_that_alone_does_not_fit_fails_and_the_server_goes_on(models, monk
     assert outcome[1][0] == "done" and outcome[1][1]["tokens"] == alone(policy, rm, 2, 1.0, 4)
 
 
+def test_an_out_of_memory_prefill_fails_only_the_row_that_does_not_fit(models, monkeypatch):
+    """Three rows arrive together; prefilling any group holding the long one runs out of
+    memory. The rows are then prefilled one at a time: the long one fails with 503, the other
+    two decode exactly what they decode alone."""
+    policy, rm = models
+    engine = Engine(policy, rm)
+    real = engine.start
+    starts = []
+
+    def tight(rows):
+        starts.append(len(rows))
+        if any(len(r.spec.policy_ids) > 20 for r in rows):
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(rows)
+
+    monkeypatch.setattr(engine, "start", tight)
+    rows = [row(policy, rm, 2, 1.0, 4), row(policy, rm, 1, 1.0, 4), row(policy, rm, 0, 1.0, 4)]
+    assert len(rows[1].spec.policy_ids) > 20 >= max(len(rows[i].spec.policy_ids) for i in (0, 2))
+    outcome = run_scheduler(Scheduler(engine, max_batch=4), rows)
+    assert starts[:4] == [3, 1, 1, 1]  # together, then one at a time
+    assert outcome[1][0] == "error" and outcome[1][1]["status"] == 503
+    assert outcome[1][1]["code"] == "out_of_memory"
+    for n, i in ((0, 2), (2, 0)):
+        assert outcome[n][0] == "done" and outcome[n][1]["tokens"] == alone(policy, rm, i, 1.0, 4)
+
+
 def test_max_batch_tokens_admits_by_padded_tokens_not_rows(models):
     """Every row holds prompt + max_tokens; the batch is rows x the longest. With room for
     about two rows' tokens, no step ever runs more, and every row still finishes exactly."""

@@ -21,7 +21,9 @@ joins only while the live rows plus it, times the longest (prompt + max_tokens) 
 (rows are left-padded to the longest), fit; the queue stays in order. When choosing a step's
 tokens runs out of memory (``torch.OutOfMemoryError``; the state is unchanged), the batch's
 newest row fails with a 503 (``out_of_memory``) and the rest step again in the next round; a
-row alone that does not fit fails the same way. Any other error fails only its batch's rows.
+row alone that does not fit fails the same way. When a prefill of several new rows runs out of
+memory, they are prefilled one at a time, so only a row that does not fit alone fails (503).
+Any other error fails only its batch's rows.
 
 Backpressure: at most ``max_queue`` rows wait for room (``submit`` raises :class:`QueueFull`
 beyond, the app's 429); a row that waited longer than ``queue_timeout`` seconds gets a 503
@@ -39,6 +41,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from persalign.serve.engine import Batch, Engine, Row, StepOutOfMemory
 from persalign.serve.prometheus import ServeMetrics
@@ -197,21 +201,36 @@ class Scheduler:
             self._dequeued()
             fresh.setdefault(self.engine.key(row), []).append(row)
             room -= 1
-        for key, rows in fresh.items():
-            try:
-                new = self.engine.start(rows)
-            except Exception as exc:  # e.g. out of memory: these rows fail, the others go on
-                log.exception("prefill failed")
-                for row in rows:
-                    row.sink("error", failure(500, f"prefill failed: {exc}", "server_error"))
-                continue
+        for key, group in fresh.items():
+            for rows, new in self._prefill(group):
+                self._place(key, rows, new)
+
+    def _prefill(self, rows: list[Row]) -> list[tuple[list[Row], Batch]]:
+        """Start ``rows`` as one batch; out of memory, one row at a time, so that only a row
+        that does not fit alone fails (503 ``out_of_memory``). Any other error fails them."""
+        try:
+            return [(rows, self.engine.start(rows))]
+        except torch.OutOfMemoryError as exc:
+            if len(rows) > 1:
+                log.warning("out of memory prefilling %d rows: one at a time", len(rows))
+                return [started for row in rows for started in self._prefill([row])]
+            message = f"out of memory prefilling this request alone ({str(exc)[:200]})"
+            rows[0].sink("error", failure(503, message, "out_of_memory"))
+        except Exception as exc:  # a bug: these rows fail, the others go on
+            log.exception("prefill failed")
             for row in rows:
-                self.metrics.queue_wait.observe(row.admitted - row.submitted)
-            target = next((b for b in self.batches if self.engine.key(b.rows[0]) == key), None)
-            if target is not None and target.joinable and new.joinable:
-                self.engine.extend(target, new)
-            else:
-                self.batches.append(new)
+                row.sink("error", failure(500, f"prefill failed: {exc}", "server_error"))
+        return []
+
+    def _place(self, key: Any, rows: list[Row], new: Batch) -> None:
+        """Join ``new`` (just prefilled) to a running batch of the same key, or run it."""
+        for row in rows:
+            self.metrics.queue_wait.observe(row.admitted - row.submitted)
+        target = next((b for b in self.batches if self.engine.key(b.rows[0]) == key), None)
+        if target is not None and target.joinable and new.joinable:
+            self.engine.extend(target, new)
+        else:
+            self.batches.append(new)
 
     def _round(self) -> None:
         """One step of every batch; finished rows are closed and leave."""
