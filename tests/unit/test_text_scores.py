@@ -47,19 +47,21 @@ def context(bench: Benchmark, policy: Policy, **fields: Any) -> CellContext:
     return CellContext(**(base | fields), benchmark=bench, policy=policy)
 
 
-def test_complete_takes_known_values_and_scores_the_rest_once():
+def test_complete_takes_known_values_and_scores_each_prompt_once():
     calls = []
 
-    def score(rows, picks):
-        calls.append((rows, picks))
-        return [f"new{i}.{j}" for i, js in zip(rows, picks, strict=True) for j in js]
+    def score(rows, texts):
+        calls.append((rows, texts))
+        return [f"{row}:{text}!" for row, group in zip(rows, texts, strict=True) for text in group]
 
-    table = {"a": "A", "c": "C", "d": "D"}
-    got = complete([["a", "b"], ["c", "d"], ["e"]], table, score)
-    assert got == ["A", "new0.1", "C", "D", "new2.0"]
-    assert calls == [([0, 2], [[1], [0]])]  # group 1 is fully known: not scored at all
+    table = {("p", "a"): "A", ("q", "c"): "C", ("q", "d"): "D"}
+    groups = [[("p", "a"), ("p", "b")], [("q", "c"), ("q", "d")], [("p", "b"), ("p", "e")]]
+    got = complete(groups, table, score)
+    assert got == ["A", "p:b!", "C", "D", "p:b!", "p:e!"]
+    # groups 0 and 2 answer prompt p: one row, b scored once; group 1 is known: no row at all
+    assert calls == [(["p"], [["b", "e"]])]
     calls.clear()
-    assert complete([["a"], ["c", "d"]], table, score) == ["A", "C", "D"] and not calls
+    assert complete([[("p", "a")], [("q", "d")]], table, score) == ["A", "D"] and not calls
 
 
 def _group_inputs(ctx: CellContext, n: int = 3):
@@ -105,13 +107,14 @@ def test_ground_truth_rank_reuses_policy_accuracys_texts(cell, lore, bench, poli
     monkeypatch.setattr(gt_module, "candidate_reward_sums", count_reward)
     got = deployed_scores(warm, keys, prompts, groups, batch_size=3)
 
-    known = sum(
-        (tuple(ids), text) in warm.text_scores.logp
+    pairs = {  # every distinct (prompt as the policy encodes it, text)
+        (tuple(ids), text)
         for ids, group in zip(_policy_prompt_ids(warm, keys, prompts), groups, strict=True)
         for text in group
-    )
+    }
+    known = len(pairs & set(warm.text_scores.logp))
     assert known >= len(bench.query)  # at least each prompt's chosen text is reused
-    assert scored["policy"] == sum(len(g) for g in groups) - known
+    assert scored["policy"] == len(pairs) - known  # the rest, each once
     assert scored["reward"] == (scored["policy"] if cell == "method" else 0)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)  # padded rows vs shared rows
     assert gt_module.ranks(got, [len(g) for g in groups]) == gt_module.ranks(
@@ -143,12 +146,15 @@ def test_a_memo_keys_rewards_by_user_and_policy_sums_by_prompt_ids():
         torch.tensor([0.5, 0.25], dtype=torch.float64),
     )
     memo.record([[1, 2], [1, 2]], ["x", "x"], ["y", "z"], ["u1", "u2"], parts)
-    logp, tokens = memo.policy_sums(
-        [[1, 2], [9]],
-        [["y", "z"], ["y"]],
-        lambda ids, texts: (torch.tensor([-7.0]), torch.tensor([5])),
-    )
-    assert logp.tolist() == [-1.0, -2.0, -7.0] and tokens.tolist() == [3, 4, 5]  # [9] is new
+    seen = []
+
+    def policy_pass(ids, texts):
+        seen.append((ids, texts))
+        return torch.tensor([-7.0]), torch.tensor([5])
+
+    logp, tokens = memo.policy_sums([[1, 2], [9], [9]], [["y", "z"], ["y"], ["y"]], policy_pass)
+    assert logp.tolist() == [-1.0, -2.0, -7.0, -7.0] and tokens.tolist() == [3, 4, 5, 5]
+    assert seen == [([[9]], [["y"]])]  # prompt [9] is new: one row, its text once
     rewards = memo.reward_sums(
         ["x"], [["y", "z"]], ["u2"], lambda ps, texts, users: torch.tensor([1.5])
     )

@@ -1,5 +1,4 @@
-"""Per-text sums a cell has already computed, so that a later metric of the cell does not score
-the same text again.
+"""Per-text sums a cell has already computed, and each prompt encoded once for the rest.
 
     memo = TextScores()                                  # one per cell (CellContext.text_scores)
     memo.record(prompt_ids, prompts, responses, users, parts)   # policy accuracy's 2N texts
@@ -9,15 +8,16 @@ the same text again.
 Policy accuracy (order 20) scores every query pair's chosen and rejected text; on Pref-LaMP and
 Pref-ACL those are the user's own text and its mined negative, which the ground-truth rank
 (order 25) scores again among its 1 + N candidates. With the memo, the ground-truth rank scores
-only the candidates policy accuracy has not: its shared-prompt rows hold fewer responses, and a
-prompt whose candidates are all known is not encoded at all.
+only the candidates policy accuracy has not.
 
-Keys are what determines a sum: the policy's log-prob sum depends on the prompt as the policy
-encodes it (its token ids: ICL prompts included) and the response text; the reward sum on the
-prompt text, the response text and the user (a personalized reward). A memo lives for one cell
-(one policy, one adapted reward model), so the values cannot be stale. A remembered sum comes
-from policy accuracy's padded rows, a computed one from shared-prompt rows; the two agree up
-to float rounding (tests/test_text_scores.py).
+What is left is scored once per prompt, not once per group: groups that answer the same prompt
+(TL;DR's posts and a sim benchmark's prompts are shared by several pairs and users) become one
+shared-prompt row holding each of their texts once. A policy row is keyed by the prompt as the
+policy encodes it (its token ids, ICL prompts included); a reward row by the prompt text and
+the user (a personalized reward differs per user). A memo lives for one cell (one policy, one
+adapted reward model), so no value can be stale. A remembered sum comes from policy accuracy's
+padded rows, a computed one from shared-prompt rows; the two agree up to float rounding
+(tests/unit/test_text_scores.py).
 """
 
 from __future__ import annotations
@@ -27,37 +27,34 @@ from typing import Any
 
 import torch
 
-# score(rows, picks) -> values of the picked texts, flat in (row, pick) order: ``rows`` are the
-# groups with a text to score, ``picks[j]`` the positions of those texts in group ``rows[j]``
-Scorer = Callable[[list[int], list[list[int]]], Sequence[Any]]
+Key = tuple[Hashable, str]  # (the row: a prompt as one model sees it, a response text)
+# score(rows, texts) -> the values of texts[i][j] answering rows[i], flat in (row, text) order
+Scorer = Callable[[list[Hashable], list[list[str]]], Sequence[Any]]
 
 
-def complete(keys: Sequence[Sequence[Hashable]], table: Mapping[Hashable, Any], score: Scorer):
-    """The value of every key (flat, in group order): ``table``'s where known, ``score``'s for
-    the rest (called once, and not at all when every key is known)."""
-    rows, picks = [], []
-    for i, group in enumerate(keys):
-        missing = [j for j, key in enumerate(group) if key not in table]
-        if missing:
-            rows.append(i)
-            picks.append(missing)
-    fresh: dict[tuple[int, int], Any] = {}
-    if rows:
-        values = iter(score(rows, picks))
-        fresh = {(i, j): next(values) for i, js in zip(rows, picks, strict=True) for j in js}
-    return [
-        fresh[(i, j)] if (i, j) in fresh else table[key]
-        for i, group in enumerate(keys)
-        for j, key in enumerate(group)
-    ]
+def complete(keys: Sequence[Sequence[Key]], table: Mapping[Key, Any], score: Scorer) -> list:
+    """The value of every (row, text) key of every group (flat, in group order): ``table``'s
+    where known, else ``score``'s, called once with each unknown text once under its row (and
+    not at all when every key is known)."""
+    todo: dict[Hashable, dict[str, None]] = {}  # row -> its unknown texts, in first-seen order
+    for group in keys:
+        for row, text in group:
+            if (row, text) not in table:
+                todo.setdefault(row, {})[text] = None
+    fresh: dict[Key, Any] = {}
+    if todo:
+        rows = list(todo)
+        values = iter(score(rows, [list(todo[row]) for row in rows]))
+        fresh = {(row, text): next(values) for row in rows for text in todo[row]}
+    return [table[key] if key in table else fresh[key] for group in keys for key in group]
 
 
 class TextScores:
     """Policy log-prob sums and reward sums of (prompt, response) texts, by key (module doc)."""
 
     def __init__(self) -> None:
-        self.logp: dict[tuple[tuple[int, ...], str], tuple[float, int]] = {}
-        self.rewards: dict[tuple[str, str, str], float] = {}
+        self.logp: dict[Key, tuple[float, int]] = {}  # ((prompt ids), text) -> (sum, length)
+        self.rewards: dict[Key, float] = {}  # ((prompt, user), text) -> reward sum
 
     def record(
         self,
@@ -72,7 +69,7 @@ class TextScores:
             key = (tuple(prompt_ids[i]), response)
             self.logp[key] = (float(parts.logp_sum[i]), int(parts.tokens[i]))
             if parts.reward_sum is not None:
-                self.rewards[(prompts[i], response, users[i])] = float(parts.reward_sum[i])
+                self.rewards[((prompts[i], users[i]), response)] = float(parts.reward_sum[i])
 
     def policy_sums(
         self,
@@ -81,13 +78,11 @@ class TextScores:
         score: Callable[[list[list[int]], list[list[str]]], tuple[torch.Tensor, torch.Tensor]],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """([M] float64 log-prob sums, [M] long lengths) of every response, flat in group
-        order; ``score(prompt_ids, groups)`` (``candidate_logprob_sums``) computes the unknown."""
+        order; ``score(prompt_ids, groups)`` (``candidate_logprob_sums``) computes the unknown,
+        one row per distinct prompt."""
 
-        def fresh(rows: list[int], picks: list[list[int]]) -> list[tuple[float, int]]:
-            logp, tokens = score(
-                [list(prompt_ids[i]) for i in rows],
-                [[groups[i][j] for j in js] for i, js in zip(rows, picks, strict=True)],
-            )
+        def fresh(rows: list[Hashable], texts: list[list[str]]) -> list[tuple[float, int]]:
+            logp, tokens = score([list(row) for row in rows], texts)
             return list(zip(logp.tolist(), tokens.tolist(), strict=True))
 
         keys = [[(tuple(p), r) for r in g] for p, g in zip(prompt_ids, groups, strict=True)]
@@ -105,14 +100,12 @@ class TextScores:
         score: Callable[[list[str], list[list[str]], list[str]], torch.Tensor],
     ) -> torch.Tensor:
         """[M] float64 reward sums of every response, flat in group order;
-        ``score(prompts, groups, users)`` (``candidate_reward_sums``) computes the unknown."""
+        ``score(prompts, groups, users)`` (``candidate_reward_sums``) computes the unknown, one
+        row per distinct (prompt, user)."""
 
-        def fresh(rows: list[int], picks: list[list[int]]) -> list[float]:
-            return score(
-                [prompts[i] for i in rows],
-                [[groups[i][j] for j in js] for i, js in zip(rows, picks, strict=True)],
-                [users[i] for i in rows],
-            ).tolist()
+        def fresh(rows: list[Hashable], texts: list[list[str]]) -> list[float]:
+            pairs: list[tuple[str, str]] = rows
+            return score([p for p, _ in pairs], texts, [u for _, u in pairs]).tolist()
 
-        keys = [[(p, r, u) for r in g] for p, g, u in zip(prompts, groups, users, strict=True)]
+        keys = [[((p, u), r) for r in g] for p, g, u in zip(prompts, groups, users, strict=True)]
         return torch.tensor(complete(keys, self.rewards, fresh), dtype=torch.float64)

@@ -10,6 +10,7 @@ normally, so the process exits 0.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -54,6 +55,10 @@ def build_service(
         adapter=adapter,
     )  # fmt: skip
     service.start()
+    # the ~570k objects of the loaded models never become garbage: out of the collector's
+    # sight, a full collection no longer pauses decoding (one took 0.26 s on 2 cores)
+    gc.collect()
+    gc.freeze()
     return service
 
 
