@@ -3,14 +3,16 @@
     PERSALIGN_SHARED_DATA=../shared/data python benchmarks/bench_policy_accuracy.py \\
         [--policy bundled:smollm2-135m-instruct] [--pairs 20] [--lam 1.0]
 
-20 TL;DR preference pairs (the first ones of ``$PERSALIGN_SHARED_DATA/tldr``), prompts cut to 128
-tokens and responses to 32. The bundled SmolLM2-135M-Instruct is the policy and the backbone of
-a global-rm whose LoRA and head are UNTRAINED (random head): the figures measure speed and
-agreement, not a meaningful accuracy. The single-pass path runs one policy pass and one reward
-pass over each batch of whole responses (``persalign.metrics.policy_accuracy``); the per-prefix path
-(tests/reference_policy.py) runs, for every response token t, one policy forward over the
-prompt and y_<t and one reward-model pass over the response cut after t tokens. Prints one JSON
-object; targets: speedup >= 10, the same accuracy, scores within 1e-6.
+20 TL;DR preference pairs (the first ones of ``$PERSALIGN_SHARED_DATA/tldr``; 15 posts among
+them; ``--distinct-prompts``: the first pair of each post, so no two share a prompt, as on
+Pref-ACL), prompts cut to 128 tokens and responses to 32. The bundled SmolLM2-135M-Instruct
+is the policy and the backbone of a global-rm whose LoRA and head are UNTRAINED (random
+head): the figures measure speed and agreement, not a meaningful accuracy. The single-pass path
+runs one policy pass and one reward pass over each batch of whole responses
+(``persalign.metrics.policy_accuracy``); the per-prefix path (tests/reference_policy.py) runs,
+for every response token t, one policy forward over the prompt and y_<t and one reward-model
+pass over the response cut after t tokens. Prints one JSON object; targets: speedup >= 10, the
+same accuracy, scores within 1e-6.
 
 The ground-truth rank of the same global-RGD cell is timed beside it (``--gt-negatives N``,
 default 9; 0 skips it): each pair's chosen text stands for the user's own text, with N hard
@@ -60,6 +62,11 @@ def main() -> None:
     parser.add_argument("--response-tokens", type=int, default=32)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--gt-negatives", type=int, default=9, help="0: no ground-truth rank.")
+    parser.add_argument(
+        "--distinct-prompts",
+        action="store_true",
+        help="The first pair of each post only, so no two pairs share a prompt (as on Pref-ACL).",
+    )
     args = parser.parse_args()
 
     from tests.reference_policy import naive_score, naive_terms
@@ -75,7 +82,10 @@ def main() -> None:
     setup_logging(0)
     torch.manual_seed(0)
     shared = Path(os.environ.get("PERSALIGN_SHARED_DATA", "../shared/data"))
-    prefs = load_tldr(shared / "tldr", progress=False)[0][: args.pairs]
+    prefs = load_tldr(shared / "tldr", progress=False)[0]
+    if args.distinct_prompts:  # one pair per post: no two groups share a prompt (as Pref-ACL)
+        prefs = list({p.prompt: p for p in reversed(prefs)}.values())[::-1]
+    prefs = prefs[: args.pairs]
     subset = prefs[: args.per_prefix_pairs or len(prefs)]
     dtype = getattr(torch, args.dtype)
     policy = Policy.load(args.policy, max_prompt_tokens=args.prompt_tokens, dtype=dtype)
@@ -126,6 +136,7 @@ def main() -> None:
         "reward_model": "global-rm on the same backbone, untrained (random head)",
         "dtype": args.dtype,
         "pairs": len(prefs),
+        "distinct_prompts": len({p.prompt for p in prefs}),
         "per_prefix_pairs": n,
         "lam": args.lam,
         "batch_size": args.batch_size,

@@ -31,6 +31,7 @@ from persalign.metrics.perplexity import perplexity
 from persalign.metrics.policy_accuracy import policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
 from persalign.metrics.schema import FIELDS, METRICS_FILE, cell_record, report_columns
+from persalign.metrics.text_scores import TextScores
 from persalign.metrics.winrate import win_rate
 from persalign.report.formatting import LABELS
 from persalign.report.writer import write_report
@@ -216,12 +217,14 @@ def naive_rouge_only(bench: Benchmark, gens: list[dict[str, str]]) -> dict[str, 
 
 @pytest.fixture
 def calls(monkeypatch) -> list[dict[str, Any]]:
-    """Every policy_accuracy call the plugins make (keyword arguments), passed through."""
+    """Every policy_accuracy call the plugins make (keyword arguments but the memo: the cell's
+    TextScores where given, tests/unit/test_text_scores.py), passed through."""
     seen: list[dict[str, Any]] = []
 
-    def spy(policy, prefs, **kwargs):
+    def spy(policy, prefs, memo=None, **kwargs):
+        assert memo is None or isinstance(memo, TextScores)
         seen.append(kwargs)
-        return policy_accuracy(policy, prefs, **kwargs)
+        return policy_accuracy(policy, prefs, memo=memo, **kwargs)
 
     monkeypatch.setattr(policy_module, "policy_accuracy", spy)
     return seen

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from persalign.rewards import load
+from persalign.serve.personal import Personalizer
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -38,9 +40,6 @@ def _idle_priority() -> str:
 
 def serve_child(reward_dir: str, overrides: dict[str, Any]) -> None:
     """The child's loop: load the reward model, then answer one JSON line per request."""
-    from persalign.rewards import load
-    from persalign.serve.personal import Personalizer
-
     answers = os.fdopen(os.dup(1), "w")  # the answers only: anything else printed goes to
     os.dup2(2, 1)  # stderr (the server's log), never into the protocol
     sys.stdout = sys.stderr
