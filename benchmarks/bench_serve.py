@@ -130,17 +130,25 @@ def stream_one(client: httpx.Client, body: dict) -> tuple[int, float | None]:
 
 
 def token_gaps(client: httpx.Client, user: str, tokens: int) -> list[float]:
-    """Seconds between consecutive streamed chunks of one ARGS completion for ``user``."""
+    """Seconds between two tokens of one streamed ARGS completion for ``user``: the time
+    between two text chunks over the tokens the later one brought (the server holds blanks
+    back until the next visible text, so a chunk after ``"\\n\\n"`` brings 2 or 3 tokens;
+    counted from each chunk's usage, ``stream_options.continuous_usage_stats``)."""
     body = {
         "model": "persalign",
         "prompt": "Write a short title for a paper about the sea.",
         "max_tokens": tokens,
         "user": user,
         "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         "persalign": {"ignore_eos": True, "decoder": "args", "chat_template": True},
     }
-    stamps = [time.perf_counter() for chunk in stream_chunks(client, body) if has_text(chunk)]
-    return [b - a for a, b in itertools.pairwise(stamps)]
+    stamps = [
+        (time.perf_counter(), chunk["usage"]["completion_tokens"])
+        for chunk in stream_chunks(client, body)
+        if has_text(chunk)
+    ]
+    return [(b - a) / max(1, m - n) for (a, n), (b, m) in itertools.pairwise(stamps)]
 
 
 def gap_ratio(gaps: list[float]) -> dict:

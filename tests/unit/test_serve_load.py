@@ -143,6 +143,26 @@ def test_include_usage_sends_a_usage_chunk(small):
     assert all("usage" not in c for c in chunks[:-1])
 
 
+def test_continuous_usage_stats_count_the_tokens_of_every_chunk(small):
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = completion(user="u2", max_tokens=12, stream=True, stream_options=options)
+    chunks = []
+    with small.client.stream("POST", "/v1/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    texts = [c for c in chunks if c["choices"] and c["choices"][0]["text"]]
+    counts = [c["usage"]["completion_tokens"] for c in texts]
+    assert texts and counts == sorted(counts) and counts[0] >= 1  # tokens so far, growing
+    final = chunks[-1]["usage"]
+    assert counts[-1] <= final["completion_tokens"] == 12
+    assert all(c["usage"]["prompt_tokens"] == final["prompt_tokens"] for c in texts)
+    plain = completion(user="u2", max_tokens=4, stream=True)
+    with small.client.stream("POST", "/v1/completions", json=plain) as response:
+        lines = [json.loads(x[6:]) for x in response.iter_lines() if x.startswith("data: {")]
+    assert all("usage" not in c for c in lines)  # only when asked
+
+
 def test_sampling_without_a_seed_returns_the_fresh_seed_it_used(small):
     body = completion(user="u1", max_tokens=8, temperature=1.5)
     first = small.client.post("/v1/completions", json=body).json()["persalign"]

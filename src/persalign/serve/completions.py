@@ -9,7 +9,9 @@ stops, a non-streaming one as soon as its connection closes (a task waits for th
 ``http.disconnect`` message). Responses add ``persalign``: ``finish``, ``tokens``, ``seed``
 (the one used, fresh when a sampled request sent none) and ``user_status`` (``own``: the user's
 own vector; ``default``: the population's; ``global``: the method has no user vectors).
-``stream_options.include_usage`` adds a last chunk with the usage and no choices.
+``stream_options.include_usage`` adds a last chunk with the usage and no choices;
+``stream_options.continuous_usage_stats`` (vLLM's extension) adds the usage so far to every
+text chunk.
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ async def generate(service: Service, request: Request, body, chat: bool):
     }
     extra = {"seed": spec.seed, "user_status": service.user_status(body.user)}
     if body.stream:
-        usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _stream(row, events, meta, chat, usage, request_id)
+        options = body.stream_options
+        usage = bool(options and options.include_usage)
+        every = bool(options and options.continuous_usage_stats)
+        prompt_tokens = len(spec.policy_ids) if every else None  # usage in every text chunk
+        stream = _stream(row, events, meta, chat, usage, request_id, prompt_tokens)
         return StreamingResponse(stream, media_type="text/event-stream")
     watcher = asyncio.create_task(_watch(request.receive, row, events))
     try:
@@ -116,14 +121,22 @@ def _usage(data: dict[str, Any]) -> dict[str, int]:
 
 
 async def _stream(
-    row: Row, events: asyncio.Queue, meta: dict, chat: bool, usage: bool, request_id: str
+    row: Row,
+    events: asyncio.Queue,
+    meta: dict,
+    chat: bool,
+    usage: bool,
+    request_id: str,
+    prompt_tokens: int | None = None,  # given: every text chunk carries the usage so far
 ) -> AsyncIterator[str]:
     kind_name = "chat.completion.chunk" if chat else "text_completion"
 
     def event(payload: dict[str, Any]) -> str:
         return f"data: {json.dumps(payload)}\n\n"
 
-    def chunk(text: str | None, finish: str | None, first: bool = False) -> str:
+    def chunk(
+        text: str | None, finish: str | None, first: bool = False, tokens: int | None = None
+    ) -> str:
         if chat:
             delta = (
                 {"role": "assistant", "content": ""}
@@ -133,7 +146,14 @@ async def _stream(
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return event({**meta, "object": kind_name, "choices": [choice]})
+        payload = {**meta, "object": kind_name, "choices": [choice]}
+        if tokens is not None and prompt_tokens is not None:
+            payload["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "total_tokens": prompt_tokens + tokens,
+            }
+        return event(payload)
 
     try:
         if chat:
@@ -141,7 +161,8 @@ async def _stream(
         while True:
             kind, data = await events.get()
             if kind == "delta":
-                yield chunk(data, None)
+                text, tokens = data
+                yield chunk(text, None, tokens=tokens)
             elif kind == "error":
                 failed = _failed(data, request_id)
                 yield event(error_body(failed.message, failed.kind, None, failed.code))

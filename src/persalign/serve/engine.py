@@ -44,7 +44,7 @@ Sink = Callable[[str, Any], None]
 
 class StepOutOfMemory(RuntimeError):
     """Choosing the next tokens ran out of memory; the batch's state is unchanged (retry it
-    with fewer rows)."""  # (event, payload): ("delta", str) | ("done", dict)
+    with fewer rows)."""  # (event, payload): ("delta", (str, tokens so far)) | ("done", dict)
 
 
 @dataclass
@@ -286,7 +286,7 @@ class Engine:
             return False
         shown = visible(row.text, row.spec.stop, final=False)
         if len(shown) > len(row.sent) and shown.startswith(row.sent):
-            row.sink("delta", shown[len(row.sent) :])
+            row.sink("delta", (shown[len(row.sent) :], len(row.tokens)))
             row.sent = shown
         return True
 
@@ -294,7 +294,7 @@ class Engine:
         """Send a finished row's last text and its summary to its sink."""
         final = visible(row.text, row.spec.stop, final=True)
         if len(final) > len(row.sent) and final.startswith(row.sent):
-            row.sink("delta", final[len(row.sent) :])
+            row.sink("delta", (final[len(row.sent) :], len(row.tokens)))
         row.sink(
             "done",
             {

@@ -166,6 +166,12 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = Field(False, description="Send a last chunk with the usage.")
+    continuous_usage_stats: bool = Field(
+        False,
+        description="vLLM's extension: every text chunk carries the usage so far, so a client "
+        "knows how many tokens each chunk holds (blanks are held back until the next visible "
+        "text, so a chunk may hold more than one).",
+    )
 
 
 class _Common(BaseModel):
