@@ -45,7 +45,7 @@ def adapter(saved):
 
 
 def test_the_child_adapts_as_the_server_would_at_idle_priority(saved, adapter):
-    folder, rm = saved
+    _, rm = saved
     here = Personalizer(rm, "default").adapt("alice", prefs("alice", 3))
     there = adapter.adapt("alice", prefs("alice", 3))
     assert there is not None and there.shape == here.shape
