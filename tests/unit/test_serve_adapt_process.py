@@ -52,8 +52,9 @@ def test_the_child_adapts_as_the_server_would_at_idle_priority(saved, adapter):
     assert torch.allclose(there, here, atol=1e-6)
     assert not torch.allclose(there, rm.user_table.mean(0), atol=1e-3)  # it did adapt
     child = adapter._child
-    if hasattr(os, "sched_getscheduler"):
-        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    if hasattr(os, "sched_getscheduler"):  # the idle class, or nice 19 where it is refused
+        idle = os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+        assert idle or os.getpriority(os.PRIO_PROCESS, child.pid) == 19
     assert adapter.adapt("alice", prefs("alice", 3)).tolist() == there.tolist()  # deterministic
 
 
