@@ -76,6 +76,7 @@ def main() -> None:
     from persalign.logs import setup_logging
     from persalign.metrics.policy_accuracy import accuracy_from_parts, preference_parts
     from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
+    from persalign.metrics.text_scores import TextScores
     from persalign.rewards import create
     from persalign.sysinfo import peak_rss_mib
 
@@ -100,15 +101,16 @@ def main() -> None:
     rm.backbone.model.to(dtype)  # the head stays float32 (it reads hidden.float())
     scorer = "global-rgd"
 
-    def single_pass(items, batch_size: int = args.batch_size):
+    def single_pass(items, batch_size: int = args.batch_size, memo=None):
         start = time.perf_counter()
         parts = preference_parts(
-            policy, items, reward_model=rm, batch_size=batch_size, progress=False
+            policy, items, reward_model=rm, batch_size=batch_size, progress=False, memo=memo
         )
         return parts, time.perf_counter() - start
 
     single_pass(prefs[:1])  # warm-up (first-call allocations)
-    parts, single_seconds = single_pass(prefs)
+    memo = TextScores()  # what policy accuracy scored, as a cell's (the ground-truth rank)
+    parts, single_seconds = single_pass(prefs, memo=memo)
     if len(subset) < len(prefs):
         subset_parts, subset_seconds = single_pass(subset)
     else:
@@ -163,9 +165,7 @@ def main() -> None:
         "max_abs_score_diff_unpadded": float((unpadded - naive_scores).abs().max()),
         "score_range": [float(naive_scores.min()), float(naive_scores.max())],
         **(
-            gt_rank_cost(prefs, policy, rm, args, parts, single_seconds)
-            if args.gt_negatives
-            else {}
+            gt_rank_cost(prefs, policy, rm, args, memo, single_seconds) if args.gt_negatives else {}
         ),
         "peak_rss_mib": peak_rss_mib(),
     }
@@ -183,10 +183,10 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
-def gt_rank_cost(prefs, policy, rm, args, parts, policy_accuracy_seconds: float) -> dict:
+def gt_rank_cost(prefs, policy, rm, args, memo, policy_accuracy_seconds: float) -> dict:
     """Seconds of the ground-truth rank of a global-RGD cell (each prompt encoded once; with
-    policy accuracy's ``parts`` remembered, and standalone) and of the per-text path, over the
-    single-pass policy accuracy's (see module doc)."""
+    policy accuracy's texts remembered in ``memo``, and standalone) and of the per-text path,
+    over the single-pass policy accuracy's (see module doc)."""
     from persalign.metrics.base import CellContext
     from persalign.metrics.ground_truth_rank import (
         _POLICY_SUMS,
@@ -211,12 +211,7 @@ def gt_rank_cost(prefs, policy, rm, args, parts, policy_accuracy_seconds: float)
     start = time.perf_counter()
     fast = deployed_scores(ctx, keys, prompts, groups, args.batch_size)  # nothing remembered
     standalone_seconds = time.perf_counter() - start
-    ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]
-    ctx.text_scores.record(  # what policy accuracy scored in the same cell (module doc)
-        [*ids, *ids], [p.prompt for p in prefs] * 2,
-        [p.chosen for p in prefs] + [p.rejected for p in prefs], [p.user for p in prefs] * 2,
-        parts,
-    )  # fmt: skip
+    ctx.text_scores = memo  # what policy accuracy scored in the same cell (module doc)
     _POLICY_SUMS.clear()
     start = time.perf_counter()
     in_cell = deployed_scores(ctx, keys, prompts, groups, args.batch_size)

@@ -193,21 +193,32 @@ def run_scheduler(scheduler: Scheduler, rows: list[Row], timeout: float = 60) ->
     return outcome
 
 
+def out_of_memory_when(monkeypatch, engine: Engine, method: str, fails) -> list[int]:
+    """Make ``engine.<method>`` (next_tokens: a batch; start: a list of rows) raise
+    torch.OutOfMemoryError when ``fails(rows)``; returns the row counts of every call."""
+    real, calls = getattr(engine, method), []
+
+    def tight(arg):
+        rows = arg.rows if method == "next_tokens" else arg
+        calls.append(len(rows))
+        if fails(rows):
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(arg)
+
+    monkeypatch.setattr(engine, method, tight)
+    return calls
+
+
+def holds_a_long_prompt(rows) -> bool:
+    return any(len(r.spec.policy_ids) > 20 for r in rows)
+
+
 def test_an_out_of_memory_step_fails_only_the_rows_that_do_not_fit(models, monkeypatch):
     """A step over 2 rows raises OOM: the newest rows fail with 503 one by one, the two that
     fit decode exactly what they decode alone."""
     policy, rm = models
     engine = Engine(policy, rm)
-    real = engine.next_tokens
-    attempts = []
-
-    def tight(batch):
-        attempts.append(len(batch.rows))
-        if len(batch.rows) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch)
-
-    monkeypatch.setattr(engine, "next_tokens", tight)
+    attempts = out_of_memory_when(monkeypatch, engine, "next_tokens", lambda rows: len(rows) > 2)
     rows = [row(policy, rm, i, 1.0, 5) for i in range(4)]
     outcome = run_scheduler(Scheduler(engine, max_batch=4), rows)
     assert attempts[:3] == [4, 3, 2]
@@ -221,14 +232,7 @@ def test_an_out_of_memory_step_fails_only_the_rows_that_do_not_fit(models, monke
 def test_a_row_that_alone_does_not_fit_fails_and_the_server_goes_on(models, monkeypatch):
     policy, rm = models
     engine = Engine(policy, rm)
-    real = engine.next_tokens
-
-    def tight(batch):
-        if any(len(r.spec.policy_ids) > 20 for r in batch.rows):
-            raise torch.OutOfMemoryError("out of memory")
-        return real(batch)
-
-    monkeypatch.setattr(engine, "next_tokens", tight)
+    out_of_memory_when(monkeypatch, engine, "next_tokens", holds_a_long_prompt)
     rows = [row(policy, rm, 1, 1.0, 4), row(policy, rm, 2, 1.0, 4)]  # 1: a long prompt
     assert len(rows[0].spec.policy_ids) > 20 >= len(rows[1].spec.policy_ids)
     outcome = run_scheduler(Scheduler(engine, max_batch=1), rows)
@@ -242,16 +246,7 @@ def test_an_out_of_memory_prefill_fails_only_the_row_that_does_not_fit(models, m
     two decode exactly what they decode alone."""
     policy, rm = models
     engine = Engine(policy, rm)
-    real = engine.start
-    starts = []
-
-    def tight(rows):
-        starts.append(len(rows))
-        if any(len(r.spec.policy_ids) > 20 for r in rows):
-            raise torch.OutOfMemoryError("out of memory (simulated)")
-        return real(rows)
-
-    monkeypatch.setattr(engine, "start", tight)
+    starts = out_of_memory_when(monkeypatch, engine, "start", holds_a_long_prompt)
     rows = [row(policy, rm, 2, 1.0, 4), row(policy, rm, 1, 1.0, 4), row(policy, rm, 0, 1.0, 4)]
     assert len(rows[1].spec.policy_ids) > 20 >= max(len(rows[i].spec.policy_ids) for i in (0, 2))
     outcome = run_scheduler(Scheduler(engine, max_batch=4), rows)

@@ -169,32 +169,37 @@ def preference_parts(
     batch_size: int = 8,
     padding_side: str = "right",
     progress: bool = True,
+    memo: TextScores | None = None,
 ) -> ScoreParts:
     """ScoreParts of the 2N responses: every chosen response, then every rejected one.
 
     ``policy`` None with a ``reward_model``: the reward model's own personalized policy (P-DPO).
+    ``memo``: where the base policy scores, the per-text sums are recorded there (a cell's
+    ``text_scores``, which the ground-truth rank reads).
     """
     prefs = list(prefs)
+    prompts = [p.prompt for p in prefs] * 2
+    responses = [p.chosen for p in prefs] + [p.rejected for p in prefs]
+    users = [p.user for p in prefs] * 2
     if policy is None:
-        return personalized_parts(
-            reward_model,
-            [p.prompt for p in prefs] * 2,
-            [p.chosen for p in prefs] + [p.rejected for p in prefs],
-            [p.user for p in prefs] * 2,
-            batch_size=batch_size,
-        )
+        return personalized_parts(reward_model, prompts, responses, users, batch_size=batch_size)
+    if memo is not None and prompt_ids is None:
+        prompt_ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]  # as score_parts
     ids = None if prompt_ids is None else [*prompt_ids, *prompt_ids]
-    return score_parts(
+    parts = score_parts(
         policy,
-        [p.prompt for p in prefs] * 2,
-        [p.chosen for p in prefs] + [p.rejected for p in prefs],
+        prompts,
+        responses,
         reward_model=reward_model,
-        users=[p.user for p in prefs] * 2,
+        users=users,
         prompt_ids=ids,
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
     )
+    if memo is not None:
+        memo.record(ids, prompts, responses, users, parts)
+    return parts
 
 
 def accuracy_from_parts(
@@ -243,8 +248,6 @@ def policy_accuracy(
             policy, prefs, support, shots=shots, seed=seed, decoder=icl_decoder, **settings
         )
     own = scorer in POLICY_MODEL_SCORERS  # the method's own policy scores, not ``policy``
-    if memo is not None and not own and prompt_ids is None:
-        prompt_ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]  # as score_parts
     parts = preference_parts(
         None if own else policy,
         prefs,
@@ -253,15 +256,8 @@ def policy_accuracy(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
+        memo=memo,
     )
-    if memo is not None and not own:
-        memo.record(
-            [*prompt_ids, *prompt_ids],
-            [p.prompt for p in prefs] * 2,
-            [p.chosen for p in prefs] + [p.rejected for p in prefs],
-            [p.user for p in prefs] * 2,
-            parts,
-        )
     return accuracy_from_parts(prefs, parts, scorer, lam)
 
 

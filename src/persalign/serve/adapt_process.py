@@ -5,8 +5,9 @@
     adapter.close()
 
 In the serving process, a thread that adapts competes with the decoding thread for the GIL
-(each of its small tensor ops takes it back) and for the cores. On a 2-core laptop that made
-the largest gap between two streamed tokens 3x the median while users onboarded. The child
+(each of its small tensor ops takes it back) and for the cores. On a 2-core laptop, throughput
+at concurrency 8 while a user onboarded every second was 0.75x the throughput without
+onboarding; with the child it was 0.93 to 1.02x (benchmarks/bench_serve.py). The child
 (``python -m persalign.serve.adapt_child REWARD_DIR``) holds its own reward model, runs one
 torch thread in the idle scheduling class (``SCHED_IDLE``: it runs only on a core that would
 otherwise be idle, and yields at once when decoding wakes; ``nice 19`` where that class is not
@@ -17,8 +18,9 @@ Requests and answers are JSON lines on the child's stdin and stdout (no pickle):
 ``{"error": "..."}`` out. One adaptation at a time (the onboarder's single worker). Every
 adaptation starts from the trained users (``Personalizer.adapt``), as in the server, so
 the child's vector equals an in-process adaptation's (tests/unit/test_serve_adapt_process.py).
-A child that dies is started again on the next onboarding, and that onboarding fails with a
-clear error instead of hanging.
+A child found dead before a request is started again first; one that dies during a request
+fails that onboarding with an error naming the user instead of hanging, and is started again
+for the next.
 """
 
 from __future__ import annotations

@@ -107,16 +107,16 @@ async def generate(service: Service, request: Request, body, chat: bool):
         **meta,
         "object": "chat.completion" if chat else "text_completion",
         "choices": [choice],
-        "usage": _usage(data),
+        "usage": _usage(data["prompt_tokens"], len(data["tokens"])),
         "persalign": {"finish": data["finish_reason"], "tokens": data["tokens"], **extra},
     }
 
 
-def _usage(data: dict[str, Any]) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
-        "prompt_tokens": data["prompt_tokens"],
-        "completion_tokens": len(data["tokens"]),
-        "total_tokens": data["prompt_tokens"] + len(data["tokens"]),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     }
 
 
@@ -148,11 +148,7 @@ async def _stream(
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         payload = {**meta, "object": kind_name, "choices": [choice]}
         if tokens is not None and prompt_tokens is not None:
-            payload["usage"] = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": tokens,
-                "total_tokens": prompt_tokens + tokens,
-            }
+            payload["usage"] = _usage(prompt_tokens, tokens)
         return event(payload)
 
     try:
@@ -170,7 +166,8 @@ async def _stream(
             else:
                 yield chunk(None if chat else "", FINISH[data["finish_reason"]])
                 if usage:
-                    yield event({**meta, "object": kind_name, "choices": [], "usage": _usage(data)})
+                    total = _usage(data["prompt_tokens"], len(data["tokens"]))
+                    yield event({**meta, "object": kind_name, "choices": [], "usage": total})
                 yield "data: [DONE]\n\n"
                 return
     finally:
