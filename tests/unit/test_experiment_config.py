@@ -161,6 +161,14 @@ def plan_of(config: RunConfig):
     return make_plan(config, bench)
 
 
+def test_sampled_baselines_are_planned_at_every_seed(tmp_path):
+    raw = raw_config()
+    raw["decoding"] = {**raw.get("decoding", {}), "mode": "sample", "temperature": 0.7}
+    cells = {j.id for j in plan_of(parse_config(raw, base_dir=tmp_path)) if j.kind == "cell"}
+    for row in ("zero-shot", "icl-rag-4", "icl-2"):
+        assert {f"toy__small__{row}__s{s}" for s in (0, 1)} <= cells, row
+
+
 def test_the_plan_shares_one_model_per_method_and_seed_across_policies(tmp_path):
     raw = raw_config(
         policies={
@@ -174,13 +182,15 @@ def test_the_plan_shares_one_model_per_method_and_seed_across_policies(tmp_path)
     assert sorted(m.id for m in models) == sorted(
         f"toy__{m}__some-backbone__s{s}" for m in ("global-rm", "lore") for s in (0, 1)
     )
-    per_seed = {"zero-shot", "icl-2", "icl-4", "icl-rag-4", "global-rm", "lore"}
+    per_seed = {"icl-2", "icl-4", "global-rm", "lore"}  # icl draws its demonstrations
+    once = {"zero-shot", "icl-rag-4"}  # greedy, nothing drawn: the same at every seed
     assert set(cells) == {
         f"toy__{p}__{c}__s{s}" for p in ("small", "large") for c in per_seed for s in (0, 1)
-    }
+    } | {f"toy__{p}__{c}__s0" for p in ("small", "large") for c in once}
     for policy in ("small", "large"):
         cell = cells[f"toy__{policy}__lore__s1"]
-        assert cell.needs == ("toy__lore__some-backbone__s1", f"toy__{policy}__zero-shot__s1")
+        assert cell.needs == ("toy__lore__some-backbone__s1", f"toy__{policy}__zero-shot__s0")
+        assert cell.spec.zero_shot.id == f"toy__{policy}__zero-shot__s0"
     order = [j.id for j in jobs]
     for job in jobs:  # dependencies come first
         assert all(order.index(n) < order.index(job.id) for n in job.needs)
@@ -251,9 +261,10 @@ def test_extra_baseline_decoders_become_rows_and_are_checked(tmp_path):
         baselines={"decoders": {"short": {"decoder": "zero-shot", "max_new_tokens": 3}}}
     )
     jobs = {j.id: j for j in plan_of(parse_config(raw, base_dir=tmp_path))}
-    short = jobs["toy__small__short__s1"].spec
+    assert "toy__small__short__s1" not in jobs  # greedy zero-shot: planned once
+    short = jobs["toy__small__short__s0"].spec
     assert (short.kind, short.method, short.decoder) == ("baseline", "short", "zero-shot")
-    assert short.decoder_settings["max_new_tokens"] == 3 and short.decoder_settings["seed"] == 1
+    assert short.decoder_settings["max_new_tokens"] == 3 and short.decoder_settings["seed"] == 0
     bad = {
         "args": ({"x": {"decoder": "args"}}, "needs a reward model"),
         "unknown key": ({"y": {"decoder": "zero-shot", "kk": 1}}, "baselines.decoders.y.kk"),

@@ -78,8 +78,12 @@ def raw_config(bench: Path, lm: str, name: str = "tiny") -> dict:
     }
 
 
+SEED_FREE = ("zero-shot", "icl-rag-1")  # greedy and no draw: planned at the first seed only
+
+
 def cell_ids() -> set[str]:
-    return {f"toy__tiny__{c}__s{s}" for c in (*BASELINES, *METHODS) for s in SEEDS}
+    every = {f"toy__tiny__{c}__s{s}" for c in (*BASELINES, *METHODS) for s in SEEDS}
+    return every - {f"toy__tiny__{c}__s{s}" for c in SEED_FREE for s in SEEDS[1:]}
 
 
 def load(path: Path) -> dict:
@@ -120,7 +124,7 @@ def test_the_local_grid_writes_every_cell_and_model(local_run):
     assert len(models) == 4 and all(
         m.startswith(("toy__global-rm__", "toy__lore__")) for m in models
     )
-    assert not summary.outcome.failed and len(summary.outcome.done) == 14
+    assert not summary.outcome.failed and len(summary.outcome.done) == 12
     manifest = load(run_dir / "manifest.json")
     assert manifest["config_hash"] == config_hash(config)
     assert manifest["config"]["lambda"]["grid"] == [0.0, 1.0]
@@ -211,10 +215,10 @@ def test_a_rerun_reuses_everything_and_force_redoes_it(local_run):
     before = results(summary.run_dir)
     stamps = {p: p.stat().st_mtime_ns for p in summary.run_dir.glob("*/*/metrics.json")}
     again = run_experiment(config, summary.run_dir.parent)
-    assert again.outcome.done == [] and len(again.outcome.reused) == 14
+    assert again.outcome.done == [] and len(again.outcome.reused) == 12
     assert stamps == {p: p.stat().st_mtime_ns for p in summary.run_dir.glob("*/*/metrics.json")}
     forced = run_experiment(config, summary.run_dir.parent, force=True, reporter=report_html)
-    assert len(forced.outcome.done) == 14
+    assert len(forced.outcome.done) == 12
     assert results(summary.run_dir) == before
 
 
@@ -331,14 +335,14 @@ def ray_session():
 def test_the_grid_runs_on_ray(ray_session, bench, tiny_lm, tmp_path):
     config = parse_config(raw_config(bench, tiny_lm, name="on-ray"))
     summary = run_experiment(config, tmp_path, backend="ray")
-    assert not summary.outcome.failed and len(summary.outcome.done) == 14
+    assert not summary.outcome.failed and len(summary.outcome.done) == 12
     for cell in cell_ids():
         metrics = load(tmp_path / "on-ray" / "cells" / cell / "metrics.json")
         assert metrics["policy_accuracy"]["mean"] is not None
         if metrics["kind"] == "method":
             assert metrics["rm_accuracy"]["pairs"] == 6 and metrics["win_rate"]["n"] == 6
     again = run_experiment(config, tmp_path, backend="ray")
-    assert again.outcome.done == [] and len(again.outcome.reused) == 14
+    assert again.outcome.done == [] and len(again.outcome.reused) == 12
 
 
 def test_a_job_runs_with_its_threads_and_restores_them(monkeypatch):

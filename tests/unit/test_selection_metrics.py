@@ -16,6 +16,7 @@ from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, ZeroShot
 from persalign.metrics import ground_truth_rank as gt_module
+from persalign.metrics import text_scores as text_scores_module
 from persalign.metrics.candidate_scoring import (
     candidate_logprob_sums,
     candidate_reward_sums,
@@ -341,7 +342,7 @@ def test_ground_truth_rank_of_rgd_and_zero_shot_cells_equals_a_naive_loop(lore, 
 
 
 def test_the_cells_of_a_seed_share_one_policy_pass(lore, bench, policy, monkeypatch):
-    monkeypatch.setattr(gt_module, "_POLICY_SUMS", weakref.WeakKeyDictionary())  # cold
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())  # cold
     calls = []
     original = gt_module.candidate_logprob_sums
     monkeypatch.setattr(

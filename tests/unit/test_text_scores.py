@@ -12,6 +12,7 @@ import torch
 from persalign.decoding import Policy
 from persalign.metrics import CellContext
 from persalign.metrics import ground_truth_rank as gt_module
+from persalign.metrics import text_scores as text_scores_module
 from persalign.metrics.ground_truth_rank import GroundTruthRank, deployed_scores, hard_negatives
 from persalign.metrics.policy_accuracy import PolicyAccuracy
 from persalign.metrics.text_scores import TextScores, complete
@@ -82,7 +83,7 @@ def test_ground_truth_rank_reuses_policy_accuracys_texts(cell, lore, bench, poli
     }[cell]
     cold = context(bench, policy, **fields)
     keys, prompts, groups = _group_inputs(cold)
-    monkeypatch.setattr(gt_module, "_POLICY_SUMS", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())
     want = deployed_scores(cold, keys, prompts, groups, batch_size=3)  # nothing remembered
 
     warm = context(bench, policy, **fields)
@@ -102,7 +103,7 @@ def test_ground_truth_rank_reuses_policy_accuracys_texts(cell, lore, bench, poli
         scored["reward"] += sum(len(g) for g in texts)
         return reward_pass(model, ps, texts, users, **kw)
 
-    monkeypatch.setattr(gt_module, "_POLICY_SUMS", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())
     monkeypatch.setattr(gt_module, "candidate_logprob_sums", count_policy)
     monkeypatch.setattr(gt_module, "candidate_reward_sums", count_reward)
     got = deployed_scores(warm, keys, prompts, groups, batch_size=3)

@@ -161,6 +161,9 @@ class Decoder:
     needs_policy: ClassVar[bool] = True  # False: the reward model writes (p-dpo)
     needs_reward_model: ClassVar[bool] = False
     needs_support: ClassVar[bool] = False
+    # True: greedy output still depends on the seed (icl draws its demonstrations); False: only
+    # sampling reads it, so a greedy cell is the same at every seed (a run plans it once)
+    seeded: ClassVar[bool] = False
     reward_methods: ClassVar[tuple[str, ...]] = ()  # the reward methods it works with; (): any
     reward_model_kind: ClassVar[str] = "a reward model"  # for the missing-model error
     servable: ClassVar[bool] = False  # True: `persalign serve` can run it (serve/engine.py)

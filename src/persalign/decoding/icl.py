@@ -122,6 +122,7 @@ class IclDecoder(Decoder):
 
     settings_class = IclSettings
     needs_support = True
+    seeded = True  # the demonstrations are a seeded draw
     settings: IclSettings
     support: Mapping[str, Sequence[Preference]]
 

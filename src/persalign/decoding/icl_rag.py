@@ -51,6 +51,7 @@ class IclRagDecoder(IclDecoder):
     """ICL with the most similar support items as demonstrations (most similar last)."""
 
     servable = True
+    seeded = False  # the most similar items: no draw
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -35,6 +35,7 @@ from persalign.logs import track
 from persalign.metrics.scoring import reward_sums, target_logprobs, token_rewards
 from persalign.rewards.base import PrefixRewards
 from persalign.rewards.engine.aggregation import aggregate
+from persalign.rewards.engine.frozen_states import remembers
 from persalign.rewards.engine.pair_batching import shared_mask
 from persalign.rewards.engine.pair_eval import eval_mode
 from persalign.rewards.methods._likelihood import LikelihoodRM
@@ -232,7 +233,8 @@ def candidate_reward_sums(
         finally:
             rm.train(was_training)
         return rm.reward_scale() * sums
-    if eval_mode(reward_model) != "hidden":
+    if eval_mode(reward_model) != "hidden" or remembers(reward_model):  # the latter: states
+        # remembered per response (engine/frozen_states.py), so shared rows would save nothing
         flat = [(p, r, u) for p, g, u in zip(prompts, groups, users, strict=True) for r in g]
         return reward_sums(
             reward_model,

@@ -42,11 +42,8 @@ The ``ground_truth_rank`` cell metric covers every cell with a policy and the us
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,15 +58,12 @@ from persalign.metrics.generation import per_user_mean
 from persalign.metrics.policy_accuracy import cell_scorer, icl_prompts
 from persalign.metrics.scoring import POLICY_MODEL_SCORERS, RGD_SCORERS, personalized_parts
 from persalign.metrics.settings import ScoringSettings
+from persalign.metrics.text_scores import remembered
 from persalign.types import Benchmark
 
 Key = tuple[str, str]
 DEFAULT_NEGATIVES = 9
 AGGREGATION = "mean per policy token"  # of every cell type's per-token terms (module doc)
-# policy -> (key of the texts, their log-prob sums): the last pass of each policy (see policy_sums)
-_POLICY_SUMS: weakref.WeakKeyDictionary[Any, tuple[str, tuple[torch.Tensor, torch.Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -175,18 +169,15 @@ def deployed_scores(
 def policy_sums(
     policy, prompt_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[str]], batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``candidate_scoring.candidate_logprob_sums``, remembered for the last texts of each
-    policy: the zero-shot and method cells of a seed score the same candidates with the same
-    (frozen) policy, so under the local backend the policy pass runs once per seed. The same
-    texts give the same batches, so the numbers are the same whether remembered or not."""
-    key = json.dumps([[list(p) for p in prompt_ids], [list(g) for g in groups], batch_size])
-    key = hashlib.sha256(key.encode()).hexdigest()
-    cached = _POLICY_SUMS.get(policy)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    sums = candidate_logprob_sums(policy, prompt_ids, groups, batch_size=batch_size)
-    _POLICY_SUMS[policy] = (key, sums)
-    return sums
+    """``candidate_scoring.candidate_logprob_sums``, ``remembered`` for the last texts of each
+    policy (the cells of a seed score the same candidates with the same frozen policy)."""
+    inputs = [[list(p) for p in prompt_ids], [list(g) for g in groups], batch_size]
+    return remembered(
+        policy,
+        "candidate_logprob_sums",
+        inputs,
+        lambda: candidate_logprob_sums(policy, prompt_ids, groups, batch_size=batch_size),
+    )
 
 
 def ranks(scores: torch.Tensor, sizes: Sequence[int]) -> list[int]:

@@ -196,6 +196,7 @@ def preference_parts(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
+        remember=memo is not None,
     )
     if memo is not None:
         memo.record(ids, prompts, responses, users, parts)

@@ -36,6 +36,7 @@ import torch
 
 from persalign.errors import ConfigError, DataError
 from persalign.logs import track
+from persalign.metrics.text_scores import remembered
 from persalign.models.encoding import pad_sequences
 from persalign.rewards.base import PrefixRewards, response_index
 
@@ -236,24 +237,35 @@ def score_parts(
     batch_size: int = 8,
     padding_side: str = "right",
     progress: bool = True,
+    remember: bool = False,
 ) -> ScoreParts:
     """The policy sums (and the reward sums when ``reward_model`` is given) of every response.
 
     ``prompt_ids`` overrides the policy's rendering of ``prompts`` (ICL prompts); the reward
-    model always renders ``prompts`` with its own formatter.
+    model always renders ``prompts`` with its own formatter. ``remember``: the policy pass is
+    ``text_scores.remembered`` (a cell's: the same pairs in every cell of the policy).
     """
     prompts, responses = list(prompts), list(responses)
     if len(prompts) != len(responses):
         raise ValueError("prompts and responses must have the same length")
     if prompt_ids is None:
         prompt_ids = [policy.formatter.prompt_ids(p) for p in prompts]
-    logp, tokens = policy_logprob_sums(
-        policy,
-        prompt_ids,
-        responses,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        progress=progress,
+
+    def policy_pass() -> tuple[torch.Tensor, torch.Tensor]:
+        return policy_logprob_sums(
+            policy,
+            prompt_ids,
+            responses,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            progress=progress,
+        )
+
+    inputs = [[list(p) for p in prompt_ids], responses, batch_size, padding_side]
+    logp, tokens = (
+        remembered(policy, "policy_logprob_sums", inputs, policy_pass)
+        if remember
+        else policy_pass()
     )
     rewards = None
     if reward_model is not None:

@@ -22,11 +22,17 @@ padded rows, a computed one from shared-prompt rows; the two agree up to float r
 
 from __future__ import annotations
 
+import hashlib
+import json
+import weakref
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+T = TypeVar("T")
+# model -> {name: (key of the inputs, value)}: each model's last call of each name (remembered)
+REMEMBERED: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, Any]]] = weakref.WeakKeyDictionary()
 Key = tuple[Hashable, str]  # (the row: a prompt as one model sees it, a response text)
 # score(rows, texts) -> the values of texts[i][j] answering rows[i], flat in (row, text) order
 Scorer = Callable[[list[Hashable], list[list[str]]], Sequence[Any]]
@@ -109,3 +115,19 @@ class TextScores:
 
         keys = [[((p, u), r) for r in g] for p, g, u in zip(prompts, groups, users, strict=True)]
         return torch.tensor(complete(keys, self.rewards, fresh), dtype=torch.float64)
+
+
+def remembered(model: Any, name: str, inputs: Any, compute: Callable[[], T]) -> T:
+    """``compute()``, or what it returned for the same ``inputs`` (JSON) in the last call
+    ``name`` on ``model`` in this process. The zero-shot and method cells of a run score the
+    same query pairs and candidates with the same frozen policy, so under the local backend, or
+    in a Ray worker, a policy pass runs once and not once per cell and seed. The same inputs
+    give the same batches, so the numbers are the same whether remembered or not."""
+    key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+    slot = REMEMBERED.setdefault(model, {})
+    last = slot.get(name)
+    if last is not None and last[0] == key:
+        return last[1]
+    value = compute()
+    slot[name] = (key, value)
+    return value

@@ -33,6 +33,7 @@ from persalign.models.encoding import EncodedBatch, PromptFormatter, encode_pair
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine.aggregation import aggregate, response_index
 from persalign.rewards.engine.backbone import Backbone, LoraSettings
+from persalign.rewards.engine.frozen_states import remembered_prefix_rewards, remembers
 from persalign.rewards.engine.saving import save_reward_model
 from persalign.rewards.engine.stepping import commit_hidden, start_hidden, step_hidden
 from persalign.rewards.engine.training import adapt_user_vector, default_training_step, fit
@@ -282,9 +283,14 @@ class RewardModel(nn.Module):
         padding_side: str = "right",
         batch_size: int | None = None,
     ) -> PrefixRewards:
-        """r(x, y_<=t) for every response prefix, one forward pass per batch of responses."""
+        """r(x, y_<=t) for every response prefix, one forward pass per batch of responses
+        (a frozen backbone: each response's states once per process, engine/frozen_states.py)."""
         same_length(prompts, responses, users)
         size = batch_size or self.config.eval_batch_size
+        if remembers(self) and prompts:
+            out = remembered_prefix_rewards(self, prompts, responses, users, size)
+            if out is not None:
+                return PrefixRewards(*out)
         chunks, lengths = [], []
         was_training = self.training
         self.eval()

@@ -118,6 +118,7 @@ def make_plan(config: RunConfig, benches: dict[str, PreparedBenchmark]) -> list[
     reward_configs = check_methods(config)
     jobs: list[Job] = []
     for label, bench in benches.items():
+        once: dict[str, Job] = {}  # cell name -> the first seed's cell of a seed-free baseline
         for seed in config.seeds:
             models: dict[str, Job] = {}
             for method in config.methods:
@@ -140,7 +141,7 @@ def make_plan(config: RunConfig, benches: dict[str, PreparedBenchmark]) -> list[
                 )
                 jobs.append(models[method])
             for policy_name in config.policies:
-                jobs += _policy_cells(config, label, bench, seed, policy_name, models)
+                jobs += _policy_cells(config, label, bench, seed, policy_name, models, once)
     extra = {"threads": config.threads, "plugins": tuple(config.plugins), "verify": config.verify}
     return [dataclasses.replace(job, **extra) for job in jobs]
 
@@ -152,7 +153,12 @@ def _policy_cells(
     seed: int,
     policy_name: str,
     models: dict[str, Job],
+    once: dict[str, Job],
 ) -> list[Job]:
+    """The baseline and method cells of one policy and seed. A baseline whose output cannot
+    depend on the seed (greedy, and a decoder that draws nothing: zero-shot, ICL-RAG) is
+    planned at the first seed only, kept in ``once``, and serves every seed (its cell id
+    names the first seed); the method cells of later seeds read that zero-shot cell."""
     policy = config.policies[policy_name]
     common: dict[str, Any] = {
         "benchmark": label,
@@ -172,44 +178,40 @@ def _policy_cells(
         return Job(cell_id, "cell", spec, path, needs, policy.gpus)
 
     cells: list[Job] = []
+
+    def baseline(name: str, decoder: str, settings: dict[str, Any], **fields: Any) -> Job:
+        """The baseline's cell, planned once where its output is the same at every seed."""
+        free = settings.get("mode", "greedy") == "greedy" and not DECODERS.get(decoder).seeded
+        key = f"{prefix}__{name}"
+        if free and key in once:
+            return once[key]
+        job = cell(
+            f"{key}__s{seed}",
+            kind="baseline",
+            method=fields.pop("method", name),
+            decoder=decoder,
+            decoder_settings=settings,
+            **fields,
+        )
+        cells.append(job)
+        if free:
+            once[key] = job
+        return job
+
     zero_shot: Job | None = None
     if config.baselines.zero_shot:
         settings = decoder_settings(config, "zero-shot", seed)
-        zero_shot = cell(
-            f"{prefix}__zero-shot__s{seed}",
-            kind="baseline",
-            method="zero-shot",
-            decoder="zero-shot",
-            decoder_settings=settings,
-        )
-        cells.append(zero_shot)
+        zero_shot = baseline("zero-shot", "zero-shot", settings)
     icl = config.baselines.model_dump(
         mode="json", include={"retrieval", "embedder", "max_prompt_tokens", "demonstrations"}
     )
     for row in config.baselines.decoders:
         name, options = baseline_decoder(config, row)
-        cells.append(
-            cell(
-                f"{prefix}__{row}__s{seed}",
-                kind="baseline",
-                method=row,
-                decoder=name,
-                decoder_settings=decoder_settings(config, name, seed, **options),
-            )
-        )
+        baseline(row, name, decoder_settings(config, name, seed, **options))
     for method in ("icl", "icl-rag"):
         for shots in getattr(config.baselines, method.replace("-", "_")):
             settings = decoder_settings(config, method, seed, shots=shots, **icl)
-            cells.append(
-                cell(
-                    f"{prefix}__{method}-{shots}__s{seed}",
-                    kind="baseline",
-                    method=method,
-                    shots=shots,
-                    decoder=method,
-                    decoder_settings=settings,
-                )
-            )
+            baseline(f"{method}-{shots}", method, settings, method=method, shots=shots)
     zero_ref = JobRef(id=zero_shot.id, hash=zero_shot.spec_hash) if zero_shot else None
     oracle: Job | None = None  # the oracle's cell (sim benchmarks) comes first: others read it
     for method in sorted(models, key=lambda m: config.method_options(m)[0] != ORACLE):

@@ -182,7 +182,7 @@ def training_features(
         or key not in found["mean"]
         or any(token_key(key, t) not in found["token"] for t in range(len(ids[i][1])))
     ]
-    fresh = _compute(rm, [ids[i] for i in todo], progress) if todo else []
+    fresh = compute_features(rm, [ids[i] for i in todo], progress) if todo else []
     if fresh:
         _store(stores, [keys[i] for i in todo], fresh)
     new = dict(zip(todo, fresh, strict=True))
@@ -222,7 +222,7 @@ def training_features(
 
 
 @torch.inference_mode()
-def _compute(
+def compute_features(
     rm: RewardModel, todo: Sequence[tuple[list[int], list[int]]], progress: bool
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(last [H], mean [H], tokens [L, H]) of each (prompt ids, response ids): responses of

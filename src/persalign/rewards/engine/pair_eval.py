@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from persalign.rewards.base import PrefixRewards, RewardModel
+from persalign.rewards.engine.frozen_states import remembers
 from persalign.rewards.engine.pair_batching import (
     shared_cost,
     tokenize_pairs,
@@ -62,7 +63,7 @@ def pair_prefix_rewards_shared(
     side), from one shared-prompt row per pair where ``eval_mode(rm)`` allows it."""
     pairs = list(pairs)
     mode = eval_mode(rm)
-    if mode is None or not pairs:
+    if mode is None or not pairs or remembers(rm):  # remembered states: the head alone
         return two_calls(rm, pairs, batch_size)
     items = tokenize_pairs(rm.formatter, pairs)
     if mode == "logprobs" and any(not it.prompt for it in items):
