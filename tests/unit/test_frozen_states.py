@@ -119,3 +119,19 @@ def test_the_lru_keeps_within_its_bytes():
         states.put(("m", bytes([i])), torch.zeros(1, 8))
     assert len(states.entries) == 3 and states.bytes == 96
     assert states.get(("m", bytes([0]))) is None and states.get(("m", bytes([4]))) is not None
+
+
+@pytest.mark.parametrize("method", ["lore", "pal"])
+def test_adaptation_reads_the_remembered_states(method, tiny_lm, fresh_states, monkeypatch):
+    rm, _ = frozen_model(method, tiny_lm)
+    _, new = two_group_task(per_user=4, n_train=4, support=3)
+    support, _ = new["new0"]
+    live(rm, lambda: rm.adapt("live", support), monkeypatch)
+    rm.adapt("remembered", support)
+    computed = fresh_states.computed
+    assert computed == len({(p.prompt, r) for p in support for r in (p.chosen, p.rejected)})
+    rm.adapt("again", support)
+    assert fresh_states.computed == computed  # a second method or seed: no backbone pass
+    want, got = rm.user_vectors(["live"]), rm.user_vectors(["remembered"])
+    assert rel(got, want) <= 1e-4 and torch.equal(got, rm.user_vectors(["again"]))
+    assert not torch.allclose(got[0], rm.new_user_vector())  # adaptation moved it

@@ -139,6 +139,22 @@ def response_states(
     return found
 
 
+def padded_states(
+    rm: RewardModel, prompts: Sequence[str], responses: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Remembered states of each response zero-padded, [N, R, H] float32 on the backbone's
+    device, and validity [N, R]; None where a response has no tokens."""
+    states = response_states(rm, prompts, responses)
+    if states is None:
+        return None
+    lengths = torch.tensor([len(s) for s in states], dtype=torch.long)
+    width = int(lengths.max())
+    hidden = torch.stack([nn.functional.pad(s, (0, 0, 0, width - len(s))) for s in states])
+    valid = torch.arange(width)[None, :] < lengths[:, None]
+    device = rm.backbone.device
+    return hidden.to(device), valid.to(device)
+
+
 @torch.no_grad()
 def remembered_prefix_rewards(
     rm: RewardModel,

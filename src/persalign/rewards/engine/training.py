@@ -35,6 +35,7 @@ from persalign.errors import ConfigError
 from persalign.io import SkipReport
 from persalign.logs import progress_bar
 from persalign.rewards.engine.features import sequence_values, training_features
+from persalign.rewards.engine.frozen_states import padded_states, remembers
 from persalign.rewards.engine.memory import limit_heap_fragmentation
 from persalign.rewards.engine.pair_rewards import backward_pair_loss, response_hidden
 
@@ -182,8 +183,11 @@ def frozen(module: nn.Module):
 @torch.no_grad()
 def response_features(rm: RewardModel, pairs: Sequence[Preference]) -> dict[str, Any]:
     """Frozen hidden states of the chosen and rejected responses: [2n, R, H] and validity
-    (each pair's prompt encoded once where the method shares it)."""
-    hidden, valid = response_hidden(rm, pairs)
+    (each pair's prompt encoded once where the method shares it; a frozen backbone's
+    remembered states, frozen_states.py: every method and seed adapts from one pass)."""
+    texts = [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs]
+    remembered = padded_states(rm, *texts) if remembers(rm) and pairs else None
+    hidden, valid = response_hidden(rm, pairs) if remembered is None else remembered
     return {"hidden": hidden, "valid": valid, "n": len(pairs)}
 
 
