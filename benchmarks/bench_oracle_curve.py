@@ -60,7 +60,7 @@ def main() -> None:
         query = [q for q in query if q.user in keep]
     policy = Policy.load(args.policy, device="cpu", max_prompt_tokens=args.max_prompt_tokens)
     oracle = rewards.create(  # the reward settings of configs/study_sim.yaml
-        "oracle", backbone=args.policy, use_chat_template=False, max_prompt_tokens=64,
+        "oracle", backbone=args.policy, use_chat_template=True, max_prompt_tokens=80,
         max_response_tokens=24,
     )  # fmt: skip
     oracle.use_benchmark(bench)

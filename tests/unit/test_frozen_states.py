@@ -121,7 +121,7 @@ def test_the_lru_keeps_within_its_bytes():
     assert states.get(("m", bytes([0]))) is None and states.get(("m", bytes([4]))) is not None
 
 
-@pytest.mark.parametrize("method", ["lore", "pal"])
+@pytest.mark.parametrize("method", ["lore", "pal", "vpl"])
 def test_adaptation_reads_the_remembered_states(method, tiny_lm, fresh_states, monkeypatch):
     rm, _ = frozen_model(method, tiny_lm)
     _, new = two_group_task(per_user=4, n_train=4, support=3)

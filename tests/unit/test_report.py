@@ -19,6 +19,7 @@ from persalign.cli import app, main
 from persalign.errors import DataError
 from persalign.metrics.correlation import correlations_over_users
 from persalign.metrics.schema import report_columns
+from persalign.report.reading import load_run
 from persalign.report.tabular import latex_escape
 from persalign.report.writer import write_report
 
@@ -623,3 +624,33 @@ def test_rescaled_bertscore_is_named_and_a_mix_is_flagged(tmp_path, caplog):
         ("smol-135m", "roberta-large", "rescaled"),
         ("smol-360m", "roberta-large", "raw;rescaled"),
     }
+
+
+def test_a_seed_free_baseline_planned_once_is_not_marked_partial(tmp_path):
+    """Zero-shot planned once (greedy: its spec.json says so) serves both seeds: no †; an ICL
+    cell (a seeded draw) missing at seed 1 keeps its †."""
+    run = tmp_path / "runs" / "once"
+    specs = {"zero-shot": ("zero-shot", "greedy"), "icl": ("icl", "greedy")}
+    cells = [cell("smol-135m", s, "method", "mpu", None, rm=0.6, pacc=0.6) for s in SEEDS]
+    cells += [
+        cell("smol-135m", 0, "baseline", "zero-shot", None, pacc=0.52),
+        cell("smol-135m", 0, "baseline", "icl", 2, pacc=0.62),  # seed 1 unfinished
+        *[cell("smol-135m", s, "baseline", "icl", 4, pacc=0.64) for s in SEEDS],
+    ]
+    for data in cells:
+        folder = run / "cells" / data["cell"]
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(data), encoding="utf-8")
+        if data["method"] in specs:
+            decoder, mode = specs[data["method"]]
+            spec = {"spec": {"decoder": decoder, "decoder_settings": {"mode": mode}}}
+            (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+    (run / "manifest.json").write_text(json.dumps(MANIFEST), encoding="utf-8")
+    results = load_run(run)
+    assert results.expected_seeds(BENCH, "baseline", "zero-shot") == 1
+    assert results.expected_seeds(BENCH, "baseline", "icl-2") == len(SEEDS)
+    assert results.expected_seeds(BENCH, "method", "mpu") == len(SEEDS)
+    ranking = write_report(run, n_boot=20)[f"{BENCH}/ranking.csv"]
+    rows = {r[1]: r for r in read_csv(ranking)[1:]}
+    assert rows["zero-shot"][3] == "52.00 ± 0.00"  # one seed serves both: no †
+    assert rows["icl-2"][3] == "62.00 ± 0.00†" and rows["icl-4"][3] == "64.00 ± 0.00"

@@ -175,3 +175,23 @@ def test_target_logprobs_equal_a_float64_log_softmax(dtype):
     got = target_logprobs(logits, targets)
     assert got.dtype == torch.float64 and got.shape == (3, 5)
     assert torch.allclose(got, want, rtol=0, atol=1e-7)  # a float32 log-softmax: ~3e-6 off
+
+
+def test_remembered_computes_each_of_the_last_inputs_once(monkeypatch):
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())
+    calls: list[int] = []
+
+    class Model:  # any weak-referenceable object stands for a policy
+        pass
+
+    model = Model()
+
+    def value(n: int) -> int:
+        return text_scores_module.remembered(model, "pass", [n], lambda: calls.append(n) or n * 10)
+
+    assert value(1) == 10 and value(2) == 20 and value(1) == 10  # 2 between: 1 still there
+    assert calls == [1, 2]
+    for n in range(3, 3 + text_scores_module.REMEMBER_LAST):
+        value(n)
+    assert value(1) == 10 and calls[-1] == 1  # pushed out by REMEMBER_LAST newer inputs
+    assert text_scores_module.remembered(Model(), "pass", [1], lambda: -1) == -1  # per model

@@ -28,6 +28,12 @@ from persalign.errors import validated
 from persalign.types import Preference
 
 
+def seed_free(decoder: str, settings: Mapping[str, Any]) -> bool:
+    """Whether ``decoder`` with these settings writes the same at every seed: greedy, and a
+    decoder that draws nothing (``Decoder.seeded`` False). A run plans such a baseline once."""
+    return settings.get("mode", "greedy") == "greedy" and not DECODERS.get(decoder).seeded
+
+
 def create_decoder(
     name: str,
     policy: Policy | None,
@@ -51,4 +57,5 @@ __all__ = [
     "Policy",
     "create_decoder",
     "register_decoder",
+    "seed_free",
 ]

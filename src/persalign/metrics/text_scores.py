@@ -25,14 +25,18 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
 
 T = TypeVar("T")
-# model -> {name: (key of the inputs, value)}: each model's last call of each name (remembered)
-REMEMBERED: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, Any]]] = weakref.WeakKeyDictionary()
+# model -> {name: {key of the inputs: value}}: each model's last calls of each name (remembered)
+REMEMBERED: weakref.WeakKeyDictionary[Any, dict[str, OrderedDict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+REMEMBER_LAST = 4  # inputs kept per model and name
 Key = tuple[Hashable, str]  # (the row: a prompt as one model sees it, a response text)
 # score(rows, texts) -> the values of texts[i][j] answering rows[i], flat in (row, text) order
 Scorer = Callable[[list[Hashable], list[list[str]]], Sequence[Any]]
@@ -118,16 +122,19 @@ class TextScores:
 
 
 def remembered(model: Any, name: str, inputs: Any, compute: Callable[[], T]) -> T:
-    """``compute()``, or what it returned for the same ``inputs`` (JSON) in the last call
-    ``name`` on ``model`` in this process. The zero-shot and method cells of a run score the
-    same query pairs and candidates with the same frozen policy, so under the local backend, or
-    in a Ray worker, a policy pass runs once and not once per cell and seed. The same inputs
-    give the same batches, so the numbers are the same whether remembered or not."""
+    """``compute()``, or what it returned for the same ``inputs`` (JSON) in one of the last
+    ``REMEMBER_LAST`` calls ``name`` on ``model`` in this process. The zero-shot and method cells
+    of a run score the same query pairs and candidates with the same frozen policy, so under the
+    local backend, or in a Ray worker, a policy pass runs once and not once per cell and seed
+    (an ICL cell between them, with prompts of its own, does not push them out). The same
+    inputs give the same batches, so the numbers are the same whether remembered or not."""
     key = hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
-    slot = REMEMBERED.setdefault(model, {})
-    last = slot.get(name)
-    if last is not None and last[0] == key:
-        return last[1]
+    recent = REMEMBERED.setdefault(model, {}).setdefault(name, OrderedDict())
+    if key in recent:
+        recent.move_to_end(key)
+        return recent[key]
     value = compute()
-    slot[name] = (key, value)
+    recent[key] = value
+    while len(recent) > REMEMBER_LAST:
+        recent.popitem(last=False)
     return value

@@ -27,6 +27,7 @@ an error (DataError naming the folder).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from persalign.decoding import seed_free
 from persalign.errors import ConfigError, DataError
 from persalign.metrics.base import KINDS, Column
 from persalign.metrics.schema import METRICS_FILE, report_columns
@@ -205,6 +207,16 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
     )
 
 
+def _planned_once(folder: Path) -> bool:
+    """Whether the cell's spec.json names a seed-free baseline (``decoding.seed_free``: a run
+    plans it once for every seed); False where the spec cannot be read."""
+    try:
+        spec = json.loads((folder / "spec.json").read_text(encoding="utf-8"))["spec"]
+        return seed_free(str(spec["decoder"]), spec.get("decoder_settings") or {})
+    except (OSError, ValueError, KeyError, TypeError, ConfigError):
+        return False
+
+
 def old_win_rate(data: dict[str, Any]) -> bool:
     """Whether a metrics.json has a win rate from before the pooled rate (no ``rate`` key)."""
     block = data.get("win_rate")
@@ -269,6 +281,8 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             cell = parse_cell(data, folder.name, columns)
+            if cell.kind == "baseline" and _planned_once(folder):
+                cell = dataclasses.replace(cell, seed_free=True)
         except (OSError, ValueError, TypeError) as exc:
             _report(issues, f"cell {folder.name}: metrics.json skipped ({exc})")
             continue

@@ -83,6 +83,7 @@ class Cell:
     no_pairs: frozenset[str] = frozenset()  # metrics computed on no pairs ("no pairs", no number)
     traits: frozenset[str] = frozenset()  # reading.TRAITS of the method's class
     left_out: dict[str, int] = field(default_factory=dict)  # reading.LEFT_OUT_COUNTS, nonzero
+    seed_free: bool = False  # a baseline planned once for every seed (decoding.seed_free)
 
     @property
     def unit(self) -> str:
@@ -253,8 +254,12 @@ class RunResults:
             and cell.per_user.get(metric)
         }
 
-    def expected_seeds(self, benchmark: str, kind: str) -> int:
-        """How many seeds the run has for this benchmark and kind of row (the †-marker's bar)."""
+    def expected_seeds(self, benchmark: str, kind: str, row: str | None = None) -> int:
+        """How many seeds the run has for this benchmark and kind of row (the †-marker's bar);
+        1 for a ``row`` whose cells are seed-free baselines (planned once for every seed)."""
+        of_row = [c for c in self.cells if c.benchmark == benchmark and c.row == row]
+        if of_row and all(c.seed_free for c in of_row):
+            return 1
         return len({c.seed for c in self.cells if c.benchmark == benchmark and c.kind == kind})
 
     def bertscore_scales(self, benchmark: str, policy: str | None = None) -> list[tuple[str, bool]]:

@@ -120,7 +120,6 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
     """Tables 2/4/7: RM accuracy, policy accuracy per scale, and the correlation rows."""
     columns = results.policies(benchmark)
     n_method = results.expected_seeds(benchmark, "method")
-    n_base = results.expected_seeds(benchmark, "baseline")
     rows = []
     for row in results.rows(benchmark, "method"):
         rm = results.stat_over_policies(benchmark, row.label, "rm_accuracy")
@@ -134,7 +133,10 @@ def ranking_table(results: RunResults, benchmark: str) -> Table:
         rows.append([group(row), row_name(row), rm_text, *cells])
     for row in results.rows(benchmark, "baseline"):
         cells = [
-            fmt_stat(results.stat(benchmark, c.policy, row.label, "policy_accuracy"), n_base)
+            fmt_stat(
+                results.stat(benchmark, c.policy, row.label, "policy_accuracy"),
+                results.expected_seeds(benchmark, "baseline", row.label),
+            )
             for c in columns
         ]
         rows.append([group(row), row.label, NA, *cells])
@@ -218,8 +220,8 @@ def policy_table(results: RunResults, benchmark: str, column: PolicyColumn) -> T
     metrics = ("rm_accuracy", "policy_accuracy", "rouge1", "rougeL", "bertscore_f1")
     rows = []
     for kind in ("method", "baseline"):
-        expected = results.expected_seeds(benchmark, kind)
         for row in results.rows(benchmark, kind):
+            expected = results.expected_seeds(benchmark, kind, row.label)
             rows.append(
                 [
                     group(row),
@@ -268,7 +270,7 @@ def metrics_table(results: RunResults, benchmark: str) -> Table:
     rows = []
     for policy in results.policies(benchmark):
         for row in results.rows(benchmark):
-            expected = results.expected_seeds(benchmark, row.kind)
+            expected = results.expected_seeds(benchmark, row.kind, row.label)
             values = [
                 fmt_column(stat, c, expected)
                 if (stat := results.stat(benchmark, policy.policy, row.label, c.key)) is not None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persalign.decoding import DECODERS
+from persalign.decoding import DECODERS, seed_free
 from persalign.metrics import settings_json
 from persalign.metrics.scoring import RGD_SCORERS, method_scorer
 from persalign.rewards import METHODS
@@ -181,7 +181,7 @@ def _policy_cells(
 
     def baseline(name: str, decoder: str, settings: dict[str, Any], **fields: Any) -> Job:
         """The baseline's cell, planned once where its output is the same at every seed."""
-        free = settings.get("mode", "greedy") == "greedy" and not DECODERS.get(decoder).seeded
+        free = seed_free(decoder, settings)
         key = f"{prefix}__{name}"
         if free and key in once:
             return once[key]

@@ -56,8 +56,8 @@ from persalign.logs import track
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine.features import pool_states
-from persalign.rewards.engine.pair_rewards import pair_rewards, response_hidden
-from persalign.rewards.engine.training import usable_pairs
+from persalign.rewards.engine.pair_rewards import pair_rewards
+from persalign.rewards.engine.training import response_features, usable_pairs
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,8 @@ class VPL(RewardModel):
         self, pairs: Sequence[Preference], progress: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen (LoRA off) pooled hidden states of chosen and rejected, [n, H] each; each
-        pair's prompt encoded once (``response_hidden``) unless ``shared_prompt`` is off;
+        pair's prompt encoded once (``response_features``: a frozen backbone's remembered
+        states) unless ``shared_prompt`` is off;
         read from the frozen-backbone features while ``fit`` has them."""
         table = self.training_features
         if table is not None and table.covers(pairs):
@@ -218,7 +219,8 @@ class VPL(RewardModel):
                 show=progress,
             ):
                 chunk = pairs[start : start + size]
-                hidden, valid = response_hidden(self, chunk)  # [2b, R, H], [2b, R]
+                feats = response_features(self, chunk)  # a frozen backbone's: remembered
+                hidden, valid = feats["hidden"], feats["valid"]  # [2b, R, H], [2b, R]
                 pooled = pool_states(hidden, valid, self.config.context_pooling)  # [2b, H]
                 chosen.append(pooled[: len(chunk)])
                 rejected.append(pooled[len(chunk) :])
