@@ -169,8 +169,8 @@ def deployed_scores(
 def policy_sums(
     policy, prompt_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[str]], batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``candidate_scoring.candidate_logprob_sums``, ``remembered`` for the last texts of each
-    policy (the cells of a seed score the same candidates with the same frozen policy)."""
+    """``candidate_scoring.candidate_logprob_sums``, ``remembered`` for the recent texts of
+    each policy (the cells of a run score the same candidates with the same frozen policy)."""
     inputs = [[list(p) for p in prompt_ids], [list(g) for g in groups], batch_size]
     return remembered(
         policy,

@@ -41,7 +41,7 @@ from torch import nn
 
 from persalign.rewards.engine.aggregation import aggregate
 from persalign.rewards.engine.features import compute_features, response_key
-from persalign.rewards.engine.pair_rewards import shared_prompt_mode
+from persalign.rewards.engine.pair_rewards import declared_eval_mode
 
 if TYPE_CHECKING:  # annotations only: RewardModel calls into this module
     from persalign.rewards.base import RewardModel
@@ -92,9 +92,8 @@ def remembers(rm: RewardModel) -> bool:
     the base hidden-state scoring (``pair_eval_mode`` "hidden"), with the cache on."""
     return (
         STATES.max_bytes > 0
-        and getattr(rm.config, "backbone_training", None) == "frozen"
-        and getattr(type(rm), "pair_eval_mode", None) == "hidden"
-        and shared_prompt_mode(rm) == "hidden"
+        and rm.config.backbone_training == "frozen"
+        and declared_eval_mode(rm) == "hidden"
     )
 
 
@@ -125,8 +124,8 @@ def response_states(
     todo = list(
         dict.fromkeys(key for key, states in zip(keys, found, strict=True) if states is None)
     )
-    first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a key's first item
     if todo:
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a key's first item
         fresh = compute_features(rm, [ids[first[key]] for key in todo], progress=False)
         made = {key: torch.from_numpy(row[2]).float() for key, row in zip(todo, fresh, strict=True)}
         for key, states in made.items():
@@ -139,6 +138,14 @@ def response_states(
     return found
 
 
+def pad(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-response states [L_i, H] zero-padded to [N, R, H], and validity [N, R]."""
+    lengths = torch.tensor([len(s) for s in states], dtype=torch.long)
+    width = int(lengths.max())
+    hidden = torch.stack([nn.functional.pad(s, (0, 0, 0, width - len(s))) for s in states])
+    return hidden, torch.arange(width)[None, :] < lengths[:, None]
+
+
 def padded_states(
     rm: RewardModel, prompts: Sequence[str], responses: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -147,10 +154,7 @@ def padded_states(
     states = response_states(rm, prompts, responses)
     if states is None:
         return None
-    lengths = torch.tensor([len(s) for s in states], dtype=torch.long)
-    width = int(lengths.max())
-    hidden = torch.stack([nn.functional.pad(s, (0, 0, 0, width - len(s))) for s in states])
-    valid = torch.arange(width)[None, :] < lengths[:, None]
+    hidden, valid = pad(states)
     device = rm.backbone.device
     return hidden.to(device), valid.to(device)
 
@@ -170,21 +174,17 @@ def remembered_prefix_rewards(
     if states is None:
         return None
     lengths = torch.tensor([len(s) for s in states], dtype=torch.long)
-    width = int(lengths.max()) if len(states) else 0
-    out = torch.zeros(len(states), width)
+    out = torch.zeros(len(states), int(lengths.max()))
     device = rm.user_table.device
     was_training = rm.training
     rm.eval()
     try:
         for start in range(0, len(states), batch_size):
-            part = states[start : start + batch_size]
-            b_width = max(len(s) for s in part)
-            hidden = torch.stack([nn.functional.pad(s, (0, 0, 0, b_width - len(s))) for s in part])
-            valid = torch.arange(b_width)[None, :] < lengths[start : start + len(part), None]
-            z = rm.user_vectors(users[start : start + len(part)])  # [b, D] or None
+            hidden, valid = pad(states[start : start + batch_size])  # [b, R, H], [b, R]
+            z = rm.user_vectors(users[start : start + len(hidden)])  # [b, D] or None
             values = rm.head_values(hidden.to(device), z)  # [b, R]
             prefix = aggregate(values, valid.to(device), rm.aggregation).float().cpu()  # [b, R]
-            out[start : start + len(part), :b_width] = prefix * valid
+            out[start : start + len(hidden), : valid.shape[1]] = prefix * valid
     finally:
         rm.train(was_training)
     return out, lengths

@@ -30,7 +30,7 @@ from persalign.rewards.engine.pair_batching import (
     shared_cost,
     tokenize_pairs,
 )
-from persalign.rewards.engine.pair_rewards import shared_prefix_rewards, shared_prompt_mode
+from persalign.rewards.engine.pair_rewards import declared_eval_mode, shared_prefix_rewards
 from persalign.types import Preference
 
 
@@ -38,10 +38,7 @@ def eval_mode(rm: object) -> str | None:
     """How ``pair_prefix_rewards_shared`` may score ``rm``'s pairs: "hidden", "logprobs" or None
     (two ``prefix_rewards`` calls): the method's declared ``pair_eval_mode`` when its training
     encoding (``shared_prompt_mode``) agrees with it; see the module docstring."""
-    if not isinstance(rm, RewardModel):
-        return None
-    declared = type(rm).pair_eval_mode
-    return declared if declared is not None and shared_prompt_mode(rm) == declared else None
+    return declared_eval_mode(rm) if isinstance(rm, RewardModel) else None
 
 
 def two_calls(

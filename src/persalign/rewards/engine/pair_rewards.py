@@ -66,6 +66,14 @@ def shared_prompt_mode(rm: RewardModel) -> str | None:
     return None
 
 
+def declared_eval_mode(rm: RewardModel) -> str | None:
+    """The method's declared ``pair_eval_mode`` when its training encoding
+    (``shared_prompt_mode``) agrees with it, else None (``pair_eval.eval_mode`` for a reward
+    model)."""
+    declared = type(rm).pair_eval_mode
+    return declared if declared is not None and shared_prompt_mode(rm) == declared else None
+
+
 def microbatches(rm: RewardModel, items: Sequence[PairTokens], mode: str | None) -> list[list[int]]:
     """Pair indices grouped under the token budget (length buckets)."""
     cost = shared_cost if mode else two_sequence_cost
