@@ -152,6 +152,27 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
         )
         counted.build_all(requests)
         assert counted.dropped_demonstrations == 3 * len(requests)
+        # the cell's demonstrations block: every request's draw, recounted from scratch (so a
+        # resumed generation still reports all of them), the prompts left bare counted
+        fit = counted.fit(requests)
+        assert (
+            fit
+            == counted.fit(requests)
+            == {
+                "prompts": len(requests),
+                "requested": 3 * len(requests),
+                "shown": 0,
+                "dropped": 3 * len(requests),
+                "truncated_queries": 0,
+                "prompts_without": len(requests),
+                "max_prompt_tokens": 16,
+            }
+        )
+    roomy = create_decoder("icl", policy, support=support, shots=3, max_prompt_tokens=budget)
+    fit = roomy.fit(requests)
+    drawn = sum(len(roomy.demonstrations(r)) for r in requests)
+    assert fit["requested"] == drawn and fit["shown"] + fit["dropped"] == drawn
+    assert fit["shown"] > 0 and fit["prompts_without"] < len(requests)
 
     # the ICL scorer of policy accuracy (Eq. 7) scores from the prompts generation decodes from
     seen: list[list[list[int]]] = []

@@ -134,8 +134,10 @@ class IclDecoder(Decoder):
         support: Mapping[str, Sequence[Preference]] | None = None,
     ):
         super().__init__(policy, reward_model, settings, support)
+        self.requested_demonstrations = 0
         self.dropped_demonstrations = 0
         self.truncated_queries = 0
+        self.bare_prompts = 0  # prompts left with no demonstration (the zero-shot prompt)
 
     def demonstrations(self, request: GenerationRequest) -> list[Preference]:
         """Demonstrations for one request, least relevant first."""
@@ -145,13 +147,16 @@ class IclDecoder(Decoder):
 
     def build(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its demonstrations rendered in; demos dropped first to fit."""
+        demos = self.demonstrations(request)
         ids, dropped, truncated = icl_prompt_ids(
             self.policy.formatter,
-            self.demonstrations(request),
+            demos,
             request.prompt,
             self.settings.max_prompt_tokens,
             self.settings.demonstrations,
         )
+        self.requested_demonstrations += len(demos)
+        self.bare_prompts += dropped == len(demos)
         self.dropped_demonstrations += dropped
         self.truncated_queries += truncated
         return GenerationRequest(request.id, request.user, request.prompt, tuple(ids))
@@ -167,6 +172,25 @@ class IclDecoder(Decoder):
 
     def prepare(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
         return self.build_all(requests)
+
+    def fit(self, requests: Sequence[GenerationRequest]) -> dict[str, int]:
+        """How the demonstrations of ``requests`` fit ``max_prompt_tokens`` (the cell's
+        ``demonstrations`` block): ``requested`` (drawn from the support sets), ``shown``,
+        ``dropped`` to fit, ``truncated_queries`` and ``prompts``; ``prompts_without`` counts
+        the prompts left with no demonstration at all (the zero-shot prompt). Built afresh (pure
+        tokenization), so a resumed generation still reports every prompt."""
+        self.requested_demonstrations = self.dropped_demonstrations = 0
+        self.truncated_queries = self.bare_prompts = 0
+        self.build_all(requests)
+        return {
+            "prompts": len(requests),
+            "requested": self.requested_demonstrations,
+            "shown": self.requested_demonstrations - self.dropped_demonstrations,
+            "dropped": self.dropped_demonstrations,
+            "truncated_queries": self.truncated_queries,
+            "prompts_without": self.bare_prompts,
+            "max_prompt_tokens": self.settings.max_prompt_tokens,
+        }
 
     def finish(self) -> None:
         if self.dropped_demonstrations or self.truncated_queries:

@@ -99,6 +99,11 @@ LEFT_OUT_COUNTS = {
                                 ("steering_accuracy", "empty")),
     "prefix_accuracy.no_prefix": ("prefix-accuracy pairs without a prefix to compare",
                                   ("prefix_accuracy", "no_prefix")),
+    "demonstrations.dropped": ("ICL demonstrations dropped to fit max_prompt_tokens",
+                               ("demonstrations", "dropped")),
+    "demonstrations.prompts_without": ("ICL prompts left without any demonstration "
+                                       "(the zero-shot prompt)",
+                                       ("demonstrations", "prompts_without")),
     "ground_truth_rank.no_negatives": ("ground-truth-rank prompts without negatives",
                                        ("ground_truth_rank", "no_negatives")),
 }  # fmt: skip
@@ -308,6 +313,14 @@ def load_run(run_dir: str | Path, *, all_cells: bool = False) -> RunResults:
             path=run_dir,
         )
     _report_nulls(cells, expected(columns), issues)
+    bare = {c.cell: n for c in cells if (n := c.left_out.get("demonstrations.prompts_without"))}
+    if bare:  # an ICL row whose prompts lost their demonstrations is partly zero-shot
+        _report(
+            issues,
+            "ICL prompts without any demonstration (dropped to fit the baselines' "
+            "max_prompt_tokens; such a prompt is the zero-shot one): "
+            + ", ".join(f"{name} {n}" for name, n in sorted(bare.items())),
+        )
     return RunResults(
         run_dir=run_dir, manifest=manifest, cells=cells, issues=issues, columns=columns
     )

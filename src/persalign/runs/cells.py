@@ -205,6 +205,8 @@ def evaluate_cell(
                 decoder.settings.batch_size,
                 f"{spec.decoder} {job.id}",
             )
+        if hasattr(decoder, "fit"):  # ICL, ICL-RAG: how many demonstrations the prompts show
+            out["demonstrations"] = decoder.fit(_requests(bench))
     ctx = CellContext(
         kind=spec.kind,
         method=spec.method,
