@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,7 +166,9 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
                 "dropped": 3 * len(requests),
                 "truncated_queries": 0,
                 "prompts_without": len(requests),
+                "cut_texts": 0,
                 "max_prompt_tokens": 16,
+                "max_text_tokens": None,
             }
         )
     roomy = create_decoder("icl", policy, support=support, shots=3, max_prompt_tokens=budget)
@@ -173,6 +176,29 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
     drawn = sum(len(roomy.demonstrations(r)) for r in requests)
     assert fit["requested"] == drawn and fit["shown"] + fit["dropped"] == drawn
     assert fit["shown"] > 0 and fit["prompts_without"] < len(requests)
+    # max_text_tokens: every request text (query and demonstrations) cut in the middle first
+    long_support = {
+        user: [replace(p, prompt=p.prompt + " filler" * 40) for p in prefs]
+        for user, prefs in support.items()
+    }
+    long_query = [replace(r, prompt=r.prompt + " tail" * 40) for r in requests]
+    short = create_decoder(
+        "icl", policy, support=long_support, shots=1, max_text_tokens=12, demonstrations="pair"
+    )
+    built = short.build_all(long_query)
+    assert short.cut_texts == 2 * len(requests)  # each query and its one demonstration
+    for request, prompt in zip(long_query, built, strict=True):
+        (demo,) = short.demonstrations(request)
+        cut_demo = replace(demo, prompt=short.cut(demo.prompt))
+        want = chat_ids(policy, icl_messages([cut_demo], short.cut(request.prompt), "pair"))
+        assert list(prompt.prompt_ids) == want
+        ids = policy.tokenizer(short.cut(request.prompt), add_special_tokens=False)["input_ids"]
+        assert len(ids) <= 12 + 5  # and the cut mark, which the seam may merge or split
+    # one token per character here: the first and the last 6 characters, joined by the mark
+    assert short.cut("Query ua 0" + " tail" * 40) == "Query ... l tail"
+    assert short.cut("Query ua 0") == "Query ua 0"  # within the limit: untouched
+    whole = create_decoder("icl", policy, support=long_support, shots=1).build_all(long_query)
+    assert all(len(a.prompt_ids) > len(b.prompt_ids) for a, b in zip(whole, built, strict=True))
 
     # the ICL scorer of policy accuracy (Eq. 7) scores from the prompts generation decodes from
     seen: list[list[list[int]]] = []

@@ -13,7 +13,7 @@ from persalign.data.benchmark_folder import write_benchmark
 from persalign.decoding import GenerationRequest, Policy
 from persalign.decoding.icl import PAIR_EXAMPLE, PAIR_HEADER, PAIR_QUERY
 from persalign.errors import ConfigError, DataError
-from persalign.metrics import METRICS, scoring
+from persalign.metrics import METRICS
 from persalign.metrics import policy_accuracy as policy_metrics
 from persalign.metrics.policy_accuracy import (
     icl_prompts,
@@ -193,21 +193,23 @@ def test_accuracy_is_per_user_then_mean(monkeypatch, policy):
 def test_curve_runs_each_model_once_and_matches_single_lambda(monkeypatch, policy, lore):
     prefs = [p for u in ("u1", "u2") for p in style_pairs(u, 3, u == "u1", seed=5)]
     calls = {"policy": 0, "rm": 0}
-    real_logprobs, real_prefix = scoring.token_logprobs, type(lore).prefix_rewards
+    real_sums, real_prefix = policy_metrics.candidate_logprob_sums, type(lore).prefix_rewards
 
     def count_policy(*a, **k):
         calls["policy"] += 1
-        return real_logprobs(*a, **k)
+        return real_sums(*a, **k)
 
     def count_rm(self, *a, **k):
         calls["rm"] += 1
         return real_prefix(self, *a, **k)
 
-    monkeypatch.setattr(scoring, "token_logprobs", count_policy)
+    monkeypatch.setattr(policy_metrics, "candidate_logprob_sums", count_policy)
     monkeypatch.setattr(type(lore), "prefix_rewards", count_rm)
     lams = [0.0, 1.0, 30.0]
     curve = policy_accuracy_curve(policy, prefs, lore, lams, batch_size=4, progress=False)
-    assert calls == {"policy": 3, "rm": 3}  # 12 responses in batches of 4, for all lambdas
+    # one pass of the policy over the 6 pairs (both responses on their prompt's row) and 12
+    # responses in batches of 4 for the reward model, for all lambdas
+    assert calls == {"policy": 1, "rm": 3}
     for lam in lams:
         one = policy_accuracy(
             policy, prefs, scorer="personal-rgd", reward_model=lore, lam=lam, progress=False

@@ -125,6 +125,43 @@ def test_ground_truth_rank_reuses_policy_accuracys_texts(cell, lore, bench, poli
     assert result["prompts"] == len(groups)
 
 
+@pytest.mark.parametrize("cell", ["method", "zero-shot", "icl"])
+def test_announced_candidates_are_scored_on_policy_accuracys_rows(
+    cell, lore, bench, policy, monkeypatch
+):
+    """The ground-truth rank announces its candidates; policy accuracy's one pass over each
+    prompt then scores them too, so the rank runs no policy pass, and neither metric changes."""
+    fields: dict[str, Any] = {
+        "method": dict(reward_model=lore, lam=2.0),
+        "zero-shot": dict(kind="baseline", method="zero-shot", decoder="zero-shot"),
+        "icl": dict(kind="baseline", method="icl", decoder="icl", shots=1),
+    }[cell]
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())
+    cold = context(bench, policy, **fields)  # nothing announced: the reference
+    want_accuracy = PolicyAccuracy(cold.options("policy_accuracy")).compute(cold)
+    want_rank = GroundTruthRank(cold.options("ground_truth_rank")).compute(cold)
+
+    monkeypatch.setattr(text_scores_module, "REMEMBERED", weakref.WeakKeyDictionary())
+    warm = context(bench, policy, **fields)
+    rank = GroundTruthRank(warm.options("ground_truth_rank"))
+    rank.announce(warm)
+    keys, prompts, groups = _group_inputs(warm)
+    rows = _policy_prompt_ids(warm, keys, prompts)
+    assert {tuple(r) for r in rows} == set(warm.text_scores.expected)
+    accuracy = PolicyAccuracy(warm.options("policy_accuracy")).compute(warm)
+    every = {(tuple(ids), text) for ids, g in zip(rows, groups, strict=True) for text in g}
+    assert every <= set(warm.text_scores.logp)  # all candidates scored by that one pass
+
+    def no_policy_pass(*args, **kwargs):
+        raise AssertionError("the ground-truth rank ran a policy pass")
+
+    monkeypatch.setattr(gt_module, "candidate_logprob_sums", no_policy_pass)
+    got_rank = rank.compute(warm)
+    assert accuracy["per_user"] == want_accuracy["per_user"]
+    assert got_rank["mrr"]["per_user"] == pytest.approx(want_rank["mrr"]["per_user"])
+    assert got_rank["top1"] == want_rank["top1"]
+
+
 def _policy_prompt_ids(ctx: CellContext, keys, prompts) -> list[list[int]]:
     """The policy's prompt ids deployed_scores uses (ICL: the cell's demonstrations)."""
     if ctx.decoder != "icl":

@@ -14,6 +14,11 @@ demonstration is shown (``demonstrations``):
 - ``chosen``: each demonstration is an earlier turn of the conversation, the request as a user
   turn and the preferred response as the assistant's answer; the rejected one is not shown.
 
+``max_text_tokens`` (unset by default, as in the paper) cuts the query's and each
+demonstration's request text to that many tokens (middle cut) before rendering: a run whose
+policy reads a short ``max_prompt_tokens`` can show ICL as much of each prompt as zero-shot and
+RGD see, so the rows differ in the demonstrations, not in how much of the prompt they read.
+
 With no demonstration left both are the query alone, exactly the zero-shot prompt. A prompt that
 does not fit ``max_prompt_tokens`` loses demonstrations first (the least relevant first), never
 the query, in both renderings; every dropped demonstration is counted and reported. Decoding
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from pydantic import Field
 
@@ -35,6 +41,7 @@ from persalign.seeding import seeded_rng
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
+CUT_MARK = " ... "  # where max_text_tokens cut the middle of a request text
 
 
 class IclSettings(DecodeSettings):
@@ -47,6 +54,13 @@ class IclSettings(DecodeSettings):
     embedder: str = Field("bundled:all-minilm-l6-v2", description="icl-rag embedder.")
     max_prompt_tokens: int = Field(
         DEFAULT_MAX_PROMPT_TOKENS, ge=16, description="Context budget for the prompt."
+    )
+    max_text_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="Cut the query's and each demonstration's request text to this many "
+        "tokens (middle cut: half from the start, half from the end) before rendering; None: "
+        "whole texts (the paper).",
     )
     demonstrations: str = Field(
         "pair",
@@ -138,6 +152,7 @@ class IclDecoder(Decoder):
         self.dropped_demonstrations = 0
         self.truncated_queries = 0
         self.bare_prompts = 0  # prompts left with no demonstration (the zero-shot prompt)
+        self.cut_texts = 0  # query and demonstration texts cut to max_text_tokens
 
     def demonstrations(self, request: GenerationRequest) -> list[Preference]:
         """Demonstrations for one request, least relevant first."""
@@ -145,13 +160,29 @@ class IclDecoder(Decoder):
         rng = seeded_rng("icl", self.settings.seed, request.user, request.id)
         return rng.sample(pool, min(self.settings.shots, len(pool)))
 
+    def cut(self, text: str) -> str:
+        """``text`` cut to ``max_text_tokens`` policy tokens (middle cut: the characters of
+        the first and the last half of them, joined by CUT_MARK), counted."""
+        limit = self.settings.max_text_tokens
+        if limit is None:
+            return text
+        spans = self.policy.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]  # [(start, end)] of each token in ``text``
+        if len(spans) <= limit:
+            return text
+        self.cut_texts += 1
+        head, tail = limit // 2, limit - limit // 2
+        return text[: spans[head - 1][1]].rstrip() + CUT_MARK + text[spans[-tail][0] :].lstrip()
+
     def build(self, request: GenerationRequest) -> GenerationRequest:
         """The request with its demonstrations rendered in; demos dropped first to fit."""
         demos = self.demonstrations(request)
+        shown = [replace(d, prompt=self.cut(d.prompt)) for d in demos]
         ids, dropped, truncated = icl_prompt_ids(
             self.policy.formatter,
-            demos,
-            request.prompt,
+            shown,
+            self.cut(request.prompt),
             self.settings.max_prompt_tokens,
             self.settings.demonstrations,
         )
@@ -180,7 +211,7 @@ class IclDecoder(Decoder):
         the prompts left with no demonstration at all (the zero-shot prompt). Built afresh (pure
         tokenization), so a resumed generation still reports every prompt."""
         self.requested_demonstrations = self.dropped_demonstrations = 0
-        self.truncated_queries = self.bare_prompts = 0
+        self.truncated_queries = self.bare_prompts = self.cut_texts = 0
         self.build_all(requests)
         return {
             "prompts": len(requests),
@@ -189,7 +220,9 @@ class IclDecoder(Decoder):
             "dropped": self.dropped_demonstrations,
             "truncated_queries": self.truncated_queries,
             "prompts_without": self.bare_prompts,
+            "cut_texts": self.cut_texts,
             "max_prompt_tokens": self.settings.max_prompt_tokens,
+            "max_text_tokens": self.settings.max_text_tokens,
         }
 
     def finish(self) -> None:

@@ -217,6 +217,11 @@ class CellMetric:
             out.append((name, default, info.description or ""))
         return out
 
+    def announce(self, ctx: CellContext) -> None:
+        """Before any metric of the cell computes: tell ``ctx.text_scores`` what this one will
+        score (``TextScores.expect``), so an earlier metric's pass can score it on the same
+        rows. Nothing by default; the values must not depend on it."""
+
     def compute(self, ctx: CellContext) -> Any:
         """The JSON value written under ``key``."""
         raise NotImplementedError
@@ -260,14 +265,19 @@ def compute_cell_metrics(ctx: CellContext) -> dict[str, Any]:
 
     Each value is also put into ``ctx.results`` as soon as it is computed.
     """
-    out: dict[str, Any] = {}
+    metrics = []
     for cls in ordered_metrics():
         metric = cls(ctx.options(cls.key))
-        if not metric.applies(ctx):
+        if metric.applies(ctx):
+            metrics.append(metric)
+        else:
             log.debug("metric %s: not for this cell", cls.key)
-            continue
-        log.info("metric %s", cls.key)
-        out[cls.key] = ctx.results[cls.key] = metric.compute(ctx)
+    for metric in metrics:  # what each will score, before any computes (CellMetric.announce)
+        metric.announce(ctx)
+    out: dict[str, Any] = {}
+    for metric in metrics:
+        log.info("metric %s", metric.key)
+        out[metric.key] = ctx.results[metric.key] = metric.compute(ctx)
     return out
 
 

@@ -30,10 +30,13 @@ the user's text, as Eq. 2's strict indicator does). ``mrr`` is the mean of 1 / r
 (``pooled``: over prompts). A prompt with no negative at all is counted in ``no_negatives`` and
 left out. Cost: each prompt is encoded once with its 1 + N candidates in one row
 (``metrics.candidate_scoring``: a 4D mask, as shared-prompt training lays out a pair), by the
-policy and, for RGD, by the reward model; the policy pass is remembered (``policy_sums``), so the
-cells of one policy and seed share it. Candidates the cell's policy accuracy has already scored
-(on Pref-LaMP and Pref-ACL the user's text and its mined negative: a query pair) are taken from
-the cell's ``text_scores`` (``metrics.text_scores``) and not scored again.
+policy and, for RGD, by the reward model. Before any metric of the cell computes, the rank
+announces its candidates (``announce``, ``TextScores.expect``): policy accuracy's pass over each
+query prompt then scores them on its pair's row (remembered, so the cells of one policy and seed
+share it), and the rank reads every policy sum from the cell's ``text_scores``
+(``metrics.text_scores``) instead of encoding each prompt again: an ICL prompt of hundreds of
+tokens is encoded once for both metrics. Left to itself (no announcement), the rank scores what
+the memo lacks, its policy pass remembered too (``policy_sums``).
 
 The ``ground_truth_rank`` cell metric covers every cell with a policy and the users' completions
 (Pref-LaMP/ACL). Its options (``metrics.ground_truth_rank``): ``negatives`` (N, default 9),
@@ -109,6 +112,46 @@ def deployed_scorer(ctx: CellContext) -> str | None:
     return "icl" if DECODERS.get(ctx.decoder).needs_support else "base"
 
 
+def policy_prompt_ids(
+    ctx: CellContext, scorer: str, keys: Sequence[Key], prompts: Sequence[str]
+) -> list[list[int]]:
+    """Each group's prompt as the policy encodes it under ``scorer``: the plain prompt, or for
+    ``icl`` the prompt with policy accuracy's (and generation's) demonstrations."""
+    if scorer != "icl":
+        return [ctx.policy.formatter.prompt_ids(p) for p in prompts]
+    query = list(ctx.benchmark.query)  # the demonstrations of policy accuracy's ICL scorer
+    settings = {k: v for k, v in (ctx.icl or {}).items() if k not in ("shots", "seed")}
+    ids = icl_prompts(
+        ctx.policy,
+        query,
+        ctx.support(),
+        shots=ctx.shots,
+        seed=ctx.seed,
+        decoder=ctx.decoder,
+        **settings,
+    )
+    by_key = {(q.user, q.id): p for q, p in zip(query, ids, strict=True)}
+    return [by_key[key] for key in keys]
+
+
+def query_candidates(ctx: CellContext, n: int) -> tuple[list[Key], list[str], list[list[str]], int]:
+    """(keys, prompts, groups, prompts left out): per query prompt with the user's completion,
+    its (user, id), prompt text and candidates (the user's text first, then up to ``n`` hard
+    negatives); a prompt without negatives or with an empty completion is counted, not kept."""
+    negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
+    prompts = ctx.prompts()
+    keys, texts, groups, empty = [], [], [], 0
+    for c in sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id)):
+        others = negatives[(c.user, c.id)]
+        if not others or not c.reference.strip():
+            empty += 1
+            continue
+        keys.append((c.user, c.id))
+        texts.append(prompts.get((c.user, c.id), c.prompt))
+        groups.append([c.reference, *others])
+    return keys, texts, groups, empty
+
+
 def deployed_scores(
     ctx: CellContext,
     keys: Sequence[Key],
@@ -133,21 +176,7 @@ def deployed_scores(
             rm, *([f[i] for f in flat] for i in range(3)), batch_size=batch_size
         )
         return parts.logp_sum / parts.tokens.to(torch.float64)
-    prompt_ids = [ctx.policy.formatter.prompt_ids(p) for p in prompts]
-    if scorer == "icl":  # the demonstrations of policy accuracy's ICL scorer (all query prefs)
-        query = list(ctx.benchmark.query)
-        settings = {k: v for k, v in (ctx.icl or {}).items() if k not in ("shots", "seed")}
-        ids = icl_prompts(
-            ctx.policy,
-            query,
-            ctx.support(),
-            shots=ctx.shots,
-            seed=ctx.seed,
-            decoder=ctx.decoder,
-            **settings,
-        )
-        by_key = {(q.user, q.id): p for q, p in zip(query, ids, strict=True)}
-        prompt_ids = [by_key[key] for key in keys]
+    prompt_ids = policy_prompt_ids(ctx, scorer, keys, prompts)
     memo = ctx.text_scores  # what policy accuracy scored is not scored again
     total, tokens = memo.policy_sums(
         prompt_ids, groups, lambda ids, texts: policy_sums(ctx.policy, ids, texts, batch_size)
@@ -197,17 +226,7 @@ def ground_truth_rank(
     """``{"mrr", "top1", "negatives", "candidates_mean", "prompts", "no_negatives", "scorer",
     "lam", "aggregation"}`` of the cell (see module doc); ``mrr`` and ``top1`` are
     {mean, pooled, per_user}."""
-    negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
-    prompts = ctx.prompts()
-    keys, texts, groups, empty = [], [], [], 0
-    for c in sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id)):
-        others = negatives[(c.user, c.id)]
-        if not others or not c.reference.strip():
-            empty += 1
-            continue
-        keys.append((c.user, c.id))
-        texts.append(prompts.get((c.user, c.id), c.prompt))
-        groups.append([c.reference, *others])
+    keys, texts, groups, empty = query_candidates(ctx, n)
     scores = deployed_scores(ctx, keys, texts, groups, batch_size) if groups else torch.zeros(0)
     sizes = [len(g) for g in groups]
     got = ranks(scores, sizes)
@@ -258,6 +277,15 @@ class GroundTruthRank(CellMetric):
         if scorer is None or (scorer in RGD_SCORERS and ctx.lam is None):
             return False
         return super().applies(ctx)
+
+    def announce(self, ctx: CellContext) -> None:
+        """The candidates the base policy will score (not a method's own policy), so that
+        policy accuracy's pass over each query prompt scores them on its pair's row."""
+        scorer = deployed_scorer(ctx)
+        if scorer is None or scorer in POLICY_MODEL_SCORERS:
+            return
+        keys, texts, groups, _ = query_candidates(ctx, self.settings.negatives)
+        ctx.text_scores.expect(policy_prompt_ids(ctx, scorer, keys, texts), groups)
 
     def compute(self, ctx: CellContext) -> dict[str, Any]:
         return ground_truth_rank(ctx, self.settings.negatives, self.settings.batch_size)

@@ -24,9 +24,10 @@ Scorers, with |y| the response length in policy tokens:
 - ``icl`` (Eq. 7): ``base`` with the user's demonstrations prepended, built by
   :func:`persalign.decoding.icl.icl_prompt_ids` exactly as the ``icl`` decoder builds its prompts.
 
-Cost (:mod:`persalign.metrics.scoring`): ONE policy forward pass over prompt + response gives
-every log pi(y_t | ...) (the logits at position p - 1 read at token p; left or right padding),
-and ONE reward-model pass gives every prefix reward. The two
+Cost (:mod:`persalign.metrics.scoring`): ONE policy forward pass over each prompt with both
+responses of its pair on one row (``candidate_scoring``'s shared row: the prompt, often an ICL
+prompt of hundreds of tokens, is encoded once, not twice) gives every log pi(y_t | ...), and ONE
+reward-model pass gives every prefix reward. The two
 sums are kept apart (:class:`ScoreParts`), so any lambda grid is a cheap recombination. The policy
 and the reward model may have different tokenizers: the log pi sum runs over the policy's tokens
 (policy chat template, ``policy.formatter``) and the reward sum over the reward model's own
@@ -48,6 +49,7 @@ from persalign.decoding import DECODERS, GenerationRequest, create_decoder
 from persalign.decoding.icl import icl_prompt_ids
 from persalign.errors import ConfigError
 from persalign.metrics.base import CellContext, CellMetric, Column, register_metric
+from persalign.metrics.candidate_scoring import candidate_logprob_sums
 from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
 from persalign.metrics.scoring import (
     POLICY_MODEL_SCORERS,
@@ -60,7 +62,7 @@ from persalign.metrics.scoring import (
     score_parts,
 )
 from persalign.metrics.settings import ScoringSettings
-from persalign.metrics.text_scores import TextScores
+from persalign.metrics.text_scores import TextScores, remembered
 from persalign.models.encoding import DEFAULT_MAX_PROMPT_TOKENS
 from persalign.types import Preference
 
@@ -160,6 +162,43 @@ def icl_prompts(
     return [list(b.prompt_ids) for b in built]
 
 
+def pair_sums(
+    policy,
+    prefs: Sequence[Preference],
+    prompt_ids: Sequence[Sequence[int]],  # [N] each pair's prompt as the policy encodes it
+    batch_size: int,
+    progress: bool,
+    memo: TextScores | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([2N] log-prob sums, [2N] lengths): every chosen response, then every rejected one.
+
+    Both responses of a pair sit on one row of their prompt (candidate_scoring's shared row: the
+    prompt, often an ICL prompt of hundreds of tokens, is encoded once, not twice). With a
+    ``memo``, the texts a later metric announced under a prompt (the ground-truth rank's
+    candidates, ``TextScores.expect``) join its row and are recorded, and the pass is
+    ``remembered`` (the cells of one policy and seed score the same rows)."""
+    n = len(prefs)
+    pairs = [[p.chosen, p.rejected] for p in prefs]
+    groups = memo.with_expected(prompt_ids, pairs) if memo is not None else pairs
+
+    def shared_pass() -> tuple[torch.Tensor, torch.Tensor]:
+        return candidate_logprob_sums(
+            policy, prompt_ids, groups, batch_size=batch_size, progress=progress
+        )
+
+    inputs = [[list(p) for p in prompt_ids], groups, batch_size]
+    logp, tokens = (
+        remembered(policy, "pair_logprob_sums", inputs, shared_pass)
+        if memo is not None
+        else shared_pass()
+    )  # [M] flat in group order
+    if memo is not None:
+        memo.record_policy(prompt_ids, groups, logp, tokens)
+    first = torch.tensor([0, *(len(g) for g in groups)][:n], dtype=torch.long).cumsum(0)  # [N]
+    order = torch.cat([first, first + 1])  # [2N]: chosen, then rejected
+    return logp[order], tokens[order]
+
+
 def preference_parts(
     policy,
     prefs: Sequence[Preference],
@@ -183,9 +222,9 @@ def preference_parts(
     users = [p.user for p in prefs] * 2
     if policy is None:
         return personalized_parts(reward_model, prompts, responses, users, batch_size=batch_size)
-    if memo is not None and prompt_ids is None:
+    if prompt_ids is None:
         prompt_ids = [policy.formatter.prompt_ids(p.prompt) for p in prefs]  # as score_parts
-    ids = None if prompt_ids is None else [*prompt_ids, *prompt_ids]
+    ids = [*prompt_ids, *prompt_ids]
     parts = score_parts(
         policy,
         prompts,
@@ -196,7 +235,7 @@ def preference_parts(
         batch_size=batch_size,
         padding_side=padding_side,
         progress=progress,
-        remember=memo is not None,
+        policy_sums=pair_sums(policy, prefs, prompt_ids, batch_size, progress, memo),
     )
     if memo is not None:
         memo.record(ids, prompts, responses, users, parts)

@@ -36,7 +36,6 @@ import torch
 
 from persalign.errors import ConfigError, DataError
 from persalign.logs import track
-from persalign.metrics.text_scores import remembered
 from persalign.models.encoding import pad_sequences
 from persalign.rewards.base import PrefixRewards, response_index
 
@@ -237,13 +236,14 @@ def score_parts(
     batch_size: int = 8,
     padding_side: str = "right",
     progress: bool = True,
-    remember: bool = False,
+    policy_sums: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ScoreParts:
     """The policy sums (and the reward sums when ``reward_model`` is given) of every response.
 
     ``prompt_ids`` overrides the policy's rendering of ``prompts`` (ICL prompts); the reward
-    model always renders ``prompts`` with its own formatter. ``remember``: the policy pass is
-    ``text_scores.remembered`` (a cell's: the same pairs in every cell of the policy).
+    model always renders ``prompts`` with its own formatter.
+    ``policy_sums``: the ([N] log-prob sums, [N] lengths) computed already, another way (policy
+    accuracy's pairs: both responses on one row of their prompt); no policy pass then.
     """
     prompts, responses = list(prompts), list(responses)
     if len(prompts) != len(responses):
@@ -251,7 +251,7 @@ def score_parts(
     if prompt_ids is None:
         prompt_ids = [policy.formatter.prompt_ids(p) for p in prompts]
 
-    def policy_pass() -> tuple[torch.Tensor, torch.Tensor]:
+    def row_pass() -> tuple[torch.Tensor, torch.Tensor]:
         return policy_logprob_sums(
             policy,
             prompt_ids,
@@ -261,12 +261,7 @@ def score_parts(
             progress=progress,
         )
 
-    inputs = [[list(p) for p in prompt_ids], responses, batch_size, padding_side]
-    logp, tokens = (
-        remembered(policy, "policy_logprob_sums", inputs, policy_pass)
-        if remember
-        else policy_pass()
-    )
+    logp, tokens = policy_sums if policy_sums is not None else row_pass()
     rewards = None
     if reward_model is not None:
         rows = list(users) if users is not None else [""] * len(prompts)

@@ -1,6 +1,7 @@
 """Per-text sums a cell has already computed, and each prompt encoded once for the rest.
 
     memo = TextScores()                                  # one per cell (CellContext.text_scores)
+    memo.expect(prompt_ids, groups)   # ground-truth rank, before any metric: its candidates
     memo.record(prompt_ids, prompts, responses, users, parts)   # policy accuracy's 2N texts
     logp, tokens = memo.policy_sums(prompt_ids, groups, score)  # ground-truth rank: the rest
     rewards = memo.reward_sums(prompts, groups, users, score)
@@ -8,7 +9,10 @@
 Policy accuracy (order 20) scores every query pair's chosen and rejected text; on Pref-LaMP and
 Pref-ACL those are the user's own text and its mined negative, which the ground-truth rank
 (order 25) scores again among its 1 + N candidates. With the memo, the ground-truth rank scores
-only the candidates policy accuracy has not.
+only the candidates policy accuracy has not. And since the ground-truth rank announces its
+candidates (``expect``) before any metric computes, policy accuracy's pass scores them on the
+same rows as its pairs: each query prompt is encoded once for both metrics, which matters for
+ICL prompts of hundreds of tokens.
 
 What is left is scored once per prompt, not once per group: groups that answer the same prompt
 (TL;DR's posts and a sim benchmark's prompts are shared by several pairs and users) become one
@@ -65,6 +69,44 @@ class TextScores:
     def __init__(self) -> None:
         self.logp: dict[Key, tuple[float, int]] = {}  # ((prompt ids), text) -> (sum, length)
         self.rewards: dict[Key, float] = {}  # ((prompt, user), text) -> reward sum
+        # (prompt ids) -> texts a later metric will score under that prompt (``expect``)
+        self.expected: dict[tuple[int, ...], dict[str, None]] = {}
+
+    def expect(self, prompt_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[str]]) -> None:
+        """Announce the texts of ``groups[i]`` a later metric will score under
+        ``prompt_ids[i]`` (the ground-truth rank's candidates), so that the first policy pass
+        over that prompt (policy accuracy's) scores them on the same row: an ICL prompt of
+        hundreds of tokens is then encoded once for both metrics."""
+        for ids, group in zip(prompt_ids, groups, strict=True):
+            self.expected.setdefault(tuple(ids), {}).update(dict.fromkeys(group))
+
+    def with_expected(
+        self, prompt_ids: Sequence[Sequence[int]], groups: Sequence[Sequence[str]]
+    ) -> list[list[str]]:
+        """Each group, then the texts expected under its prompt that neither the group nor
+        the memo holds (the first group of a prompt takes them, so each is scored once)."""
+        out, taken = [], set()
+        for ids, group in zip(prompt_ids, groups, strict=True):
+            row, extra = tuple(ids), []
+            if row not in taken:
+                taken.add(row)
+                have = set(group)
+                extra = [t for t in self.expected.get(row, ()) if t not in have]
+                extra = [t for t in extra if (row, t) not in self.logp]
+            out.append([*group, *extra])
+        return out
+
+    def record_policy(
+        self,
+        prompt_ids: Sequence[Sequence[int]],  # [G]
+        groups: Sequence[Sequence[str]],  # [G]
+        logp: torch.Tensor,  # [M] flat in group order
+        tokens: torch.Tensor,  # [M]
+    ) -> None:
+        """Remember the policy sums of every text of every group."""
+        flat = [(tuple(p), r) for p, g in zip(prompt_ids, groups, strict=True) for r in g]
+        for key, value, length in zip(flat, logp.tolist(), tokens.tolist(), strict=True):
+            self.logp[key] = (float(value), int(length))
 
     def record(
         self,

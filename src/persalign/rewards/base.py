@@ -31,6 +31,7 @@ from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
 from persalign.models.encoding import EncodedBatch, PromptFormatter, encode_pairs
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.engine import sequence_memo
 from persalign.rewards.engine.aggregation import aggregate, response_index
 from persalign.rewards.engine.backbone import Backbone, LoraSettings
 from persalign.rewards.engine.frozen_states import remembered_prefix_rewards, remembers
@@ -290,7 +291,9 @@ class RewardModel(nn.Module):
         if remembers(self) and prompts:
             out = remembered_prefix_rewards(self, prompts, responses, users, size)
             if out is not None:
-                return PrefixRewards(*out)
+                result = PrefixRewards(*out)
+                sequence_memo.record(self, prompts, responses, users, result.last())
+                return result
         chunks, lengths = [], []
         was_training = self.training
         self.eval()
@@ -302,21 +305,30 @@ class RewardModel(nn.Module):
         self.train(was_training)
         width = max((c.shape[1] for c in chunks), default=0)
         rewards = torch.cat([nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
-        return PrefixRewards(rewards, torch.cat(lengths))
+        result = PrefixRewards(rewards, torch.cat(lengths))
+        sequence_memo.record(self, prompts, responses, users, result.last())
+        return result
 
     def sequence_rewards(
         self, prompts: Sequence[str], responses: Sequence[str], users: Sequence[str], **kw: Any
     ) -> torch.Tensor:
-        """[N] reward of each whole response (its last prefix reward)."""
-        return self.prefix_rewards(prompts, responses, users, **kw).last()
+        """[N] reward of each whole response (its last prefix reward); with the sequence memo
+        on (engine/sequence_memo.py), only the responses not yet scored are computed."""
+
+        def compute(p: list[str], r: list[str], u: list[str]) -> torch.Tensor:
+            return self.prefix_rewards(p, r, u, **kw).last()
+
+        return sequence_memo.sequence_rewards(self, prompts, responses, users, compute)
 
     # ------------------------------------------------------------------ training, adaptation
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Learn theta and the train users' z_k (Bradley-Terry unless the method says otherwise)."""
+        sequence_memo.forget_sequences(self)
         return fit(self, prefs, **kw)
 
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn a new user's z_k from ``support`` with theta frozen (global methods: no-op)."""
+        sequence_memo.forget_sequences(self)
         if self.personalized:
             adapt_user_vector(self, user, support)
 

@@ -31,6 +31,7 @@ from persalign.io import read_json, write_json
 from persalign.metrics import METRICS, CellContext, ZeroShot, compute_cell_metrics
 from persalign.metrics.schema import METRICS_FILE
 from persalign.rewards import RewardModel
+from persalign.rewards.engine.sequence_memo import remember_sequences
 from persalign.runs import workspace
 from persalign.runs.cost import CostMeter, current_clock, model_costs
 from persalign.runs.lambda_selection import select_lambda, split_train_heldout
@@ -176,6 +177,7 @@ def evaluate_cell(
         model_dir = run_dir / "models" / spec.model.id
         rm = workspace.reward_model(model_dir, spec.model.hash)
         rm.use_benchmark(bench)  # the oracle reads the simulated users' true reward
+        remember_sequences(rm)  # frozen from here: metrics scoring one text again read it back
         out["personalized"] = bool(rm.personalized)
         for name in MODEL_RESULTS:
             if (model_dir / f"{name}.json").is_file():

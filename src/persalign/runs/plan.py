@@ -205,6 +205,8 @@ def _policy_cells(
     icl = config.baselines.model_dump(
         mode="json", include={"retrieval", "embedder", "max_prompt_tokens", "demonstrations"}
     )
+    if config.baselines.max_text_tokens is not None:  # unset: earlier runs' specs unchanged
+        icl["max_text_tokens"] = config.baselines.max_text_tokens
     for row in config.baselines.decoders:
         name, options = baseline_decoder(config, row)
         baseline(row, name, decoder_settings(config, name, seed, **options))

@@ -102,6 +102,13 @@ class BaselinesConfig(Strict):
         description="How ICL and ICL-RAG show a demonstration (generation and the ICL scorer): "
         "pair: request, preferred and not preferred response (Eq. 7); chosen: preferred only.",
     )
+    max_text_tokens: int | None = Field(
+        None,
+        ge=8,
+        description="Cut the query's and each demonstration's request text to this many tokens "
+        "(middle cut) before rendering, e.g. to show ICL as much of a prompt as a policy with a "
+        "small max_prompt_tokens sees; unset: whole texts (the paper).",
+    )
 
     decoders: dict[str, dict[str, Any] | None] = Field(
         {},
