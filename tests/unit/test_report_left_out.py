@@ -58,3 +58,24 @@ def test_groups_not_applicable_no_pairs_and_counted_left_outs(tmp_path):
     assert "rm_accuracy: no pairs in 1 cell(s)" in page
     assert "policy_accuracy not applicable (no ARGS) in 1 cell(s)" in page
     assert "rm_accuracy missing" not in page and "policy_accuracy missing" not in page
+
+
+def test_icl_prompts_left_without_demonstrations_are_listed_and_counted(tmp_path):
+    cells = [
+        cell_data(0, "method", m, rm_accuracy=around(0.6, USERS, 0.01, i))
+        for i, m in enumerate(("global-rm", "lore", "mpu"))
+    ]
+    icl = cell_data(0, "baseline", "icl", rouge1=around(0.3, USERS, 0.01, 60))
+    icl["demonstrations"] = {"prompts": 9, "requested": 9, "shown": 2, "dropped": 7,
+                             "truncated_queries": 0, "prompts_without": 7}  # fmt: skip
+    rag = cell_data(0, "baseline", "icl-rag", rouge1=around(0.3, USERS, 0.01, 61))
+    rag["demonstrations"] = {"prompts": 9, "requested": 9, "shown": 9, "dropped": 0,
+                             "truncated_queries": 0, "prompts_without": 0}  # fmt: skip
+    files = write_report(write_run(tmp_path, [*cells, icl, rag]), n_boot=50)
+    page = files["report.md"].read_text("utf-8")
+    notes = page[page.index("## Data notes") :]
+    line = next(n for n in notes.splitlines() if "without any demonstration" in n)
+    assert f"{icl['cell']} 7" in line and rag["cell"] not in line  # only the cell with some
+    metrics = files[f"{BENCH}/metrics.md"].read_text("utf-8")
+    assert "7 ICL demonstrations dropped to fit max_prompt_tokens" in metrics
+    assert "7 ICL prompts left without any demonstration" in metrics
