@@ -23,9 +23,11 @@ from persalign.metrics.candidate_scoring import (
     collate_candidates,
 )
 from persalign.metrics.ground_truth_rank import (
+    NEGATIVES_SEED,
     GroundTruthRank,
     ground_truth_rank,
     hard_negatives,
+    query_candidates,
     ranks,
 )
 from persalign.metrics.policy_accuracy import policy_scores
@@ -197,6 +199,16 @@ def test_hard_negatives_rejected_first_then_most_similar_other_users():
     assert got[("a", "1")] == ["R", "C", "B"]  # jaccard 4/5 then 4/6; D (0) and A2 left out
     assert hard_negatives(bench, n=1, seed=5)[("a", "1")] == ["R"]
     assert got == hard_negatives(bench, n=3, seed=0)  # deterministic
+    # ties (C and "graph networks"-like prompts) are broken by a seeded shuffle, but a cell's
+    # candidates never depend on its seed: every cell and seed ranks against the same ones
+    tied = [Completion(str(i), f"u{i}", f"shared words {i % 2}", f"T{i}") for i in range(12)]
+    tie_bench = Benchmark("t", (), (), (), tuple(tied))
+    draws = {str(hard_negatives(tie_bench, n=3, seed=s)) for s in range(6)}
+    assert len(draws) > 1  # the tie-break does depend on the seed it is given
+    at = {s: query_candidates(context(tie_bench, None, seed=s), 3) for s in (0, 1, 7)}
+    assert at[0] == at[1] == at[7]
+    assert at[0][2] == [[c.reference, *hard_negatives(tie_bench, 3, NEGATIVES_SEED)[(c.user, c.id)]]
+                        for c in sorted(tied, key=lambda c: (c.user, c.id))]  # fmt: skip
 
 
 def test_candidates_share_one_row_per_prompt():
@@ -300,7 +312,7 @@ def naive_rank(
 ) -> tuple[dict, dict]:
     """Per prompt: the user's text and its negatives scored one row per text by policy_scores
     (Eq. 4 means; Eq. 6 sums divided by the policy tokens: one aggregation), ranked in a loop."""
-    negatives = hard_negatives(ctx.benchmark, NEGATIVES, ctx.seed)
+    negatives = hard_negatives(ctx.benchmark, NEGATIVES, NEGATIVES_SEED)
     prompts = ctx.prompts()
     users, rr, top = [], [], []
     for c in ctx.benchmark.completions:

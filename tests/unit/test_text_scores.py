@@ -13,7 +13,12 @@ from persalign.decoding import Policy
 from persalign.metrics import CellContext
 from persalign.metrics import ground_truth_rank as gt_module
 from persalign.metrics import text_scores as text_scores_module
-from persalign.metrics.ground_truth_rank import GroundTruthRank, deployed_scores, hard_negatives
+from persalign.metrics.ground_truth_rank import (
+    NEGATIVES_SEED,
+    GroundTruthRank,
+    deployed_scores,
+    hard_negatives,
+)
 from persalign.metrics.policy_accuracy import PolicyAccuracy
 from persalign.metrics.text_scores import TextScores, complete
 from persalign.types import Benchmark
@@ -66,7 +71,7 @@ def test_complete_takes_known_values_and_scores_each_prompt_once():
 
 
 def _group_inputs(ctx: CellContext, n: int = 3):
-    negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
+    negatives = hard_negatives(ctx.benchmark, n, NEGATIVES_SEED)
     comps = sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id))
     keys = [(c.user, c.id) for c in comps]
     prompts = [ctx.prompts()[k] for k in keys]

@@ -8,10 +8,12 @@ among hard negatives?
 For every query prompt x of user u with the user's own completion y_u, the candidates are y_u and
 up to N hard negatives. The negatives are, first, the benchmark's rejected texts for that prompt
 (the user's query preferences with this prompt), then the completions other users wrote for the
-prompts most similar to x (word-set Jaccard similarity of the prompts, ties broken by a seeded
-shuffle, texts equal to y_u or already taken skipped). Every candidate is scored with the
-function the cell deploys, built from ``metrics.scoring`` as policy accuracy builds it, and
-aggregated the same way for every cell type: the mean per policy token of its per-token terms,
+prompts most similar to x (word-set Jaccard similarity of the prompts, ties broken by a shuffle
+seeded with ``NEGATIVES_SEED``, not the cell's seed, so every cell and seed of a benchmark ranks
+against the same candidates; texts equal to y_u or already taken skipped). Every candidate is
+scored with the function the cell deploys, built from ``metrics.scoring`` as policy accuracy
+builds it, and aggregated the same way for every cell type: the mean per policy token of its
+per-token terms,
 (1/|y|) sum_t [log pi(y_t | x, y_<t) + lambda * r(y_t | x, y_<t)] (|y| in policy tokens), so
 that the MRRs of method cells and baselines are comparable (a method cell at lambda = 0 gets
 zero-shot's MRR exactly). The terms are:
@@ -67,6 +69,12 @@ from persalign.types import Benchmark
 Key = tuple[str, str]
 DEFAULT_NEGATIVES = 9
 AGGREGATION = "mean per policy token"  # of every cell type's per-token terms (module doc)
+
+
+# The negatives are a property of the benchmark, not of a cell: every cell, the seed-free
+# zero-shot and ICL-RAG cells (planned at the first seed) and each seed's method cells, ranks the
+# user's text among the same candidates, and the cells of one policy share one scoring pass.
+NEGATIVES_SEED = 0
 
 
 def _words(text: str) -> frozenset[str]:
@@ -138,7 +146,7 @@ def query_candidates(ctx: CellContext, n: int) -> tuple[list[Key], list[str], li
     """(keys, prompts, groups, prompts left out): per query prompt with the user's completion,
     its (user, id), prompt text and candidates (the user's text first, then up to ``n`` hard
     negatives); a prompt without negatives or with an empty completion is counted, not kept."""
-    negatives = hard_negatives(ctx.benchmark, n, ctx.seed)
+    negatives = hard_negatives(ctx.benchmark, n, NEGATIVES_SEED)  # the same for every cell
     prompts = ctx.prompts()
     keys, texts, groups, empty = [], [], [], 0
     for c in sorted(ctx.benchmark.completions, key=lambda c: (c.user, c.id)):

@@ -113,6 +113,24 @@ def _ray_job(run_dir: str, job_json: dict[str, Any], force: bool, *needs: Any) -
     return run_job(run_dir, job_json, force, worker=True)
 
 
+def expected_long(job: Job) -> bool:
+    """A model job that trains its backbone (LoRA: GenARM, P-DPO, any method not frozen), the
+    longest jobs of a run: they and the cells waiting on them decide when it ends."""
+    if job.kind != "model":
+        return False
+    config = getattr(job.spec, "reward_config", None) or {}
+    return config.get("backbone_training", "lora") != "frozen"
+
+
+def submission_order(jobs: list[Job]) -> list[Job]:
+    """Ray starts ready tasks in about the order they are submitted: the model jobs that train
+    a backbone first, then the other model jobs, then the cells, each group in plan order.
+    Longest first keeps a worker from idling at the end while the last long job's cell runs
+    alone; model jobs need nothing, so every job still comes after the jobs it needs."""
+    rank = {id(job): (0 if expected_long(job) else 1 if job.kind == "model" else 2) for job in jobs}
+    return sorted(jobs, key=lambda job: rank[id(job)])  # stable: plan order within a group
+
+
 class RayBackend:
     """Every job a Ray task (``num_gpus`` from the config); dependencies as object refs."""
 
@@ -138,7 +156,7 @@ class RayBackend:
         task = ray.remote(max_retries=0, max_calls=0)(_ray_job)
         outcome = Outcome()
         refs: dict[str, Any] = {}
-        for job in jobs:
+        for job in submission_order(jobs):
             if not force and job_finished(run_dir, job):
                 outcome.reused.append(job.id)
                 continue
