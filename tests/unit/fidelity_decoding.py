@@ -155,10 +155,10 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
         assert counted.dropped_demonstrations == 3 * len(requests)
         # the cell's demonstrations block: every request's draw, recounted from scratch (so a
         # resumed generation still reports all of them), the prompts left bare counted
-        fit = counted.fit(requests)
+        fit = counted.demonstration_fit(requests)
         assert (
             fit
-            == counted.fit(requests)
+            == counted.demonstration_fit(requests)
             == {
                 "prompts": len(requests),
                 "requested": 3 * len(requests),
@@ -172,7 +172,7 @@ def test_05_icl_demonstrations_are_preference_triples(icl_policy, monkeypatch, t
             }
         )
     roomy = create_decoder("icl", policy, support=support, shots=3, max_prompt_tokens=budget)
-    fit = roomy.fit(requests)
+    fit = roomy.demonstration_fit(requests)
     drawn = sum(len(roomy.demonstrations(r)) for r in requests)
     assert fit["requested"] == drawn and fit["shown"] + fit["dropped"] == drawn
     assert fit["shown"] > 0 and fit["prompts_without"] < len(requests)

@@ -204,7 +204,7 @@ class IclDecoder(Decoder):
     def prepare(self, requests: list[GenerationRequest]) -> list[GenerationRequest]:
         return self.build_all(requests)
 
-    def fit(self, requests: Sequence[GenerationRequest]) -> dict[str, int]:
+    def demonstration_fit(self, requests: Sequence[GenerationRequest]) -> dict[str, int]:
         """How the demonstrations of ``requests`` fit ``max_prompt_tokens`` (the cell's
         ``demonstrations`` block): ``requested`` (drawn from the support sets), ``shown``,
         ``dropped`` to fit, ``truncated_queries`` and ``prompts``; ``prompts_without`` counts

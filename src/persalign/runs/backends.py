@@ -127,8 +127,11 @@ def submission_order(jobs: list[Job]) -> list[Job]:
     a backbone first, then the other model jobs, then the cells, each group in plan order.
     Longest first keeps a worker from idling at the end while the last long job's cell runs
     alone; model jobs need nothing, so every job still comes after the jobs it needs."""
-    rank = {id(job): (0 if expected_long(job) else 1 if job.kind == "model" else 2) for job in jobs}
-    return sorted(jobs, key=lambda job: rank[id(job)])  # stable: plan order within a group
+
+    def group(job: Job) -> int:
+        return 0 if expected_long(job) else 1 if job.kind == "model" else 2
+
+    return sorted(jobs, key=group)  # stable: plan order within a group
 
 
 class RayBackend:

@@ -207,8 +207,8 @@ def evaluate_cell(
                 decoder.settings.batch_size,
                 f"{spec.decoder} {job.id}",
             )
-        if hasattr(decoder, "fit"):  # ICL, ICL-RAG: how many demonstrations the prompts show
-            out["demonstrations"] = decoder.fit(_requests(bench))
+        if hasattr(decoder, "demonstration_fit"):  # ICL, ICL-RAG: the demonstrations shown
+            out["demonstrations"] = decoder.demonstration_fit(_requests(bench))
     ctx = CellContext(
         kind=spec.kind,
         method=spec.method,
