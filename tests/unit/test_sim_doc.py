@@ -4,6 +4,7 @@ snippet is a valid run config."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from persalign.data import load_benchmark
+from persalign.data.sim_ceilings import ROWS
 from persalign.runs.config import load_config
 
 from .sim_source import write_source
@@ -30,7 +32,7 @@ def test_the_docs_example_builds_what_it_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
     doc = blocks()
-    assert sorted(doc) == ["config", "output", "python", "run"]
+    assert sorted(doc) == ["ceilings", "config", "output", "python", "run"]
     monkeypatch.chdir(tmp_path)
     write_source(tmp_path / "out" / "source")
     argv = shlex.split(doc["run"].replace("\\\n", " "))
@@ -38,6 +40,13 @@ def test_the_docs_example_builds_what_it_shows(
     code, out, err = run(argv[1:], capsys)
     assert code == 0, err
     assert " ".join(out.split()) == " ".join(doc["output"].split())
+
+    argv = shlex.split(doc["ceilings"].split("#")[0])
+    assert argv[:3] == ["persalign", "data", "ceilings"]
+    code, out, err = run([*argv[1:], "--json"], capsys)
+    assert code == 0, err
+    ceilings = json.loads(out)
+    assert set(ceilings["rows"]) == set(ROWS) and ceilings["users"] == 5
 
     namespace: dict = {}
     exec(doc["python"], namespace)  # the doc's own recomputation of r_u

@@ -5,6 +5,7 @@ persalign data build --plugin mypkg.mydata my-data --my-option 3 --out out/mine
 persalign data build sim --from out/pref-acl --users 64 --groups 4 --noise 1 --out out/sim
 persalign data stats out/pref-acl [--json] [--no-verify]
 persalign data verify out/pref-acl          # every file that differs from the manifest; exit 2
+persalign data ceilings out/sim [--json]    # what methods could reach with exact attributes
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
 from persalign.data import BUILDERS
 from persalign.data.benchmark_folder import benchmark_differences, load_benchmark
+from persalign.data.sim_ceilings import sim_ceilings
 from persalign.data.stats import benchmark_stats
 from persalign.errors import ConfigError, DataError
 from persalign.io import folder_in_place
@@ -183,6 +185,45 @@ def data_verify(path: Annotated[Path, typer.Argument(help="A benchmark folder.")
     if differences:
         raise DataError(f"{len(differences)} file(s) differ from the manifest", path)
     stdout.print(f"{path}: every file matches its manifest", markup=False, soft_wrap=True)
+
+
+def data_ceilings(
+    path: Annotated[
+        Path, typer.Argument(help="A sim benchmark folder (persalign data build sim).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: VerifyOption = True,
+) -> None:
+    """Sim benchmarks: the true RM accuracy a global, group or per-user reward could reach with
+    every text's exact attributes; run it before a study to see whether its methods can differ."""
+    ceilings = sim_ceilings(load_benchmark(path, verify=verify))
+    if as_json:
+        stdout.print_json(json.dumps(ceilings))
+        return
+    table = Table(
+        title=f"ceilings of {ceilings['benchmark']}: true RM accuracy with exact attributes",
+        title_justify="left",
+    )
+    table.add_column("reward")
+    table.add_column("accuracy", justify="right")
+    table.add_column("95% CI")
+    table.add_column("what it is")
+    for name, row in ceilings["rows"].items():
+        ci = row["ci95"]
+        table.add_row(
+            name,
+            "n/a" if row["mean"] is None else f"{100 * row['mean']:.1f}%",
+            "" if ci is None else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]",
+            row["what"],
+        )
+    stdout.print(table)
+    stdout.print(
+        f"{ceilings['users']} adaptation users, {ceilings['query_pairs']} query pairs "
+        f"({ceilings['true_ties']} tied by r_u, left out), "
+        f"{ceilings['support_pairs_per_user']:g} support pairs per user, "
+        f"{ceilings['train_pairs']} train pairs; {ceilings['groups']} groups, "
+        f"noise {ceilings['noise']:g}, spread {ceilings['user_spread']:g}"
+    )
 
 
 def show_stats(stats: dict[str, Any]) -> None:
