@@ -10,7 +10,7 @@ bundled SmolLM2-135M-Instruct (the study's decoding: k, tokens, stop, prompt enc
 ``configs/study_sim.yaml``), then reports the true gain of each lambda over lambda 0 (the
 policy's own greedy output, what zero-shot writes): the mean over users of the per-user mean
 r_u(output) - r_u(lambda-0 output) of the same prompt (``metrics.true_gain``), with a 95%
-percentile bootstrap CI over users (1000 resamples, seed 0; ``report.findings.paired_difference``)
+percentile bootstrap CI over users (1000 resamples, seed 0; ``report.verdicts.paired_difference``)
 and the true win rate (prompts where the lambda output's r_u is higher; ties lose). If the
 oracle's gain did not rise with lambda, every null result on the benchmark would be about the
 setup (policy, k, lambda), not about the reward methods.
@@ -49,7 +49,7 @@ def main() -> None:
     from persalign.logs import setup_logging
     from persalign.metrics.true_gain import true_gain
     from persalign.metrics.true_win_rate import true_win_rate
-    from persalign.report.findings import paired_difference
+    from persalign.report.verdicts import paired_difference
 
     setup_logging(0)
     torch.manual_seed(0)

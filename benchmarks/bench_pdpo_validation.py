@@ -19,7 +19,7 @@ After each adaptation it measures, per user, what P-DPO reports: own-policy accu
 ``personalized-policy`` scorer: length-normalised log-likelihood of chosen above rejected, on the
 user's query pairs) and ROUGE-1 of the policy's greedy generation against the chosen response.
 The comparison is paired per user: first-order minus exact (shared), mean over users with a 95%
-percentile bootstrap CI over users (1000 resamples, seed 0; report.findings.paired_difference),
+percentile bootstrap CI over users (1000 resamples, seed 0; report.verdicts.paired_difference),
 in points (x 100). **Decision rule** (issue 22): if either difference's CI excludes 0, or its
 point estimate exceeds 1 point in absolute value, the exact path becomes the default
 (``decision``: "exact"); otherwise the first-order default stands ("first-order"), but only with
@@ -82,7 +82,7 @@ def measure(rm, users, max_query: int, max_new_tokens: int) -> dict[str, dict[st
 
 def compare(exact: dict[str, float], fast: dict[str, float]) -> dict:
     """Paired first-order minus exact, per user, in points, with the decision rule's verdict."""
-    from persalign.report.findings import paired_difference
+    from persalign.report.verdicts import paired_difference
 
     mean, ci, n = paired_difference(fast, exact, n_boot=1000)
     if mean is None:

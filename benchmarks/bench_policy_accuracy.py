@@ -74,7 +74,8 @@ def main() -> None:
     from persalign.data.tldr import load_tldr
     from persalign.decoding import Policy
     from persalign.logs import setup_logging
-    from persalign.metrics.policy_accuracy import accuracy_from_parts, preference_parts
+    from persalign.metrics.policy_accuracy import accuracy_from_parts
+    from persalign.metrics.preference_scores import preference_parts
     from persalign.metrics.ranking import pairwise_hits, per_user_accuracy
     from persalign.metrics.text_scores import TextScores
     from persalign.rewards import create

@@ -76,7 +76,7 @@ def main() -> None:
     import persalign.rewards as rewards
     from persalign.data import load_benchmark
     from persalign.logs import setup_logging
-    from persalign.report.findings import paired_difference
+    from persalign.report.verdicts import paired_difference
     from persalign.rewards.engine.features import pool_states
     from persalign.rewards.engine.frozen_states import padded_states
 

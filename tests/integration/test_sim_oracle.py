@@ -13,7 +13,7 @@ import persalign.rewards as rewards
 from persalign.data import load_benchmark
 from persalign.decoding import GenerationRequest, Policy, create_decoder
 from persalign.metrics.true_gain import true_gain
-from persalign.report.findings import paired_difference
+from persalign.report.verdicts import paired_difference
 
 from ..unit.sim_source import write_source
 from ..unit.test_sim_builder import build

@@ -23,7 +23,8 @@ from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.metrics import METRICS, CellContext, compute_cell_metrics
 from persalign.metrics.correlation import correlations
-from persalign.metrics.policy_accuracy import policy_accuracy, policy_scores
+from persalign.metrics.policy_accuracy import policy_accuracy
+from persalign.metrics.preference_scores import policy_scores
 from persalign.report.correlation_tables import (
     correlation_detail_table,
     correlation_points,

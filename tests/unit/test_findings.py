@@ -15,7 +15,7 @@ from typing import Any
 
 from scipy import stats
 
-from persalign.report.findings import (
+from persalign.report.verdicts import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
@@ -262,8 +262,9 @@ def test_report_opens_with_findings_and_meta_evaluation_and_ends_with_the_run(tm
 def test_an_estimate_outside_its_ci_says_so():
     """A percentile CI need not contain the point estimate (the Pref-ACL study's RM accuracy vs
     BERTScore-F1: 0.686 [-0.310, 0.648]); the finding then says why in its notes."""
-    from persalign.report.findings import OUTSIDE_CI, correlation_finding, weak_verdict
+    from persalign.report.findings import OUTSIDE_CI, correlation_finding
     from persalign.report.units import MetaCorrelation
+    from persalign.report.verdicts import weak_verdict
 
     def finding(tau: float, ci: list[float]):
         result = {"kendall": {"r": tau, "ci": ci}, "notes": []}

@@ -13,14 +13,10 @@ from persalign.data.benchmark_folder import write_benchmark
 from persalign.decoding import GenerationRequest, Policy
 from persalign.decoding.icl import PAIR_EXAMPLE, PAIR_HEADER, PAIR_QUERY
 from persalign.errors import ConfigError, DataError
-from persalign.metrics import METRICS
+from persalign.metrics import METRICS, preference_scores
 from persalign.metrics import policy_accuracy as policy_metrics
-from persalign.metrics.policy_accuracy import (
-    icl_prompts,
-    policy_accuracy,
-    policy_accuracy_curve,
-    policy_scores,
-)
+from persalign.metrics.policy_accuracy import policy_accuracy, policy_accuracy_curve
+from persalign.metrics.preference_scores import icl_prompts, policy_scores
 from persalign.metrics.scoring import ScoreParts
 from persalign.types import Preference
 
@@ -193,7 +189,7 @@ def test_accuracy_is_per_user_then_mean(monkeypatch, policy):
 def test_curve_runs_each_model_once_and_matches_single_lambda(monkeypatch, policy, lore):
     prefs = [p for u in ("u1", "u2") for p in style_pairs(u, 3, u == "u1", seed=5)]
     calls = {"policy": 0, "rm": 0}
-    real_sums, real_prefix = policy_metrics.candidate_logprob_sums, type(lore).prefix_rewards
+    real_sums, real_prefix = preference_scores.candidate_logprob_sums, type(lore).prefix_rewards
 
     def count_policy(*a, **k):
         calls["policy"] += 1
@@ -203,7 +199,7 @@ def test_curve_runs_each_model_once_and_matches_single_lambda(monkeypatch, polic
         calls["rm"] += 1
         return real_prefix(self, *a, **k)
 
-    monkeypatch.setattr(policy_metrics, "candidate_logprob_sums", count_policy)
+    monkeypatch.setattr(preference_scores, "candidate_logprob_sums", count_policy)
     monkeypatch.setattr(type(lore), "prefix_rewards", count_rm)
     lams = [0.0, 1.0, 30.0]
     curve = policy_accuracy_curve(policy, prefs, lore, lams, batch_size=4, progress=False)

@@ -30,7 +30,7 @@ from persalign.metrics.ground_truth_rank import (
     query_candidates,
     ranks,
 )
-from persalign.metrics.policy_accuracy import policy_scores
+from persalign.metrics.preference_scores import policy_scores
 from persalign.metrics.prefix_accuracy import PrefixAccuracy, accuracies, prefix_hits
 from persalign.metrics.ranking import rm_accuracy
 from persalign.metrics.scoring import policy_logprob_sums, reward_sums

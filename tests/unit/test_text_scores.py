@@ -171,7 +171,7 @@ def _policy_prompt_ids(ctx: CellContext, keys, prompts) -> list[list[int]]:
     """The policy's prompt ids deployed_scores uses (ICL: the cell's demonstrations)."""
     if ctx.decoder != "icl":
         return [ctx.policy.formatter.prompt_ids(p) for p in prompts]
-    from persalign.metrics.policy_accuracy import icl_prompts
+    from persalign.metrics.preference_scores import icl_prompts
 
     query = list(ctx.benchmark.query)
     ids = icl_prompts(ctx.policy, query, ctx.support(), shots=ctx.shots, seed=ctx.seed)

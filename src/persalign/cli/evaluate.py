@@ -31,9 +31,9 @@ from persalign.decoding import Policy
 from persalign.errors import ConfigError
 from persalign.io import write_json
 from persalign.metrics.generation import SIMILARITIES, GenerationSettings, behavioural_alignment
-from persalign.metrics.policy_accuracy import RGD_SCORERS, check_scorer, policy_accuracy
+from persalign.metrics.policy_accuracy import policy_accuracy
 from persalign.metrics.ranking import rm_accuracy
-from persalign.metrics.scoring import REWARD_MODEL_SCORERS
+from persalign.metrics.scoring import REWARD_MODEL_SCORERS, RGD_SCORERS, check_scorer
 from persalign.metrics.winrate import DEFAULT_TIES, tie_weight, win_rate
 from persalign.rewards import load
 

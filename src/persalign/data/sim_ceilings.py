@@ -84,7 +84,7 @@ def best_group(diffs: np.ndarray, centres: np.ndarray, temperature: float) -> in
 
 def sim_ceilings(bench: Benchmark, n_boot: int = 1000) -> dict[str, Any]:
     """The ceilings of the module doc; ConfigError for a benchmark with no true reward."""
-    from persalign.report.findings import paired_difference  # the report's bootstrap
+    from persalign.report.verdicts import paired_difference  # the report's bootstrap
 
     truth = bench.true_reward
     if truth is None:

@@ -60,7 +60,8 @@ from persalign.metrics.base import CellContext, CellMetric, Column, register_met
 from persalign.metrics.candidate_scoring import candidate_logprob_sums, candidate_reward_sums
 from persalign.metrics.candidate_soft_tokens import candidate_soft_token_sums
 from persalign.metrics.generation import per_user_mean
-from persalign.metrics.policy_accuracy import cell_scorer, icl_prompts
+from persalign.metrics.policy_accuracy import cell_scorer
+from persalign.metrics.preference_scores import icl_prompts
 from persalign.metrics.scoring import POLICY_MODEL_SCORERS, RGD_SCORERS, personalized_parts
 from persalign.metrics.settings import ScoringSettings
 from persalign.metrics.text_scores import remembered

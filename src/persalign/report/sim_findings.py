@@ -35,21 +35,20 @@ import numpy as np
 
 from persalign.io import read_json
 from persalign.metrics.schema import METRICS_FILE
-from persalign.report.findings import (
-    CONFIDENCE,
-    FAILS,
-    HOLDS,
-    INCONCLUSIVE,
-    Finding,
-    correlation_finding,
-    paired_difference,
-    sign_verdict,
-)
+from persalign.report.findings import Finding, correlation_finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.meta_evaluation import SELECTION, metric_label
 from persalign.report.results import ORACLE_ROW, RunResults
 from persalign.report.tabular import Table
 from persalign.report.units import SEED, too_few, unit_correlation
+from persalign.report.verdicts import (
+    CONFIDENCE,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    paired_difference,
+    sign_verdict,
+)
 
 PREDICTS_TAU = 0.6  # "predicts": Kendall tau at least this, with a CI that excludes 0
 SIM_TARGETS = ("true_gain", "true_win_rate")
