@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from persalign.data import BUILDERS, load_benchmark
 from persalign.data.sim import SimOptions
 from persalign.data.sim_ceilings import ROWS, best_group, bradley_terry_fit, sim_ceilings
 from persalign.errors import ConfigError
+from persalign.report.ceilings import ceilings_table
+from persalign.report.results import Cell, RunResults
 
 from .sim_source import write_source
 from .test_cli import run
@@ -129,3 +132,38 @@ def test_cli_prints_the_rows_as_json_and_as_a_table(tmp_path: Path, capsys):
     code, text, err = run(["data", "ceilings", str(out)], capsys)
     assert code == 0, err
     assert "group_from_support" in text and "support pairs" in text
+
+
+def sim_results(run_dir: Path, bench_path: Path | None) -> RunResults:
+    """Cells of two reward methods (two seeds of one) and the oracle, with true RM accuracy."""
+    accuracies = [("global-rm", 0, 0.40), ("global-rm", 1, 0.50), ("lore", 0, 0.70),
+                  ("oracle", 0, 1.00)]  # fmt: skip
+    values = [{"true_rm_accuracy": acc, "true_reward": 0.0} for _, _, acc in accuracies]
+    cells = [
+        Cell(f"p__{m}__s{seed}", "sim", "p", "135M", 135.0, seed, "method", m, None, v, {}, None)
+        for (m, seed, _), v in zip(accuracies, values, strict=True)
+    ]
+    config = {"benchmarks": {"sim": {"path": str(bench_path)}}} if bench_path else {}
+    return RunResults(run_dir, {"config": config}, cells)
+
+
+def test_the_report_table_shows_every_ceiling_and_the_runs_learned_range(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    out = build(tmp_path, noise=1.0)
+    table = ceilings_table(sim_results(tmp_path, out), "sim", n_boot=200)
+    assert table is not None and table.key == "reward_ceilings"
+    expected = sim_ceilings(load_benchmark(out), n_boot=200)["rows"]
+    shown = {row[0]: row for row in table.rows}
+    for name, row in expected.items():
+        assert shown[name][2] == f"{100 * row['mean']:.1f}"
+    # per method the mean over seeds (global-rm 45%), the oracle not a method
+    assert shown["this run"][1].startswith("the learned rewards of 2 methods")
+    assert shown["this run"][2] == "45.0 to 70.0"
+    assert ceilings_table(sim_results(tmp_path, None), "sim") is None
+    with caplog.at_level("WARNING"):
+        assert ceilings_table(sim_results(tmp_path, tmp_path / "gone"), "sim") is None
+    assert "no ceilings table" in caplog.text and "gone" in caplog.text
+    cells = [replace(c, values={}) for c in sim_results(tmp_path, out).cells]
+    plain = RunResults(tmp_path, {}, cells)
+    assert ceilings_table(plain, "sim") is None  # not a sim run: no table, no warning

@@ -20,6 +20,7 @@ from typing import Any
 
 import matplotlib.style
 
+from persalign.report.ceilings import ceilings_table
 from persalign.report.cost_tables import cost_table, quality_cost_figure
 from persalign.report.figures import FigurePNG, benchmark_figures
 from persalign.report.findings import Finding, benchmark_findings, findings_table
@@ -94,6 +95,8 @@ def benchmark_report(results: RunResults, benchmark: str, n_boot: int = 1000) ->
     tables.append(labelled(cost_table(results, benchmark)))
     spread = spread_table(results, benchmark)  # sim benchmarks: collapsed users
     tables += [labelled(spread)] if spread is not None else []
+    ceilings = ceilings_table(results, benchmark, n_boot)  # sim: what any reward could reach
+    tables += [labelled(ceilings)] if ceilings is not None else []
     figures = benchmark_figures(results, benchmark)
     with matplotlib.style.context("default"):
         figure = quality_cost_figure(results, benchmark)
