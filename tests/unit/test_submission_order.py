@@ -1,5 +1,6 @@
 """The Ray backend submits the model jobs that train a backbone first (the longest jobs of a run),
-then the other model jobs, then the cells, and every job after the jobs it needs."""
+then the other model jobs, then the cells of the first, then the other cells, and every job after
+the jobs it needs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ def test_backbone_training_models_go_first_and_needs_come_before(tmp_path, tiny_
     assert [j.id for j in order if expected_long(j)] == [
         j.id for j in jobs if j.kind == "model" and j.spec.method == "genarm"
     ]  # both seeds' GenARM models, and only they
-    assert [j.id for j in order if j.kind == "cell"] == [j.id for j in jobs if j.kind == "cell"]
+    cells = [j for j in jobs if j.kind == "cell"]
+    long_cells = [j for j in cells if j.spec.kind == "method" and j.spec.method == "genarm"]
+    assert len(long_cells) == 2  # one per seed, each needing its GenARM model
+    # with what they need (the zero-shot cells they read), in plan order, before the rest
+    first = {j.id for j in long_cells} | {n for j in long_cells for n in j.needs}
+    expected = [j.id for j in cells if j.id in first] + [j.id for j in cells if j.id not in first]
+    assert [j.id for j in order if j.kind == "cell"] == expected
+    assert any(j.spec.kind == "baseline" for j in cells if j.id in first)  # zero-shot moved up
     seen: set[str] = set()
     for job in order:  # the backend passes a job the refs of what it needs: submitted earlier
         assert set(job.needs) <= seen, job.id
