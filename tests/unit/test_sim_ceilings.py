@@ -13,9 +13,14 @@ import pytest
 
 from persalign.data import BUILDERS, load_benchmark
 from persalign.data.sim import SimOptions
-from persalign.data.sim_ceilings import ROWS, best_group, bradley_terry_fit, sim_ceilings
 from persalign.errors import ConfigError
-from persalign.report.ceilings import ceilings_table
+from persalign.report.ceilings import (
+    ROWS,
+    best_group,
+    bradley_terry_fit,
+    ceilings_table,
+    sim_ceilings,
+)
 from persalign.report.results import Cell, RunResults
 
 from .sim_source import write_source

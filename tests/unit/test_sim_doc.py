@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from persalign.data import load_benchmark
-from persalign.data.sim_ceilings import ROWS
+from persalign.report.ceilings import ROWS
 from persalign.runs.config import load_config
 
 from .sim_source import write_source

@@ -27,11 +27,11 @@ from persalign.cli.checks import VerifyOption, check_writable
 from persalign.cli.output import stdout
 from persalign.data import BUILDERS
 from persalign.data.benchmark_folder import benchmark_differences, load_benchmark
-from persalign.data.sim_ceilings import sim_ceilings
 from persalign.data.stats import benchmark_stats
 from persalign.errors import ConfigError, DataError
 from persalign.io import folder_in_place
 from persalign.registry import load_plugins
+from persalign.report.ceilings import sim_ceilings
 
 
 class BuildGroup(TyperGroup):
