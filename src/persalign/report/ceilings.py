@@ -47,7 +47,7 @@ import numpy as np
 from persalign.data.benchmark_folder import load_benchmark
 from persalign.errors import ConfigError, PersalignError
 from persalign.report.formatting import fixed
-from persalign.report.results import ORACLE_ROW, RunResults
+from persalign.report.results import RunResults
 from persalign.report.tabular import Table
 from persalign.report.verdicts import paired_difference
 from persalign.types import Benchmark, Preference
@@ -170,16 +170,14 @@ def _percent(value: float | None) -> str:
 
 
 def learned_range(results: RunResults, benchmark: str) -> tuple[float, float, int] | None:
-    """(lowest, highest, methods): each reward method's true RM accuracy, mean over its
-    seeds (the oracle aside); None where no cell has one."""
-    by_method: dict[str, list[float]] = {}
-    for cell in results.cells:
-        method = cell.kind == "method" and cell.method != ORACLE_ROW
-        if cell.benchmark == benchmark and method and LEARNED in cell.values:
-            by_method.setdefault(cell.method, []).append(cell.values[LEARNED])
-    if not by_method:
+    """(lowest, highest, methods): each reward method's true RM accuracy, mean over its seeds
+    (``stat_over_policies``: a reward model's figure is shared by policies), the oracle aside
+    (``unit_rows``); None where no method has one."""
+    stats = [results.stat_over_policies(benchmark, row.label, LEARNED)
+             for row in results.unit_rows(benchmark)]  # fmt: skip
+    means = [stat.mean for stat in stats if stat is not None]
+    if not means:
         return None
-    means = [sum(v) / len(v) for v in by_method.values()]
     return min(means), max(means), len(means)
 
 
