@@ -140,7 +140,7 @@ def _attach_ci(
     return undefined
 
 
-def _matrix(
+def aligned_matrices(
     a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
     """Methods, users, and [methods, users] arrays of a and b on the common methods/users."""
@@ -181,7 +181,7 @@ def correlations_over_users(
     are paired resample by resample.
     """
     _check_confidence(confidence)
-    methods, users, am, bm, notes = _matrix(a, b)
+    methods, users, am, bm, notes = aligned_matrices(a, b)
     if not users:
         notes.append("no user has a value for every method")
     mean_a = am.mean(axis=1) if users else np.full(len(methods), NAN)

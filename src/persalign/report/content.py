@@ -28,6 +28,7 @@ from persalign.report.formatting import slug
 from persalign.report.meta_evaluation import meta_evaluation, meta_evaluation_table
 from persalign.report.results import RunResults
 from persalign.report.sim_findings import sim_findings, spread_table
+from persalign.report.sizing import sizing_table
 from persalign.report.tables import benchmark_tables
 from persalign.report.tabular import Table
 
@@ -97,6 +98,8 @@ def benchmark_report(results: RunResults, benchmark: str, n_boot: int = 1000) ->
     tables += [labelled(spread)] if spread is not None else []
     ceilings = ceilings_table(results, benchmark, n_boot)  # sim: what any reward could reach
     tables += [labelled(ceilings)] if ceilings is not None else []
+    sizing = sizing_table(results, benchmark, findings, n_boot)  # the users that would decide
+    tables += [labelled(sizing)] if sizing is not None else []
     figures = benchmark_figures(results, benchmark)
     with matplotlib.style.context("default"):
         figure = quality_cost_figure(results, benchmark)

@@ -97,6 +97,7 @@ class Finding:
     loo: str = NA  # the leave-one-method-out range of a correlation, as shown
     primary: bool = True  # the claim's verdict (False: the same claim on other units)
     left_out: list[str] = field(default_factory=list)  # what the estimate left out, counted
+    inputs: tuple[str, ...] = ()  # (metric, target) of a correlation; (row, row) of a difference
 
     @property
     def users_to_halve(self) -> int | None:
@@ -145,7 +146,7 @@ def correlation_finding(
     return Finding(
         scale, claim, paper, "Kendall τ", tau, ci, f"{count}, {mc.users} users",
         mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
-        left_out=notes,
+        left_out=notes, inputs=(mc.metric, mc.target),
     )  # fmt: skip
 
 
@@ -191,6 +192,7 @@ def _icl_rag_finding(results: RunResults, benchmark: str, policy: str, n_boot: i
         left_out=[f"{unpaired} user(s) with ROUGE-1 for only one side, left out"]
         if unpaired
         else [],
+        inputs=(rag, best),
     )
 
 

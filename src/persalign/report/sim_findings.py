@@ -138,6 +138,7 @@ def _policy_findings(
             n,
             verdict,
             reason,
+            inputs=(ORACLE_ROW, ZERO_SHOT),
         )
     ]
     oracle_gain = mean
@@ -227,8 +228,9 @@ def _icl_rag(
         reason += f"; CI width {fixed(width, 3)} is {fits} a quarter of the oracle's gain"
     claim = f"ICL-RAG ({rag}) beats the best reward-guided method ({best}) on true gain"
     return Finding(
-        scale, claim, PAPER, statistic, mean, ci, f"{n} paired users", n, verdict, reason
-    )
+        scale, claim, PAPER, statistic, mean, ci, f"{n} paired users", n, verdict, reason,
+        inputs=(rag, best),
+    )  # fmt: skip
 
 
 def spread_table(results: RunResults, benchmark: str) -> Table | None:
