@@ -23,6 +23,12 @@ grid by the mean held-out R^2, which flatters the probe slightly). Reported:
   head on these features reaches when it is given every text's exact attributes, far more than
   the study's 768 noisy pairs: if it is near 50%, no amount of such data teaches a frozen head
   the users' reward; if it is high, the study's methods are short of data, not of features.
+- ``pairwise``: heads on the same (z-scored) features trained on the benchmark's own labelled
+  train pairs, as the methods are, but given the structure (``pairwise_probe``): one head for
+  everyone; one head per simulated group, each user scored by its own group's (the group is
+  given); the same heads with each user's picked from its support labels (what adaptation
+  could do). If the group-known head is well above the methods' true RM accuracy, the data and
+  features carry the users' reward and the methods do not find its structure.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import time
 from pathlib import Path
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+PRECISIONS = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)  # the pairwise heads' prior precision grid
 FOLDS = 5
 
 
@@ -61,6 +68,110 @@ def r2(y, pred):
     resid = ((y - pred) ** 2).sum(axis=0)
     total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     return 1.0 - resid / total
+
+
+def true_accuracy(scores, truth, query):
+    """Per user, the share of its query pairs a scorer (pref -> margin) orders as r_u does (r_u
+    ties left out, a zero margin a miss); then the mean and 95% CI over users."""
+    import numpy as np
+
+    from persalign.report.verdicts import paired_difference
+
+    hits: dict[str, list[bool]] = {}
+    for q in query:
+        pair = truth.rewards([q.prompt] * 2, [q.chosen, q.rejected], [q.user] * 2)
+        true_margin = float(pair[0] - pair[1])
+        if true_margin == 0:
+            continue
+        guess = scores(q)
+        hits.setdefault(q.user, []).append(guess != 0 and (guess > 0) == (true_margin > 0))
+    per_user = {u: float(np.mean(h)) for u, h in hits.items()}
+    mean, ci, n = paired_difference(per_user, dict.fromkeys(per_user, 0.0), n_boot=1000)
+    return {
+        "true_rm_accuracy": None if mean is None else round(mean, 4),
+        "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
+        "users": n,
+    }
+
+
+def pairwise_probe(x, row, bench, truth):
+    """Linear heads on the frozen features trained on the benchmark's own labelled train pairs
+    (Bradley-Terry MAP, the ceilings' Newton fit; prior precision by 5-fold cross-validation over
+    train users on held-out log-likelihood), scored like the ``true_rm_accuracy`` metric:
+
+    - ``one_head``: one head for every user (a global reward);
+    - ``group_known``: one head per simulated group, each user scored by its own group's head
+      (what a low-rank method would learn if the groups were given);
+    - ``group_from_support``: the same heads, the user's picked by the likelihood of its support
+      labels (what such a method could do at adaptation).
+
+    The study's methods learn from the same pairs without the group labels."""
+    import numpy as np
+
+    from persalign.report.ceilings import best_group, bradley_terry_fit
+
+    def have(p):  # both texts were read (all of them unless --max-prompts)
+        return (p.prompt, p.chosen) in row and (p.prompt, p.rejected) in row
+
+    train = [p for p in bench.train if have(p)]
+    users = sorted({p.user for p in train})
+    random.Random(0).shuffle(users)
+    fold = {u: k % FOLDS for k, u in enumerate(users)}
+    group = truth.groups
+
+    def diff(p):  # [H] chosen minus rejected
+        return x[row[(p.prompt, p.chosen)]] - x[row[(p.prompt, p.rejected)]]
+
+    def diffs(prefs):  # [N, H]
+        return np.stack([diff(p) for p in prefs])
+
+    def loglik(w, d):
+        return float(-np.logaddexp(0.0, -(d @ w)).sum())
+
+    def cv_precision(split):  # split: pref -> a key (the group, or one key for everyone)
+        def score(precision):
+            total = 0.0
+            for k in range(FOLDS):
+                for key in {split(p) for p in train}:
+                    fit = [p for p in train if split(p) == key and fold[p.user] != k]
+                    held = [p for p in train if split(p) == key and fold[p.user] == k]
+                    if fit and held:
+                        total += loglik(bradley_terry_fit(diffs(fit), 1.0, precision), diffs(held))
+            return total
+
+        return max(PRECISIONS, key=score)
+
+    out = {}
+    precision = cv_precision(lambda p: 0)
+    head = bradley_terry_fit(diffs(train), 1.0, precision)
+    query = [q for q in bench.query if have(q)]
+
+    out["one_head"] = {
+        "precision": precision,
+        **true_accuracy(lambda q: float(diff(q) @ head), truth, query),
+    }
+    precision = cv_precision(lambda p: group[p.user])
+    keys = sorted({group[p.user] for p in train})
+    by_group = {g: [p for p in train if group[p.user] == g] for g in keys}
+    fits = [bradley_terry_fit(diffs(by_group[g]), 1.0, precision) for g in keys]
+    heads = np.stack(fits)  # [K, H]
+    support: dict[str, list] = {}
+    for p in filter(have, bench.support):
+        support.setdefault(p.user, []).append(p)
+    picked = {u: best_group(diffs(s), heads, 1.0) for u, s in support.items()}
+    query = [q for q in query if q.user in picked]  # a user without support: no pick
+    right = sum(keys[k] == group[u] for u, k in picked.items())
+    known = [q for q in query if group[q.user] in keys]  # a group with no train user: no head
+    out["group_known"] = {
+        "precision": precision,
+        **true_accuracy(lambda q: float(diff(q) @ heads[keys.index(group[q.user])]), truth, known),
+    }
+    out["group_from_support"] = {
+        "precision": precision,
+        "right_group": f"{right}/{len(picked)}",
+        **true_accuracy(lambda q: float(diff(q) @ heads[picked[q.user]]), truth, query),
+    }
+    return out
 
 
 def main() -> None:
@@ -130,7 +241,10 @@ def main() -> None:
             hits.setdefault(q.user, []).append(guess != 0 and (guess > 0) == (true_order > 0))
         per_user = {u: float(np.mean(h)) for u, h in hits.items()}
         mean, ci, n = paired_difference(per_user, dict.fromkeys(per_user, 0.0), n_boot=1000)
+        z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)  # every text's features, z-scored
+        pairwise = pairwise_probe(z, row, bench, truth)
         out[how] = {
+            "pairwise": pairwise,
             "alpha": alpha,
             "r2": dict(zip(truth.attributes, np.round(fit, 4).tolist(), strict=True)),
             "r2_mean": round(float(np.mean(fit)), 4),
