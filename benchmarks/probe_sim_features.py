@@ -91,6 +91,7 @@ def true_accuracy(scores, truth, query):
         "true_rm_accuracy": None if mean is None else round(mean, 4),
         "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
         "users": n,
+        "pairs": sum(len(h) for h in hits.values()),
     }
 
 

@@ -1,6 +1,7 @@
-"""benchmarks/probe_sim_features.py's pairwise probe: heads trained on a sim benchmark's labelled
-train pairs, scored as true RM accuracy. With the exact attributes as features and labels
-without noise, each head must recover the reward it is given the structure of."""
+"""The sim pilots in benchmarks/: probe_sim_features.py's pairwise probe (heads trained on a sim
+benchmark's labelled train pairs; with the exact attributes as features and labels without
+noise, each head must recover the reward it is given the structure of) and pilot_sim_methods.py
+(held-out pairs a user never labelled, scored as true RM accuracy)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ from persalign.data import load_benchmark
 
 from .test_sim_ceilings import build, naive_accuracy
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_sim_features.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("probe_sim_features", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script("probe_sim_features")
 
 
 def exact_features(bench):
@@ -70,3 +75,38 @@ def test_group_heads_beat_one_head_when_groups_disagree(probe, tmp_path: Path):
     assert out["group_known"]["true_rm_accuracy"] >= 0.9, out
     assert out["group_known"]["true_rm_accuracy"] > out["one_head"]["true_rm_accuracy"]
     assert out["group_known"]["precision"] in probe.PRECISIONS
+
+
+class TrueRewardModel:
+    """A stand-in reward model that scores with r_u itself (or its negation)."""
+
+    def __init__(self, truth, sign: float):
+        self.truth, self.sign = truth, sign
+
+    def sequence_rewards(self, prompts, responses, users):
+        import torch
+
+        return self.sign * torch.tensor(self.truth.rewards(prompts, responses, users))
+
+
+def test_pilot_scores_held_out_prompts_each_user_never_labelled(tmp_path: Path):
+    pilot = script("pilot_sim_methods")
+    bench = load_benchmark(build(tmp_path, noise=0.5, groups=2, user_spread=0.5, users=20))
+    users = [u.user for u in bench.adapt_users()]
+    pairs = pilot.held_out_pairs(bench, users, 5, seed=0)
+    assert pairs == pilot.held_out_pairs(bench, users, 5, seed=0)  # seeded
+    labelled = {(p.user, p.prompt) for p in [*bench.train, *bench.support, *bench.query]}
+    assert not any((p.user, p.prompt) in labelled for p in pairs)
+    for user in users:
+        mine = [p.prompt for p in pairs if p.user == user]
+        assert len(mine) == len(set(mine)) == 5
+    truth = bench.true_reward
+    right = pilot.score(TrueRewardModel(truth, 1.0), truth, pairs)
+    wrong = pilot.score(TrueRewardModel(truth, -1.0), truth, pairs)
+    assert right["true_rm_accuracy"] == 1.0 and wrong["true_rm_accuracy"] == 0.0
+    ties = sum(
+        float(np.subtract(*truth.rewards([p.prompt] * 2, [p.chosen, p.rejected], [p.user] * 2)))
+        == 0
+        for p in pairs
+    )
+    assert right["pairs"] == len(pairs) - ties and right["users"] == len(users)
