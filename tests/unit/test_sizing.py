@@ -1,5 +1,6 @@
 """How many users would decide: the ANOVA test that methods differ (against naive sums), the
-1/sqrt(n) projection, and the report's study_sizing table on a run with known per-user values."""
+1/sqrt(n) projection, the report's study_sizing table on a run with known per-user values, and
+the findings' "Why" for a correlation whose methods do not differ."""
 
 from __future__ import annotations
 
@@ -11,12 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from persalign.metrics.method_differences import method_differences
 from persalign.report.findings import Finding
-from persalign.report.sizing import (
-    Sizing,
-    method_differences,
-    users_for_width,
-)
+from persalign.report.sizing import Sizing, users_for_width
 from persalign.report.writer import write_report
 
 from .test_findings import BENCH, METHODS, USERS, around, cell_data, write_run
@@ -124,3 +122,11 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
         "none projected: on Policy Acc the methods differ by no more than noise"
     )
     assert "How many users would decide" in files["report.html"].read_text("utf-8")
+    # the finding itself says why more users would not help, instead of "would halve it"
+    weak_finding = kendall[0]
+    assert weak_finding["Verdict"] == "inconclusive", weak_finding
+    assert weak_finding["Why"].endswith(
+        "on Policy Acc the methods differ by no more than noise (F <= 1), so more users like "
+        "these would not decide it"
+    )
+    assert "halve" not in weak_finding["Why"]

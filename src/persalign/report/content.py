@@ -23,7 +23,8 @@ import matplotlib.style
 from persalign.report.ceilings import ceilings_table
 from persalign.report.cost_tables import cost_table, quality_cost_figure
 from persalign.report.figures import FigurePNG, benchmark_figures
-from persalign.report.findings import Finding, benchmark_findings, findings_table
+from persalign.report.findings import Finding, benchmark_findings
+from persalign.report.findings_table import findings_table
 from persalign.report.formatting import slug
 from persalign.report.meta_evaluation import meta_evaluation, meta_evaluation_table
 from persalign.report.results import RunResults
@@ -98,7 +99,7 @@ def benchmark_report(results: RunResults, benchmark: str, n_boot: int = 1000) ->
     tables += [labelled(spread)] if spread is not None else []
     ceilings = ceilings_table(results, benchmark, n_boot)  # sim: what any reward could reach
     tables += [labelled(ceilings)] if ceilings is not None else []
-    sizing = sizing_table(results, benchmark, findings, n_boot)  # the users that would decide
+    sizing = sizing_table(findings, benchmark, n_boot)  # the users that would decide
     tables += [labelled(sizing)] if sizing is not None else []
     figures = benchmark_figures(results, benchmark)
     with matplotlib.style.context("default"):

@@ -3,7 +3,7 @@
     findings = benchmark_findings(results, "pref-acl", n_boot=1000)
     findings[0].verdict, findings[0].estimate, findings[0].ci, findings[0].users_to_halve
     # ('inconclusive', 0.21, (-0.33, 0.67), 12)
-    table = findings_table(findings, "pref-acl", n_boot=1000)          # key "findings"
+    table = findings_table(findings, "pref-acl", n_boot=1000)   # report.findings_table
 
 Findings come from *finding sets*: functions ``(results, benchmark, n_boot) -> [Finding]``
 registered with ``@register_findings("name")``; ``benchmark_findings`` runs every set in
@@ -33,26 +33,20 @@ halve its CI (the width scales as 1/sqrt(n), so 4n).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from persalign.metrics.method_differences import MethodDifferences
 from persalign.report.formatting import NA, fixed
+from persalign.report.meta_evaluation import metric_label
 from persalign.report.results import RunResults
-from persalign.report.tabular import Table
 from persalign.report.units import (
-    MIN_METHODS,
-    MIN_USERS,
-    SEED,
     SHORT,
     MetaCorrelation,
     unit_correlation,
 )
 from persalign.report.verdicts import (
-    FAILS,
-    HOLDS,
     INCONCLUSIVE,
-    WEAK_TAU,
     decoupled_verdict,
     halving_users,
     paired_difference,
@@ -61,9 +55,6 @@ from persalign.report.verdicts import (
 )
 
 PAPER_ICL_RAG_PARAMS_M = 3000  # the paper: ICL-RAG wins from 3B parameters
-COLUMNS = ["Scale", "Claim", "Paper", "Statistic", "Units", "Estimate", "95% CI", "n",
-           "Leave one method out", "Verdict", "Why"]  # fmt: skip
-VERDICT_UNITS = "(verdicts over methods, as in the paper)"
 FindingSet = Callable[[RunResults, str, int], list["Finding"]]
 FINDING_SETS: dict[str, FindingSet] = {}
 
@@ -98,16 +89,29 @@ class Finding:
     primary: bool = True  # the claim's verdict (False: the same claim on other units)
     left_out: list[str] = field(default_factory=list)  # what the estimate left out, counted
     inputs: tuple[str, ...] = ()  # (metric, target) of a correlation; (row, row) of a difference
+    # a correlation over units: (metric label, do the units differ on it?) for its two metrics
+    differences: tuple[tuple[str, MethodDifferences], ...] = ()
+
+    @property
+    def flat(self) -> list[str]:
+        """The metrics on which the units differ by no more than noise (F <= 1)."""
+        return [label for label, test in self.differences if test.flat]
 
     @property
     def users_to_halve(self) -> int | None:
-        """Inconclusive with a CI of some width: about how many users would halve it."""
-        if self.verdict != INCONCLUSIVE or self.ci is None or self.users <= 0:
+        """Inconclusive with a CI of some width: about how many users would halve it (None where
+        the units do not differ on a metric: more users would not order them)."""
+        if self.verdict != INCONCLUSIVE or self.ci is None or self.users <= 0 or self.flat:
             return None
         return halving_users(self.users) if self.ci[1] > self.ci[0] else None
 
     @property
     def why(self) -> str:
+        if self.verdict == INCONCLUSIVE and self.flat:
+            return (
+                f"{self.reason}; on {' and '.join(self.flat)} the methods differ by no more "
+                "than noise (F <= 1), so more users like these would not decide it"
+            )
         more = self.users_to_halve
         return self.reason if more is None else f"{self.reason}; about {more} users would halve it"
 
@@ -131,7 +135,13 @@ OUTSIDE_CI = (
 
 
 def correlation_finding(
-    scale: str, claim: str, paper: str, mc: MetaCorrelation, rule: Rule, primary: bool
+    scale: str,
+    claim: str,
+    paper: str,
+    mc: MetaCorrelation,
+    rule: Rule,
+    primary: bool,
+    labels: tuple[str, str] | None = None,
 ) -> Finding:
     if mc.units == 0:
         verdict, reason = INCONCLUSIVE, "not measured: no method cell has both metrics"
@@ -147,6 +157,7 @@ def correlation_finding(
         scale, claim, paper, "Kendall τ", tau, ci, f"{count}, {mc.users} users",
         mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
         left_out=notes, inputs=(mc.metric, mc.target),
+        differences=tuple(zip(labels or (mc.metric, mc.target), mc.differences, strict=False)),
     )  # fmt: skip
 
 
@@ -220,7 +231,9 @@ def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> l
                 primary = units == "methods"
                 if not primary and mc.units == mc.methods:
                     continue  # one seed: the (method, seed) units are the methods row again
-                out.append(correlation_finding(column.label, claim, paper, mc, rule, primary))
+                labels = (metric_label(results, "rm_accuracy"), metric_label(results, target))
+                finding = correlation_finding(column.label, claim, paper, mc, rule, primary, labels)
+                out.append(finding)
         out.append(_icl_rag_finding(results, benchmark, column.policy, n_boot))
     return out
 
@@ -228,73 +241,3 @@ def paper_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> l
 def benchmark_findings(results: RunResults, benchmark: str, n_boot: int = 1000) -> list[Finding]:
     """Every registered finding set's findings for one benchmark, in registration order."""
     return [f for fn in FINDING_SETS.values() for f in fn(results, benchmark, n_boot)]
-
-
-def summary(findings: list[Finding]) -> str:
-    """ "holds: 1, does not hold: 0, inconclusive: 7" over the claims' verdicts (primary rows)."""
-    counts = Counter(f.verdict for f in findings if f.primary)
-    return ", ".join(f"{verdict}: {counts[verdict]}" for verdict in (HOLDS, FAILS, INCONCLUSIVE))
-
-
-def _value(value: float | None, digits: int) -> str:
-    return NA if value is None else fixed(value, digits)
-
-
-def _left_out_notes(findings: list[Finding]) -> list[str]:
-    notes = []
-    for f in findings:
-        for what in f.left_out:
-            notes.append(f"{f.scale}, {f.claim} ({f.units}): {what}.")
-    return notes or ["Left out: nothing (every unit had every user, every resample was defined)."]
-
-
-def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Table:
-    rows = [
-        [
-            f.scale,
-            f.claim if f.primary else f"(same claim, {f.units})",
-            f.paper,
-            f.statistic,
-            f.units,
-            _value(f.estimate, f.digits),
-            NA if f.ci is None else f"[{fixed(f.ci[0], f.digits)}, {fixed(f.ci[1], f.digits)}]",
-            f.n,
-            f.loo,
-            f.verdict,
-            f.why,
-        ]
-        for f in findings
-    ]
-    boot = f"{n_boot} resamples, seed {SEED}" if n_boot > 0 else "none (--bootstrap 0)"
-    return Table(
-        key="findings",
-        title=f"Findings on {benchmark}: {summary(findings)} {VERDICT_UNITS}",
-        caption=(
-            "The paper's conclusions tested on this run's users, per policy scale, with a 95% "
-            f"percentile bootstrap CI over users ({boot}). Correlations over methods (each "
-            "method's mean over seeds, the paper's units: the claim's verdict)"
-            + (
-                " and, on the next row, over (method, seed) units."
-                if any(not f.primary for f in findings)
-                else " (one seed per method: no (method, seed) row)."
-            )
-        ),
-        columns=COLUMNS,
-        rows=rows,
-        notes=[
-            f"weak holds: the whole CI within |τ| <= {WEAK_TAU:g} (the paper's largest value); "
-            f"does not hold: the whole CI beyond it on one side. decoupled holds: the CI "
-            f"contains 0 and lies within |τ| <= {WEAK_TAU:g}; does not hold: the CI excludes 0. "
-            "ICL-RAG: holds above 0, does not hold below. Inconclusive: otherwise, or fewer than "
-            f"{MIN_USERS} users (correlations: or fewer than {MIN_METHODS} distinct reward "
-            "methods). The CI width scales as 1/sqrt(users): about 4x the users halve it. "
-            "Rules: docs/findings.md.",
-            "Leave one method out: Kendall τ with each reward method's points removed, lowest "
-            "to highest, and the method whose removal moves it most. Correlation units name "
-            "their points; each unit's value is its mean over the users both metrics have. "
-            "ICL-RAG: its largest shot count; the best reward-guided method: the highest mean "
-            "ROUGE-1 at that scale (chosen on the same data, which favours it); per-user values "
-            "are means over seeds; the difference is in ROUGE-1 points (x 100).",
-            *_left_out_notes(findings),
-        ],
-    )

@@ -157,7 +157,8 @@ def _policy_findings(
                 def rule(ci, users, methods, mc=mc):
                     return predicts_verdict(mc.r(), ci, users, methods)
 
-                out.append(correlation_finding(scale, claim, PAPER, mc, rule, primary))
+                labels = (metric_label(results, metric), metric_label(results, target))
+                out.append(correlation_finding(scale, claim, PAPER, mc, rule, primary, labels))
     out.append(_icl_rag(results, benchmark, policy, scale, oracle_gain, n_boot))
     rows = [r.label for r in results.rows(benchmark) if r.label not in (ORACLE_ROW, ZERO_SHOT)]
     for row in rows:

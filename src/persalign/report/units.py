@@ -24,7 +24,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from persalign.metrics.correlation import correlations_over_users, leave_one_out
+from persalign.metrics.correlation import aligned_matrices, correlations_over_users, leave_one_out
+from persalign.metrics.method_differences import MethodDifferences, method_differences
 from persalign.report.formatting import finite
 from persalign.report.results import RunResults
 
@@ -86,6 +87,7 @@ class MetaCorrelation:
     methods: int = 0  # distinct reward methods among the units
     kind: str = "method-seed"
     loo: dict[str, float] = field(default_factory=dict)  # method left out -> Kendall tau
+    differences: tuple[MethodDifferences, ...] = ()  # do the units differ on metric, on target?
 
     def r(self, statistic: str = "kendall") -> float | None:
         return finite(((self.result or {}).get(statistic) or {}).get("r"))
@@ -152,5 +154,17 @@ def unit_correlation(
     means = result["means"]
     loo = leave_one_out(means["a"], means["b"], method_of) if methods > 1 else {}
     return MetaCorrelation(
-        x, y, result, int(result["n"]), int(result["users"]), methods, units, loo
-    )
+        x, y, result, int(result["n"]), int(result["users"]), methods, units, loo,
+        unit_differences({u: a[u] for u in common}, {u: b[u] for u in common}),
+    )  # fmt: skip
+
+
+def unit_differences(
+    a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]
+) -> tuple[MethodDifferences, ...]:
+    """Whether the units differ on ``a`` and on ``b`` (each unit -> user -> value), on the units
+    and users a correlation of the two uses; () with fewer than 2 of either."""
+    units, users, am, bm, _ = aligned_matrices(a, b)  # [units, users] each
+    if len(units) < 2 or len(users) < 2:
+        return ()
+    return method_differences(am), method_differences(bm)
