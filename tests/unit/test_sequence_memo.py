@@ -86,3 +86,35 @@ def test_training_and_adapting_forget_the_memo(tiny_lm, monkeypatch):
     assert sum(scored) > 9 and not torch.allclose(after, before)
     forget_sequences(rm)
     assert rm._sequence_memo is None
+
+
+def test_every_methods_own_fit_and_adapt_forget_the_memo():
+    """RewardModel wraps every fit and adapt, a method's own included (VPL, PAL and P-DPO adapt
+    without the base's; a new method need not remember to): each forgets the memo first."""
+    from persalign.rewards import RewardModel
+    from persalign.rewards.engine.sequence_memo import MEMO, forgetting
+    from persalign.rewards.registry import METHODS
+
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        for fn in ("fit", "adapt"):
+            assert getattr(getattr(cls, fn), "forgets_sequences", False), (name, fn)
+
+    calls = []
+
+    class Bare(RewardModel):  # never built: only its fit and adapt are called
+        def fit(self, prefs, **kw):
+            calls.append(("fit", getattr(self, MEMO, "unset")))
+            return []
+
+        def adapt(self, user, support):
+            calls.append(("adapt", getattr(self, MEMO, "unset")))
+
+    rm = object.__new__(Bare)  # no __init__: no backbone
+    remember_sequences(rm)
+    rm.adapt("u", [])
+    remember_sequences(rm)
+    rm.fit([])
+    assert calls == [("adapt", None), ("fit", None)]  # forgotten before each body ran
+    assert Bare.adapt.__doc__ is None and Bare.adapt.__name__ == "adapt"
+    assert forgetting(Bare.adapt) is Bare.adapt  # wrapped once, however often asked

@@ -82,6 +82,9 @@ SCORING_FUNCTIONS = (
     "sequence_logprobs",
     "soft_tokens",
 )
+# What changes r: every definition of these, the base's and any method's own, first forgets
+# the remembered whole-response rewards (engine/sequence_memo.py)
+CHANGES_REWARDS = ("fit", "adapt")
 
 
 class RewardModel(nn.Module):
@@ -115,6 +118,9 @@ class RewardModel(nn.Module):
         overrides = any(name in cls.__dict__ for name in SCORING_FUNCTIONS)
         if overrides and "pair_eval_mode" not in cls.__dict__:
             cls.pair_eval_mode = None
+        for name in CHANGES_REWARDS:  # a method's own fit or adapt forgets the memo too
+            if name in cls.__dict__:
+                setattr(cls, name, sequence_memo.forgetting(cls.__dict__[name]))
 
     @classmethod
     def frozen_problem(cls) -> str | None:
@@ -321,14 +327,14 @@ class RewardModel(nn.Module):
         return sequence_memo.sequence_rewards(self, prompts, responses, users, compute)
 
     # ------------------------------------------------------------------ training, adaptation
+    @sequence_memo.forgetting
     def fit(self, prefs: Sequence[Preference], **kw: Any) -> list[dict[str, float]]:
         """Learn theta and the train users' z_k (Bradley-Terry unless the method says otherwise)."""
-        sequence_memo.forget_sequences(self)
         return fit(self, prefs, **kw)
 
+    @sequence_memo.forgetting
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn a new user's z_k from ``support`` with theta frozen (global methods: no-op)."""
-        sequence_memo.forget_sequences(self)
         if self.personalized:
             adapt_user_vector(self, user, support)
 

@@ -3,7 +3,10 @@
     remember_sequences(rm)                       # a cell: rm is loaded and will not be trained
     rm.prefix_rewards(prompts, responses, users) # records each response's last prefix reward
     rm.sequence_rewards(prompts, responses, users)   # known ones read, only the rest computed
-    forget_sequences(rm)                         # fit and adapt call it: rewards change
+    forget_sequences(rm)                         # fit and adapt do: rewards change
+
+    @forgetting                                  # RewardModel wraps every fit and adapt so
+    def adapt(self, user, support): ...          # (a method's own too)
 
 A cell's metrics score overlapping texts with the same reward model: policy accuracy's reward
 pass covers the query pairs, steering accuracy the user's own text (on a sim benchmark one of
@@ -16,12 +19,16 @@ computes only the texts it has not seen. A value read back equals the one comput
 rounding between batches of different padding (about 1e-6), as any two batchings do.
 
 It is off unless a caller turns it on (``runs.cells.evaluate_cell`` does, for the model it
-loaded), and ``RewardModel.fit`` and ``adapt`` forget it, since they change what r is.
+loaded), and every ``fit`` and ``adapt`` forgets it first, since they change what r is:
+``RewardModel`` wraps its own and, in ``__init_subclass__``, any a method defines
+(``forgetting``), so a new method cannot forget to.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -38,6 +45,20 @@ def remember_sequences(rm) -> None:
 def forget_sequences(rm) -> None:
     """Turn the memo off and drop what it held (``rm``'s rewards are about to change)."""
     object.__setattr__(rm, MEMO, None)
+
+
+def forgetting(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a reward model's fit or adapt) with the memo forgotten before it runs."""
+    if getattr(method, "forgets_sequences", False):
+        return method
+
+    @functools.wraps(method)
+    def wrapper(rm, *args: Any, **kwargs: Any) -> Any:
+        forget_sequences(rm)
+        return method(rm, *args, **kwargs)
+
+    wrapper.forgets_sequences = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def record(

@@ -44,7 +44,6 @@ from torch import nn
 from persalign.models.encoding import EncodedBatch
 from persalign.rewards.base import register_method, same_length
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.engine.sequence_memo import forget_sequences
 from persalign.rewards.engine.training import frozen, start_user_vector
 from persalign.rewards.methods._likelihood import (
     LikelihoodRM,
@@ -218,7 +217,6 @@ class PDPO(LikelihoodRM):
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """Learn o_user by DPO on ``support`` (Adam, ``adapt_steps``, early stopping with
         ``adapt_patience``); theta is frozen."""
-        forget_sequences(self)  # its rewards change
         start = start_user_vector(self, user, support)
         if start is None:
             return

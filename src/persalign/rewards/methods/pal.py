@@ -45,7 +45,6 @@ from torch import nn
 
 from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
-from persalign.rewards.engine.sequence_memo import forget_sequences
 from persalign.rewards.engine.training import frozen, response_features, start_user_vector
 from persalign.types import Preference
 
@@ -192,7 +191,6 @@ class PAL(RewardModel):
         The generic loop on cached features, but the projections, which z does not change,
         are computed once, at each response's last token (aggregation "last").
         """
-        forget_sequences(self)  # its rewards change
         start = start_user_vector(self, user, support)
         if start is None:
             return

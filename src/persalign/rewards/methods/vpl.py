@@ -57,7 +57,6 @@ from persalign.rewards.base import RewardModel, register_method
 from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine.features import pool_states
 from persalign.rewards.engine.pair_rewards import pair_rewards
-from persalign.rewards.engine.sequence_memo import forget_sequences
 from persalign.rewards.engine.training import response_features, usable_pairs
 from persalign.types import Preference
 
@@ -313,7 +312,6 @@ class VPL(RewardModel):
     @torch.no_grad()
     def adapt(self, user: str, support: Sequence[Preference]) -> None:
         """z = mu of the support set through the trained encoder; nothing is optimised."""
-        forget_sequences(self)  # its rewards change
         skips = SkipReport()
         pairs = usable_pairs(support, skips)
         skips.log(log, what=f"support pairs of {user} skipped")
