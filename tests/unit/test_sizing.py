@@ -130,3 +130,20 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
         "these would not decide it"
     )
     assert "halve" not in weak_finding["Why"]
+
+
+def test_no_sizing_below_the_users_or_methods_a_verdict_needs():
+    from persalign.report.sizing import sizings
+
+    rng = np.random.default_rng(3)
+    five = method_differences(rng.normal(size=(5, 9)) + np.arange(5)[:, None])
+    four = method_differences(rng.normal(size=(4, 12)) + np.arange(4)[:, None])
+
+    def kendall(users, test):
+        return Finding("135M", "c", "p", "Kendall τ", 0.1, (0.0, 0.9), "n", users,
+                       "inconclusive", "r", differences=(("A", test), ("B", test)))  # fmt: skip
+
+    assert sizings([kendall(9, five)]) == []  # 9 users: no verdict, nothing to size
+    assert sizings([kendall(12, four)]) == []  # 4 methods: no verdict on a correlation
+    six = method_differences(rng.normal(size=(6, 12)) + np.arange(6)[:, None])
+    assert len(sizings([kendall(12, six)])) == 1

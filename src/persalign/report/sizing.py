@@ -28,6 +28,7 @@ from persalign.metrics.method_differences import MethodDifferences
 from persalign.report.findings import Finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.tabular import Table
+from persalign.report.units import too_few
 
 TAU_CI_BAR = 0.30  # a Kendall tau verdict's 95% CI at most this wide
 ORACLE_SHARE_BAR = 0.25  # ICL-RAG's difference: a CI at most this share of the oracle's gain
@@ -74,12 +75,14 @@ class Sizing:
 
 def sizings(findings: Sequence[Finding]) -> list[Sizing]:
     """Every verdict with a bar and a CI: the Kendall tau verdicts (over methods), and on a sim
-    benchmark ICL-RAG against the best method on true gain."""
+    benchmark ICL-RAG against the best method on true gain; none with fewer users (or methods)
+    than a verdict needs."""
     oracle = {f.scale: f.estimate for f in findings if f.statistic == ORACLE_GAIN}
     out = []
     for f in findings:
-        if not f.primary or f.ci is None:
-            continue
+        methods = f.differences[0][1].methods if f.differences else None
+        if not f.primary or f.ci is None or too_few(f.users, methods) is not None:
+            continue  # no verdict to size: the findings say what a verdict needs
         width = f.ci[1] - f.ci[0]
         if f.statistic == KENDALL:
             out.append(Sizing(f, width, TAU_CI_BAR, f.differences))
