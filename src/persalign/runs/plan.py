@@ -31,13 +31,8 @@ from persalign.metrics import settings_json
 from persalign.metrics.scoring import RGD_SCORERS, method_scorer
 from persalign.rewards import METHODS
 from persalign.runs.benchmark_builds import PreparedBenchmark
-from persalign.runs.config import (
-    RunConfig,
-    baseline_decoder,
-    check_methods,
-    decoder_settings,
-    metrics_settings,
-)
+from persalign.runs.config import RunConfig, metrics_settings
+from persalign.runs.config_checks import baseline_decoder, check_methods, decoder_settings
 from persalign.runs.specs import (
     CellJobSpec,
     HeldoutSpec,
