@@ -12,8 +12,8 @@ not score (reading.LEFT_OUT_COUNTS) are summed over the table's cells.
 
 from __future__ import annotations
 
+from persalign.report.cell_parsing import LEFT_OUT_COUNTS, NO_RGD, TRAITS
 from persalign.report.formatting import NA, fmt_stat
-from persalign.report.reading import LEFT_OUT_COUNTS, NO_RGD, TRAITS
 from persalign.report.results import Row, RunResults
 from persalign.report.tabular import Table
 

@@ -78,7 +78,7 @@ class Cell:
     win_tie_weight: float | None = None  # what a tie counted as in the win rate (0.5: half)
     cost: dict[str, float] = field(default_factory=dict)  # COST_KEYS that are not null
     # metric -> why it does not apply to this method ("no ARGS", "no RM accuracy"): from the
-    # method class's supports_rgd / has_rm_accuracy (reading.method_traits)
+    # method class's supports_rgd / has_rm_accuracy (cell_parsing.method_traits)
     not_applicable: dict[str, str] = field(default_factory=dict)
     no_pairs: frozenset[str] = frozenset()  # metrics computed on no pairs ("no pairs", no number)
     traits: frozenset[str] = frozenset()  # reading.TRAITS of the method's class

@@ -31,6 +31,7 @@ from dataclasses import replace
 
 from persalign.metrics.schema import report_columns
 from persalign.metrics.winrate import DEFAULT_TIES, TIES, tie_rule
+from persalign.report.cell_parsing import OWN_POLICY
 from persalign.report.correlation_tables import (
     correlate,
     correlation_detail_table,
@@ -59,7 +60,6 @@ from persalign.report.omissions import (
     value,
     win_pairs_notes,
 )
-from persalign.report.reading import OWN_POLICY
 from persalign.report.results import PolicyColumn, Row, RunResults
 from persalign.report.tabular import Table
 
