@@ -14,8 +14,9 @@ labelled (each prompt's pair as the benchmark's pairs have it; seeded), scored l
 ``--users train`` scores train users (their own parameters, learned in training) on prompts they
 never labelled: does the method learn the users' structure at all, before adaptation?
 
-Each method is built as the run would build it (``RunConfig.method_options``: the reward
-settings, then the method's own; ``--set label.key=value`` overrides one, for a what-if), seed
+Each method is built as the run builds it (``runs.config_checks.check_methods``: the reward
+settings, then the method's own, validated; ``--set label.key=value`` overrides one, for a
+what-if), seed
 ``--seed``. Methods that train their backbone (LoRA: GenARM and P-DPO in configs/study_sim.yaml)
 and the oracle are skipped: the first are minutes each, the second is r_u. The first method pays
 for the frozen features of every text (about 2 minutes on 2 CPU cores); the rest take seconds.
@@ -76,12 +77,13 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    import yaml
 
     import persalign.rewards as rewards
     from persalign.data import load_benchmark
     from persalign.logs import setup_logging
+    from persalign.overrides import parse_overrides
     from persalign.runs.config import load_config
+    from persalign.runs.config_checks import check_methods
 
     setup_logging(0)
     torch.manual_seed(args.seed)
@@ -91,27 +93,26 @@ def main() -> None:
     truth = bench.true_reward
     if truth is None:
         raise SystemExit(f"{folder} is not a sim benchmark (no true_reward.json)")
-    overrides: dict[str, dict] = {}
-    for item in args.set:
-        target, sep, value = item.partition("=")
-        label, dot, key = target.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--set {item!r}: expected label.key=value")
-        overrides.setdefault(label, {})[key] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)  # label -> {key: value}
+    for label, options in overrides.items():
+        if not isinstance(options, dict):
+            raise SystemExit(f"--set {label}=...: expected label.key=value")
     labels = args.methods.split(",") if args.methods else list(config.methods)
-    pool = bench.adapt_users() if args.users == "adapt" else None
-    users = ([u.user for u in pool] if pool is not None else sorted({p.user for p in bench.train}))[
-        : args.max_users
-    ]
+    adapt_users = bench.adapt_users()
+    if args.users == "adapt":
+        users = [u.user for u in adapt_users][: args.max_users]
+    else:
+        users = sorted({p.user for p in bench.train})[: args.max_users]
     pairs = held_out_pairs(bench, users, args.pairs_per_user, args.seed)
+    reward_configs = check_methods(config)  # label -> the method's full config, as the run's
     out, skipped = {}, {}
     for label in labels:
         if label not in config.methods:
             known = ", ".join(config.methods)
             raise SystemExit(f"{label!r} is not a method of {args.config}: {known}")
-        name, _, options = config.method_options(label)
-        options = {**options, **overrides.get(label, {}), "seed": args.seed}
-        if name == "oracle" or options.get("backbone_training", "lora") != "frozen":
+        name = config.method_options(label)[0]
+        options = {**reward_configs[label], **overrides.get(label, {}), "seed": args.seed}
+        if name == "oracle" or options["backbone_training"] != "frozen":
             skipped[label] = "the oracle" if name == "oracle" else "trains its backbone"
             continue
         start = time.perf_counter()
@@ -119,7 +120,7 @@ def main() -> None:
         rm.use_benchmark(bench)
         history = rm.fit(bench.train)
         if args.users == "adapt":
-            for user in bench.adapt_users():
+            for user in adapt_users:
                 rm.adapt(user.user, user.support)
         out[label] = {
             **score(rm, truth, pairs),

@@ -188,7 +188,6 @@ def main() -> None:
     import persalign.rewards as rewards
     from persalign.data import load_benchmark
     from persalign.logs import setup_logging
-    from persalign.report.verdicts import paired_difference
     from persalign.rewards.engine.features import pool_states
     from persalign.rewards.engine.frozen_states import padded_states
 
@@ -231,17 +230,12 @@ def main() -> None:
         alpha = max(ALPHAS, key=lambda a: float(np.mean(r2(phi, scored[a]))))
         pred = scored[alpha]
         fit = r2(phi, pred)  # [d] held-out R^2 per attribute
-        hits: dict[str, list[bool]] = {}
-        for q in query:
-            w = truth.weights(q.user)
-            c, r = row[(q.prompt, q.chosen)], row[(q.prompt, q.rejected)]
-            true_order = float(phi[c] @ w - phi[r] @ w)
-            if true_order == 0:
-                continue
-            guess = float(pred[c] @ w - pred[r] @ w)
-            hits.setdefault(q.user, []).append(guess != 0 and (guess > 0) == (true_order > 0))
-        per_user = {u: float(np.mean(h)) for u, h in hits.items()}
-        mean, ci, n = paired_difference(per_user, dict.fromkeys(per_user, 0.0), n_boot=1000)
+
+        def margin(q, pred=pred):  # w_u . (phi-hat(chosen) - phi-hat(rejected))
+            diff = pred[row[(q.prompt, q.chosen)]] - pred[row[(q.prompt, q.rejected)]]
+            return float(diff @ truth.weights(q.user))
+
+        probe = true_accuracy(margin, truth, query)
         z = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)  # every text's features, z-scored
         pairwise = pairwise_probe(z, row, bench, truth)
         out[how] = {
@@ -249,10 +243,10 @@ def main() -> None:
             "alpha": alpha,
             "r2": dict(zip(truth.attributes, np.round(fit, 4).tolist(), strict=True)),
             "r2_mean": round(float(np.mean(fit)), 4),
-            "probe_true_rm_accuracy": None if mean is None else round(mean, 4),
-            "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)],
-            "query_pairs": sum(len(h) for h in hits.values()),
-            "users": n,
+            "probe_true_rm_accuracy": probe["true_rm_accuracy"],
+            "ci95": probe["ci95"],
+            "query_pairs": probe["pairs"],
+            "users": probe["users"],
         }
     report = {
         "benchmark": str(args.benchmark),
