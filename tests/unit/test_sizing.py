@@ -68,23 +68,23 @@ def test_users_for_width_is_the_inverse_square_root_rule():
     assert users_for_width(12, 0.2, 0.3) == 12  # already within the bar
 
 
-def _finding(users: int, width: float) -> Finding:
+def _finding(users: int, width: float, bar: float = 0.3, differences=()) -> Finding:
     return Finding("135M", "claim", "paper", "Kendall τ", 0.1, (0.0, width), "n", users,
-                   "inconclusive", "why", inputs=("x", "y"))  # fmt: skip
+                   "inconclusive", "why", bar=bar, differences=differences)  # fmt: skip
 
 
 def test_sizing_says_met_none_or_how_many():
     rng = np.random.default_rng(2)
     differs = method_differences(rng.normal(size=(5, 12)) + 3 * np.arange(5)[:, None])
     tied = method_differences(np.zeros((5, 12)) + rng.normal(size=(1, 12)))
-    assert Sizing(_finding(12, 0.2), 0.2, 0.3, (("A", differs),)).users_text == (
+    assert Sizing(_finding(12, 0.2, differences=(("A", differs),))).users_text == (
         "met with 12 users"
     )
-    none = Sizing(_finding(12, 0.9), 0.9, 0.3, (("A", differs), ("B", tied))).users_text
+    none = Sizing(_finding(12, 0.9, differences=(("A", differs), ("B", tied)))).users_text
     assert none.startswith("none projected: on B the methods differ by no more than noise")
-    many = Sizing(_finding(12, 0.6), 0.6, 0.3, (("A", differs), ("B", differs))).users_text
+    many = Sizing(_finding(12, 0.6, differences=(("A", differs), ("B", differs)))).users_text
     assert many == "about 48 (4.0x, by 1/sqrt(n); more while the methods are close)"
-    assert Sizing(_finding(12, 0.6), 0.6, 0.0).users_text.startswith("no bar")
+    assert Sizing(_finding(12, 0.6, bar=0.0)).users_text.startswith("no bar")
 
 
 def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
@@ -141,7 +141,8 @@ def test_no_sizing_below_the_users_or_methods_a_verdict_needs():
 
     def kendall(users, test):
         return Finding("135M", "c", "p", "Kendall τ", 0.1, (0.0, 0.9), "n", users,
-                       "inconclusive", "r", differences=(("A", test), ("B", test)))  # fmt: skip
+                       "inconclusive", "r", differences=(("A", test), ("B", test)),
+                       bar=0.3)  # fmt: skip
 
     assert sizings([kendall(9, five)]) == []  # 9 users: no verdict, nothing to size
     assert sizings([kendall(12, four)]) == []  # 4 methods: no verdict on a correlation

@@ -47,6 +47,7 @@ from persalign.report.units import (
 )
 from persalign.report.verdicts import (
     INCONCLUSIVE,
+    TAU_CI_BAR,
     decoupled_verdict,
     halving_users,
     paired_difference,
@@ -88,7 +89,7 @@ class Finding:
     loo: str = NA  # the leave-one-method-out range of a correlation, as shown
     primary: bool = True  # the claim's verdict (False: the same claim on other units)
     left_out: list[str] = field(default_factory=list)  # what the estimate left out, counted
-    inputs: tuple[str, ...] = ()  # (metric, target) of a correlation; (row, row) of a difference
+    bar: float | None = None  # the study's bar on the CI's width (report.sizing); None: none
     # a correlation over units: (metric label, do the units differ on it?) for its two metrics
     differences: tuple[tuple[str, MethodDifferences], ...] = ()
 
@@ -156,7 +157,7 @@ def correlation_finding(
     return Finding(
         scale, claim, paper, "Kendall τ", tau, ci, f"{count}, {mc.users} users",
         mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
-        left_out=notes, inputs=(mc.metric, mc.target),
+        left_out=notes, bar=TAU_CI_BAR,
         differences=tuple(zip(labels or (mc.metric, mc.target), mc.differences, strict=False)),
     )  # fmt: skip
 
@@ -203,7 +204,6 @@ def _icl_rag_finding(results: RunResults, benchmark: str, policy: str, n_boot: i
         left_out=[f"{unpaired} user(s) with ROUGE-1 for only one side, left out"]
         if unpaired
         else [],
-        inputs=(rag, best),
     )
 
 

@@ -46,6 +46,7 @@ from persalign.report.verdicts import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    ORACLE_SHARE_BAR,
     paired_difference,
     sign_verdict,
 )
@@ -138,7 +139,6 @@ def _policy_findings(
             n,
             verdict,
             reason,
-            inputs=(ORACLE_ROW, ZERO_SHOT),
         )
     ]
     oracle_gain = mean
@@ -223,14 +223,14 @@ def _icl_rag(
         _true(results, benchmark, policy, rag), _true(results, benchmark, policy, best), n_boot
     )
     verdict, reason = sign_verdict(ci, n)
-    if ci is not None and oracle_gain is not None and oracle_gain > 0:
-        width, bar = ci[1] - ci[0], oracle_gain / 4
-        fits = "within" if width <= bar else "wider than"
-        reason += f"; CI width {fixed(width, 3)} is {fits} a quarter of the oracle's gain"
+    bar = None if oracle_gain is None else ORACLE_SHARE_BAR * max(0.0, oracle_gain)
+    if ci is not None and bar:
+        fits = "within" if ci[1] - ci[0] <= bar else "wider than"
+        reason += f"; CI width {fixed(ci[1] - ci[0], 3)} is {fits} a quarter of the oracle's gain"
     claim = f"ICL-RAG ({rag}) beats the best reward-guided method ({best}) on true gain"
     return Finding(
         scale, claim, PAPER, statistic, mean, ci, f"{n} paired users", n, verdict, reason,
-        inputs=(rag, best),
+        bar=bar,
     )  # fmt: skip
 
 

@@ -4,9 +4,10 @@ methods differ at all on each metric, and the users a study like this run would 
     table = sizing_table(findings, "sim", n_boot=1000)     # key "study_sizing" (or None)
     sizings(findings)[0].users_text                         # "none projected: on ... (F <= 1)"
 
-The bars (docs/simulated-users.md, the simulated-users study): every Kendall tau verdict's 95% CI
-at most TAU_CI_BAR (0.30) wide, and ICL-RAG's difference from the best method on true gain with a
-CI at most ORACLE_SHARE_BAR (a quarter) of the oracle's gain.
+The bars (docs/simulated-users.md, the simulated-users study; report.verdicts): every Kendall tau
+verdict's 95% CI at most TAU_CI_BAR (0.30) wide, and ICL-RAG's difference from the best method on
+true gain with a CI at most ORACLE_SHARE_BAR (a quarter) of the oracle's gain. Each finding
+carries its own bar (``Finding.bar``, set where the finding is made).
 
 **Do the methods differ?** A correlation over methods needs methods that differ on both metrics:
 each Kendall verdict carries metrics.method_differences' test of each of its metrics (the
@@ -29,12 +30,7 @@ from persalign.report.findings import Finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.tabular import Table
 from persalign.report.units import too_few
-
-TAU_CI_BAR = 0.30  # a Kendall tau verdict's 95% CI at most this wide
-ORACLE_SHARE_BAR = 0.25  # ICL-RAG's difference: a CI at most this share of the oracle's gain
-KENDALL = "Kendall τ"
-ICL_RAG_TRUE = "true reward difference"  # the sim finding ICL-RAG vs the best method
-ORACLE_GAIN = "true gain"  # the sim finding the oracle vs zero-shot
+from persalign.report.verdicts import ORACLE_SHARE_BAR, TAU_CI_BAR
 
 
 def users_for_width(users: int, width: float, bar: float) -> int:
@@ -44,12 +40,23 @@ def users_for_width(users: int, width: float, bar: float) -> int:
 
 @dataclass(frozen=True)
 class Sizing:
-    """One verdict: its CI width now, its bar, the methods' tests and what would meet the bar."""
+    """One verdict with a bar (``Finding.bar``): its CI width, the methods' tests (a Kendall tau:
+    ``Finding.differences``) and what would meet the bar."""
 
     finding: Finding
-    width: float
-    bar: float
-    tests: tuple[tuple[str, MethodDifferences], ...] = ()  # (metric label, test) of a tau
+
+    @property
+    def width(self) -> float:
+        lo, hi = self.finding.ci or (0.0, 0.0)
+        return hi - lo
+
+    @property
+    def bar(self) -> float:
+        return self.finding.bar or 0.0
+
+    @property
+    def tests(self) -> tuple[tuple[str, MethodDifferences], ...]:
+        return self.finding.differences
 
     @property
     def met(self) -> bool:
@@ -62,7 +69,7 @@ class Sizing:
             return f"met with {users} users"
         if self.bar <= 0:
             return "no bar: the oracle gains nothing over zero-shot"
-        flat = [label for label, test in self.tests if test.flat]
+        flat = self.finding.flat
         if flat:
             return (
                 f"none projected: on {' and '.join(flat)} the methods differ by no more than "
@@ -74,20 +81,16 @@ class Sizing:
 
 
 def sizings(findings: Sequence[Finding]) -> list[Sizing]:
-    """Every verdict with a bar and a CI: the Kendall tau verdicts (over methods), and on a sim
-    benchmark ICL-RAG against the best method on true gain; none with fewer users (or methods)
+    """Every verdict with a bar and a CI (the Kendall tau verdicts over methods; on a sim
+    benchmark ICL-RAG against the best method on true gain); none with fewer users (or methods)
     than a verdict needs."""
-    oracle = {f.scale: f.estimate for f in findings if f.statistic == ORACLE_GAIN}
     out = []
     for f in findings:
         methods = f.differences[0][1].methods if f.differences else None
-        if not f.primary or f.ci is None or too_few(f.users, methods) is not None:
-            continue  # no verdict to size: the findings say what a verdict needs
-        width = f.ci[1] - f.ci[0]
-        if f.statistic == KENDALL:
-            out.append(Sizing(f, width, TAU_CI_BAR, f.differences))
-        elif f.statistic == ICL_RAG_TRUE and oracle.get(f.scale) is not None:
-            out.append(Sizing(f, width, ORACLE_SHARE_BAR * max(0.0, oracle[f.scale] or 0.0)))
+        if not f.primary or f.ci is None or f.bar is None:
+            continue
+        if too_few(f.users, methods) is None:  # else no verdict: the findings say what it needs
+            out.append(Sizing(f))
     return out
 
 

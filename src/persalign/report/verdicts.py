@@ -21,6 +21,9 @@ from persalign.report.units import SEED, too_few
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 WEAK_TAU = 0.31  # the paper's largest reported |tau| (Table 2), which it calls negligible
 CONFIDENCE = 0.95
+# the simulated-users study's decision bars on a CI's width (report.sizing)
+TAU_CI_BAR = 0.30  # a Kendall tau verdict's 95% CI at most this wide
+ORACLE_SHARE_BAR = 0.25  # ICL-RAG against the best method: at most this share of the oracle's gain
 
 
 def halving_users(n: int) -> int:
