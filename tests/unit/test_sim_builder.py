@@ -107,6 +107,25 @@ def test_users_of_a_group_share_its_centre_without_spread(tmp_path: Path):
     assert sizes == [6, 6]
 
 
+def test_shared_taste_moves_every_centre_by_one_common_vector(tmp_path: Path):
+    source = write_source(tmp_path / "src")
+    plain = build(source, tmp_path / "plain", groups=3)
+    shared = build(source, tmp_path / "shared", groups=3, shared_taste=0.64)
+    one = build(source, tmp_path / "one", groups=3, shared_taste=1.0, user_spread=0.0)
+    independent = np.array(json.loads((plain / "true_reward.json").read_text())["group_weights"])
+    truth = json.loads((shared / "true_reward.json").read_text())
+    centres = np.array(truth["group_weights"])  # [K, d]
+    common = centres - 0.6 * independent  # sqrt(1 - s) = 0.6: each row is sqrt(s) * m
+    assert np.allclose(common, common[0]) and not np.allclose(common[0], 0)
+    assert truth["shared_taste"] == 0.64
+    assert "shared_taste" not in json.loads((plain / "true_reward.json").read_text())
+    weights = [
+        u["weights"] for u in json.loads((one / "true_reward.json").read_text())["users"].values()
+    ]
+    assert np.allclose(weights, weights[0])  # s = 1 and no spread: one taste for everyone
+    assert np.allclose(weights[0], common[0] / 0.8)  # m itself (sqrt(s) = 0.8 above)
+
+
 def test_bradley_terry_label_matches_the_logistic_probability():
     for ra, rb, beta in [(1.0, 0.0, 1.0), (0.0, 2.0, 0.5), (3.0, 3.0, 2.0), (50.0, -50.0, 0.1)]:
         p = 1 / (1 + math.exp(-(ra - rb) / beta))

@@ -7,8 +7,11 @@
 From an already built benchmark (``--from``/``source``): every prompt with two or more different
 responses (over its train, support and query preferences) is kept with those responses. Each
 response gets the attributes phi(x, y) (persalign.data.attributes), standardized over all kept
-responses. K group centres w_g ~ N(0, I/d); user u (``sim-000`` ...) joins group u mod K (after a
-seeded shuffle) and has w_u = w_g(u) + sigma * eps, eps ~ N(0, I/d); r_u(x, y) = w_u . phi(x, y).
+responses. K group centres w_g ~ N(0, I/d) (with ``shared_taste`` s > 0, w_g = sqrt(s) * m +
+sqrt(1 - s) * N(0, I/d) around one common taste m ~ N(0, I/d): groups that agree as much as s
+says, as real users agree enough for one reward to fit them well above chance); user u
+(``sim-000`` ...) joins group u mod K (after a seeded shuffle) and has w_u = w_g(u) +
+sigma * eps, eps ~ N(0, I/d); r_u(x, y) = w_u . phi(x, y).
 Each user draws ``items_per_user`` prompts (users share prompts) and for each a pair of its
 different responses, labelled by Bradley-Terry on r_u with temperature BETA (``noise``):
 P(a over b) = sigmoid((r_u(a) - r_u(b)) / BETA); BETA 0 gives the deterministic label (a coin
@@ -82,6 +85,14 @@ class SimOptions(BuildOptions):
     items_per_user: int = Field(
         20, ge=2, description="Preferences per user (prompts drawn without replacement)."
     )
+    shared_taste: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="s: the share of a group centre's variance that every group shares, "
+        "w_g = sqrt(s) * m + sqrt(1 - s) * N(0, I/d) with one m ~ N(0, I/d) "
+        "(0: independent groups; 1: one taste for all).",
+    )
 
 
 def as_sim_options(options: BuildOptions) -> SimOptions:
@@ -146,6 +157,10 @@ def simulate_users(
     width = len(str(options.users - 1))
     users = [f"sim-{i:0{width}d}" for i in range(options.users)]
     centres = _rng(options.seed, "centres").normal(size=(options.groups, d)) / math.sqrt(d)
+    if options.shared_taste > 0:  # every centre leans towards one common taste m
+        common = _rng(options.seed, "shared").normal(size=d) / math.sqrt(d)  # [d]
+        s = options.shared_taste
+        centres = math.sqrt(s) * common + math.sqrt(1 - s) * centres  # [K, d]
     order = _rng(options.seed, "groups").permutation(options.users)
     groups = [0] * options.users
     for rank, i in enumerate(order.tolist()):
@@ -216,7 +231,8 @@ def build_sim(options: SimOptions, out: str | Path) -> dict[str, Any]:
         noise=float(options.noise),
         spread=float(options.user_spread),
         seed=options.seed,
-        extra={"source": source},
+        extra={"source": source}
+        | ({"shared_taste": float(options.shared_taste)} if options.shared_taste else {}),
     )
     log.info("sim: %d users over %d prompts, %d preferences", len(users), len(prompts), len(prefs))
     return write_preference_benchmark(
