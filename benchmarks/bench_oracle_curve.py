@@ -3,6 +3,14 @@ own reward r_u moves what the policy writes (prints one JSON object).
 
     python benchmarks/bench_oracle_curve.py runs/study_sim/sim            # the study's benchmark
     python benchmarks/bench_oracle_curve.py runs/study_sim/sim --lambdas 0 1 --max-users 4  # smoke
+    python benchmarks/bench_oracle_curve.py runs/study_sim/sim_shared \
+        --model runs/v6/study-sim/models/sim__global-rm__bundled-smollm2-135m-instruct__s0
+
+``--model`` draws the same curve for a learned reward instead: a saved reward model folder (a
+run's ``models/<job>``, trained and adapted to the benchmark's users), so a method's null result
+can be told from a lambda too small for its reward's scale (``reward_spread`` in the output: the
+reward's standard deviation over each user's query candidates, mean over users, as the report's
+reward_spread table; the oracle's is the reference).
 
 For every lambda of ``--lambdas`` it decodes every query prompt of the benchmark with ARGS guided
 by the ``oracle`` reward method (r_u of each decoded prefix, docs/simulated-users.md) and the
@@ -37,6 +45,9 @@ def main() -> None:
     parser.add_argument("--max-prompt-tokens", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-users", type=int, default=0, help="adaptation users; 0: all")
+    parser.add_argument(
+        "--model", default=None, help="a saved reward model folder to guide ARGS (the oracle: none)"
+    )
     args = parser.parse_args()
     if 0.0 not in args.lambdas:
         raise SystemExit("--lambdas must include 0 (the reference: the policy's own output)")
@@ -48,8 +59,10 @@ def main() -> None:
     from persalign.decoding import GenerationRequest, Policy, create_decoder
     from persalign.logs import setup_logging
     from persalign.metrics.true_gain import true_gain
+    from persalign.metrics.true_rm_accuracy import true_rm_accuracy
     from persalign.metrics.true_win_rate import true_win_rate
     from persalign.report.verdicts import paired_difference
+    from persalign.rewards.engine.saving import load_reward_model
 
     setup_logging(0)
     torch.manual_seed(0)
@@ -59,17 +72,22 @@ def main() -> None:
         keep = sorted({q.user for q in query})[: args.max_users]
         query = [q for q in query if q.user in keep]
     policy = Policy.load(args.policy, device="cpu", max_prompt_tokens=args.max_prompt_tokens)
-    oracle = rewards.create(  # the reward settings of configs/study_sim.yaml
-        "oracle", backbone=args.policy, use_chat_template=True, max_prompt_tokens=80,
-        max_response_tokens=24,
-    )  # fmt: skip
-    oracle.use_benchmark(bench)
+    if args.model:
+        guide = load_reward_model(args.model)  # trained and adapted by its run's model job
+    else:
+        guide = rewards.create(  # the reward settings of configs/study_sim.yaml
+            "oracle", backbone=args.policy, use_chat_template=True, max_prompt_tokens=80,
+            max_response_tokens=24,
+        )  # fmt: skip
+    guide.use_benchmark(bench)
+    accuracy = true_rm_accuracy(guide, bench)  # every query pair of the benchmark
+    spread = accuracy["spread"]["per_user"]
     requests = [GenerationRequest(q.id, q.user, q.prompt) for q in query]
     outputs, seconds = {}, {}
     for lam in sorted(set(args.lambdas)):
         print(f"lambda {lam:g}: {len(requests)} prompts", file=sys.stderr, flush=True)
         decoder = create_decoder(
-            "args", policy, reward_model=oracle, lam=lam, k=args.k,
+            "args", policy, reward_model=guide, lam=lam, k=args.k,
             max_new_tokens=args.max_new_tokens, stop=("\n",), batch_size=args.batch_size,
         )  # fmt: skip
         start = time.perf_counter()
@@ -96,6 +114,9 @@ def main() -> None:
     report = {
         "benchmark": str(args.benchmark),
         "policy": args.policy,
+        "reward": args.model or "oracle",
+        "true_rm_accuracy": accuracy["mean"],
+        "reward_spread": round(sum(spread.values()) / max(1, len(spread)), 4),
         "prompts": len(requests),
         "users": len({r.user for r in requests}),
         "k": args.k,
