@@ -12,16 +12,16 @@
 A method is a subclass registered with ``@register_method(name)``. Most methods put a head on the
 backbone's last hidden state at every position (``head_values``) and say how per-position values
 become a prefix reward (``aggregation``: the value at t, the running mean, or the running sum).
-Per-user parameters z_k are rows of one table (``user_table``); adapting a new user learns a new
-row on cached, frozen features, so theta cannot change. With ``backbone_training="frozen"``
-the backbone has no adapters and training reads cached features too (``engine/features.py``).
+Per-user parameters z_k are rows of one table (``user_table``, ``user_table.py``); adapting a
+new user learns a new row on cached, frozen features, so theta cannot change. With
+``backbone_training="frozen"`` the backbone has no adapters and training reads cached features
+too (``engine/features.py``); ``engine/prefix_scoring.py`` runs ``prefix_rewards``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -34,11 +34,12 @@ from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine import sequence_memo
 from persalign.rewards.engine.aggregation import aggregate, response_index
 from persalign.rewards.engine.backbone import Backbone, LoraSettings
-from persalign.rewards.engine.frozen_states import remembered_prefix_rewards, remembers
+from persalign.rewards.engine.prefix_scoring import PrefixRewards, score_prefixes
 from persalign.rewards.engine.saving import save_reward_model
 from persalign.rewards.engine.stepping import commit_hidden, start_hidden, step_hidden
 from persalign.rewards.engine.training import adapt_user_vector, default_training_step, fit
 from persalign.rewards.registry import METHODS
+from persalign.rewards.user_table import UserTable
 from persalign.types import Benchmark, Preference
 
 log = logging.getLogger(__name__)
@@ -52,24 +53,6 @@ def register_method(name: str, summary: str = ""):
         return METHODS.register(name, summary)(cls)
 
     return decorate
-
-
-@dataclass
-class PrefixRewards:
-    """Rewards of every response prefix: ``rewards[i, t]`` = r(x_i, y_i[: t + 1])."""
-
-    rewards: torch.Tensor  # [N, R] float32, 0 beyond each response
-    lengths: torch.Tensor  # [N] long, response lengths in tokens
-
-    def last(self) -> torch.Tensor:
-        """[N] the reward of each whole response."""
-        return self.rewards[torch.arange(len(self.lengths)), self.lengths - 1]
-
-
-def same_length(prompts: Sequence[str], responses: Sequence[str], users: Sequence[str]) -> None:
-    """The scoring functions' one check of their inputs: one prompt and one user per response."""
-    if not len(prompts) == len(responses) == len(users):
-        raise ValueError("prompts, responses and users must have the same length")
 
 
 # The functions that define how a method scores text; see RewardModel.pair_eval_mode.
@@ -87,7 +70,7 @@ SCORING_FUNCTIONS = (
 CHANGES_REWARDS = ("fit", "adapt")
 
 
-class RewardModel(nn.Module):
+class RewardModel(UserTable, nn.Module):
     """Base class: shared backbone theta (LoRA), a head, and per-user parameters z_k."""
 
     name: ClassVar[str] = ""
@@ -226,39 +209,6 @@ class RewardModel(nn.Module):
         """One step on a batch of pairs; returns at least ``loss`` and ``accuracy``."""
         return default_training_step(self, pairs, optimizers)
 
-    # ------------------------------------------------------------------ users
-    def user_vectors(self, users: Sequence[str]) -> torch.Tensor | None:
-        """[B, D] user parameters for ``users`` (None for global methods)."""
-        if not self.personalized:
-            return None
-        missing = sorted({u for u in users if u not in self.user_ids})
-        if missing:
-            raise ConfigError(
-                f"unknown user(s) for {self.name}: {', '.join(missing[:3])}; "
-                "train on them or adapt them first"
-            )
-        rows = torch.tensor([self.user_ids[u] for u in users], device=self.user_table.device)
-        return self.user_table[rows]
-
-    def set_users(self, users: Sequence[str], table: torch.Tensor) -> None:
-        """Replace the user table with ``table`` [len(users), D] for ``users``."""
-        self.user_ids = {u: i for i, u in enumerate(users)}
-        self.user_table = nn.Parameter(
-            table.to(self.user_table.device, torch.float32).clone(), requires_grad=False
-        )
-
-    def add_user(self, user: str, vector: torch.Tensor) -> None:
-        """Add (or replace) one user's z."""
-        vector = vector.detach().to(self.user_table.device, torch.float32).reshape(1, -1)
-        if user in self.user_ids:
-            with torch.no_grad():
-                self.user_table[self.user_ids[user]] = vector[0]
-            return
-        self.user_ids[user] = len(self.user_ids)
-        self.user_table = nn.Parameter(
-            torch.cat([self.user_table.detach(), vector]), requires_grad=False
-        )
-
     # ------------------------------------------------------------------ scoring
     def encode(self, prompts: Sequence[str], responses: Sequence[str], padding_side: str = "right"):
         return encode_pairs(
@@ -280,7 +230,6 @@ class RewardModel(nn.Module):
         index, valid = response_index(batch)  # [B, R]
         return aggregate(values.gather(1, index), valid, self.aggregation)
 
-    @torch.no_grad()
     def prefix_rewards(
         self,
         prompts: Sequence[str],
@@ -292,28 +241,8 @@ class RewardModel(nn.Module):
     ) -> PrefixRewards:
         """r(x, y_<=t) for every response prefix, one forward pass per batch of responses
         (a frozen backbone: each response's states once per process, engine/frozen_states.py)."""
-        same_length(prompts, responses, users)
         size = batch_size or self.config.eval_batch_size
-        if remembers(self) and prompts:
-            out = remembered_prefix_rewards(self, prompts, responses, users, size)
-            if out is not None:
-                result = PrefixRewards(*out)
-                sequence_memo.record(self, prompts, responses, users, result.last())
-                return result
-        chunks, lengths = [], []
-        was_training = self.training
-        self.eval()
-        for start in range(0, len(prompts), size):
-            sl = slice(start, start + size)
-            batch = self.encode(prompts[sl], responses[sl], padding_side)
-            chunks.append(self.batch_prefix_rewards(batch, users[sl]).float().cpu())
-            lengths.append(batch.response_lengths.cpu())
-        self.train(was_training)
-        width = max((c.shape[1] for c in chunks), default=0)
-        rewards = torch.cat([nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
-        result = PrefixRewards(rewards, torch.cat(lengths))
-        sequence_memo.record(self, prompts, responses, users, result.last())
-        return result
+        return score_prefixes(self, prompts, responses, users, padding_side, size)
 
     def sequence_rewards(
         self, prompts: Sequence[str], responses: Sequence[str], users: Sequence[str], **kw: Any

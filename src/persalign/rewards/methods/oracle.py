@@ -30,8 +30,9 @@ from torch import nn
 from persalign.errors import ConfigError
 from persalign.models import load_tokenizer
 from persalign.models.encoding import PromptFormatter
-from persalign.rewards.base import PrefixRewards, RewardModel, register_method, same_length
+from persalign.rewards.base import PrefixRewards, RewardModel, register_method
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.engine.prefix_scoring import same_length
 from persalign.types import Benchmark, Preference, TrueRewardLike
 
 

@@ -42,8 +42,9 @@ from pydantic import Field
 from torch import nn
 
 from persalign.models.encoding import EncodedBatch
-from persalign.rewards.base import register_method, same_length
+from persalign.rewards.base import register_method
 from persalign.rewards.config import RewardConfig
+from persalign.rewards.engine.prefix_scoring import same_length
 from persalign.rewards.engine.training import frozen, start_user_vector
 from persalign.rewards.methods._likelihood import (
     LikelihoodRM,
