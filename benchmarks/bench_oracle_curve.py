@@ -62,7 +62,7 @@ def main() -> None:
     from persalign.metrics.true_rm_accuracy import true_rm_accuracy
     from persalign.metrics.true_win_rate import true_win_rate
     from persalign.report.verdicts import paired_difference
-    from persalign.rewards.engine.saving import load_reward_model
+    from persalign.serve.sharing import load_reward_for
 
     setup_logging(0)
     torch.manual_seed(0)
@@ -73,7 +73,9 @@ def main() -> None:
         query = [q for q in query if q.user in keep]
     policy = Policy.load(args.policy, device="cpu", max_prompt_tokens=args.max_prompt_tokens)
     if args.model:
-        guide = load_reward_model(args.model)  # trained and adapted by its run's model job
+        # trained and adapted by its run's model job; on the policy's weights when its
+        # backbone is frozen, so ARGS runs fused, as in the run's cells
+        guide = load_reward_for(args.model, policy)
     else:
         guide = rewards.create(  # the reward settings of configs/study_sim.yaml
             "oracle", backbone=args.policy, use_chat_template=True, max_prompt_tokens=80,
