@@ -122,6 +122,12 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
         "none projected: on Policy Acc the methods differ by no more than noise"
     )
     assert "How many users would decide" in files["report.html"].read_text("utf-8")
+    # the others are projected by simulating larger studies from these users (metrics.study_size)
+    projected = [r["Users to meet the bar"] for r in rows[1:]]
+    assert projected and all(
+        text.startswith(("met with", "about ", "more than ")) and "simulated" in text
+        for text in projected if not text.startswith("met with")
+    ), projected  # fmt: skip
     # the finding itself says why more users would not help, instead of "would halve it"
     weak_finding = kendall[0]
     assert weak_finding["Verdict"] == "inconclusive", weak_finding

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from persalign.metrics.method_differences import MethodDifferences
+from persalign.metrics.study_size import Resampling
 from persalign.report.formatting import NA, fixed
 from persalign.report.meta_evaluation import metric_label
 from persalign.report.results import RunResults
@@ -92,6 +93,8 @@ class Finding:
     bar: float | None = None  # the study's bar on the CI's width (report.sizing); None: none
     # a correlation over units: (metric label, do the units differ on it?) for its two metrics
     differences: tuple[tuple[str, MethodDifferences], ...] = ()
+    # the per-user values its CI resampled: report.sizing simulates larger studies from them
+    resampling: Resampling | None = field(default=None, compare=False, repr=False)
 
     @property
     def flat(self) -> list[str]:
@@ -159,6 +162,7 @@ def correlation_finding(
         mc.users, verdict, reason, units=SHORT[mc.kind], loo=loo_text(mc), primary=primary,
         left_out=notes, bar=TAU_CI_BAR,
         differences=tuple(zip(labels or (mc.metric, mc.target), mc.differences, strict=False)),
+        resampling=mc.resampling,
     )  # fmt: skip
 
 

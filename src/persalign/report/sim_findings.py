@@ -35,6 +35,7 @@ import numpy as np
 
 from persalign.io import read_json
 from persalign.metrics.schema import METRICS_FILE
+from persalign.metrics.study_size import Resampling
 from persalign.report.findings import Finding, correlation_finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.meta_evaluation import SELECTION, metric_label
@@ -219,9 +220,10 @@ def _icl_rag(
         )
     best = max(methods, key=lambda m: means[m])
     rag = max(rags, key=lambda r: r.shots or 0).label
-    mean, ci, n = paired_difference(
-        _true(results, benchmark, policy, rag), _true(results, benchmark, policy, best), n_boot
-    )
+    rag_true, best_true = (_true(results, benchmark, policy, row) for row in (rag, best))
+    mean, ci, n = paired_difference(rag_true, best_true, n_boot)
+    users = sorted(rag_true.keys() & best_true.keys())
+    differences = np.array([[rag_true[u] - best_true[u] for u in users]])  # [1, users]
     verdict, reason = sign_verdict(ci, n)
     bar = None if oracle_gain is None else ORACLE_SHARE_BAR * max(0.0, oracle_gain)
     if ci is not None and bar:
@@ -230,7 +232,7 @@ def _icl_rag(
     claim = f"ICL-RAG ({rag}) beats the best reward-guided method ({best}) on true gain"
     return Finding(
         scale, claim, PAPER, statistic, mean, ci, f"{n} paired users", n, verdict, reason,
-        bar=bar,
+        bar=bar, resampling=Resampling((differences,), "mean") if users else None,
     )  # fmt: skip
 
 

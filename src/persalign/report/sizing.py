@@ -14,9 +14,13 @@ each Kendall verdict carries metrics.method_differences' test of each of its met
 findings compute it with the correlation). F <= 1 (``flat``): the methods' means spread no more
 than noise would, so no number of users like these is projected to decide it.
 
-**Users to meet a bar.** A mean's CI narrows as 1/sqrt(n): n (width / bar)^2 users. For a
-Kendall tau this is optimistic while the methods' means are close to each other: a tau over
-methods narrows more slowly until enough users order them.
+**Users to meet a bar.** Simulated (metrics.study_size): studies of 1.5x, 2x, 3x, ... up to 32x
+the users are drawn from the run's own users, each bootstrapped as the report does, and the
+fewest users whose median CI width is within the bar are shown, beside the 1/sqrt(n) rule's
+n (width / bar)^2. The rule is right for a mean (ICL-RAG's difference) and optimistic for a
+Kendall tau over methods whose means are close: such a CI narrows more slowly until enough users
+order them, which only the simulation sees. A finding without its per-user values falls back to
+the rule.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from persalign.metrics.method_differences import MethodDifferences
+from persalign.metrics.study_size import DRAWS, FACTORS, Projection, users_to_meet
 from persalign.report.findings import Finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.tabular import Table
-from persalign.report.units import too_few
+from persalign.report.units import SEED, too_few
 from persalign.report.verdicts import ORACLE_SHARE_BAR, TAU_CI_BAR
 
 
@@ -38,12 +44,18 @@ def users_for_width(users: int, width: float, bar: float) -> int:
     return max(users, math.ceil(users * (width / bar) ** 2))
 
 
+def times(users: int, base: int) -> str:
+    """ "16x", "1.5x": how many times the run's users."""
+    return f"{round(users / base, 1):g}x"
+
+
 @dataclass(frozen=True)
 class Sizing:
     """One verdict with a bar (``Finding.bar``): its CI width, the methods' tests (a Kendall tau:
     ``Finding.differences``) and what would meet the bar."""
 
     finding: Finding
+    n_boot: int = 400  # resamples per simulated study (report.sizing: the report's, at most 400)
 
     @property
     def width(self) -> float:
@@ -76,11 +88,30 @@ class Sizing:
                 "noise (F <= 1)"
             )
         needed = users_for_width(users, self.width, self.bar)
-        more = "; more while the methods are close" if self.tests else ""
-        return f"about {needed:,} ({needed / users:.1f}x, by 1/sqrt(n){more})"
+        projection = self.projection
+        if projection is None:
+            more = "; more while the methods are close" if self.tests else ""
+            return f"about {needed:,} ({needed / users:.1f}x, by 1/sqrt(n){more})"
+        if projection.users is None:
+            return (
+                f"more than {projection.tried:,} ({times(projection.tried, users)}, simulated: "
+                f"median CI width {fixed(projection.width, 3)} there; 1/sqrt(n) says {needed:,})"
+            )
+        return (
+            f"about {projection.users:,} ({times(projection.users, users)}, simulated: median CI "
+            f"width {fixed(projection.width, 3)}; 1/sqrt(n) says {needed:,})"
+        )
+
+    @cached_property
+    def projection(self) -> Projection | None:
+        """Studies of more users simulated from this run's (None without its per-user values)."""
+        sample = self.finding.resampling
+        if sample is None or self.met or self.bar <= 0:
+            return None
+        return users_to_meet(sample, self.bar, FACTORS[1:], n_boot=self.n_boot, seed=SEED)
 
 
-def sizings(findings: Sequence[Finding]) -> list[Sizing]:
+def sizings(findings: Sequence[Finding], n_boot: int = 400) -> list[Sizing]:
     """Every verdict with a bar and a CI (the Kendall tau verdicts over methods; on a sim
     benchmark ICL-RAG against the best method on true gain); none with fewer users (or methods)
     than a verdict needs."""
@@ -90,7 +121,7 @@ def sizings(findings: Sequence[Finding]) -> list[Sizing]:
         if not f.primary or f.ci is None or f.bar is None:
             continue
         if too_few(f.users, methods) is None:  # else no verdict: the findings say what it needs
-            out.append(Sizing(f))
+            out.append(Sizing(f, min(n_boot, 400)))
     return out
 
 
@@ -113,7 +144,7 @@ def _test_cell(sizing: Sizing, index: int) -> str:
 def sizing_table(findings: Sequence[Finding], benchmark: str, n_boot: int) -> Table | None:
     """The verdicts with a decision bar: CI width, bar, whether the methods differ on each
     metric, and the users that would meet the bar; None without one (or without a bootstrap)."""
-    rows = sizings(findings) if n_boot > 0 else []
+    rows = sizings(findings, n_boot) if n_boot > 0 else []
     if not rows:
         return None
     met = sum(s.met for s in rows)
@@ -140,7 +171,11 @@ def sizing_table(findings: Sequence[Finding], benchmark: str, n_boot: int) -> Ta
             "over seeds per user; each user's effect removed), F = MS_methods / MS_residual and "
             "its p-value under equal means. F <= 1: the methods' means spread no more than "
             "noise would, so no number of users like these is projected to order them.",
-            "Users: a CI narrows as 1/sqrt(users), n (width / bar)^2; for a Kendall τ that is "
-            "optimistic while the methods are close. Rules: docs/findings.md.",
+            f"Users: the fewest of {', '.join(f'{f:g}x' for f in FACTORS[1:])} this run's "
+            f"users whose simulated studies ({DRAWS} drawn from this run's users with "
+            "replacement, each bootstrapped as here) have a median CI width within the bar; "
+            "beside it the "
+            "1/sqrt(n) rule, n (width / bar)^2, which is optimistic for a Kendall τ while the "
+            "methods are close. Rules: docs/findings.md.",
         ],
     )

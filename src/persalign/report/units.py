@@ -26,6 +26,7 @@ from typing import Any
 
 from persalign.metrics.correlation import aligned_matrices, correlations_over_users, leave_one_out
 from persalign.metrics.method_differences import MethodDifferences, method_differences
+from persalign.metrics.study_size import Resampling
 from persalign.report.formatting import finite
 from persalign.report.results import RunResults
 
@@ -88,6 +89,8 @@ class MetaCorrelation:
     kind: str = "method-seed"
     loo: dict[str, float] = field(default_factory=dict)  # method left out -> Kendall tau
     differences: tuple[MethodDifferences, ...] = ()  # do the units differ on metric, on target?
+    # the per-user values the CI resampled ([units, users] each; metrics.study_size)
+    resampling: Resampling | None = field(default=None, compare=False, repr=False)
 
     def r(self, statistic: str = "kendall") -> float | None:
         return finite(((self.result or {}).get(statistic) or {}).get("r"))
@@ -153,18 +156,13 @@ def unit_correlation(
     )
     means = result["means"]
     loo = leave_one_out(means["a"], means["b"], method_of) if methods > 1 else {}
+    kept, users, am, bm, _ = aligned_matrices(
+        {u: a[u] for u in common}, {u: b[u] for u in common}
+    )  # [units, users] each: the values the CI resampled
+    enough = len(kept) >= 2 and len(users) >= 2  # do the units differ on x, on y?
+    differences = (method_differences(am), method_differences(bm)) if enough else ()
+    resampling = Resampling((am, bm), "kendall") if users else None
     return MetaCorrelation(
         x, y, result, int(result["n"]), int(result["users"]), methods, units, loo,
-        unit_differences({u: a[u] for u in common}, {u: b[u] for u in common}),
+        differences, resampling,
     )  # fmt: skip
-
-
-def unit_differences(
-    a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]
-) -> tuple[MethodDifferences, ...]:
-    """Whether the units differ on ``a`` and on ``b`` (each unit -> user -> value), on the units
-    and users a correlation of the two uses; () with fewer than 2 of either."""
-    units, users, am, bm, _ = aligned_matrices(a, b)  # [units, users] each
-    if len(units) < 2 or len(users) < 2:
-        return ()
-    return method_differences(am), method_differences(bm)
