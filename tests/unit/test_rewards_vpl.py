@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import persalign.rewards as rewards
-from persalign.rewards.methods.vpl import PairSetEncoder, gaussian_kl, kl_anneal
+from persalign.rewards.methods._vpl_parts import PairSetEncoder, gaussian_kl, kl_anneal
 
 from .rewards_synthetic import style_pairs
 

@@ -58,6 +58,7 @@ from persalign.rewards.config import RewardConfig
 from persalign.rewards.engine.features import pool_states
 from persalign.rewards.engine.pair_rewards import pair_rewards
 from persalign.rewards.engine.training import response_features, usable_pairs
+from persalign.rewards.methods._vpl_parts import PairSetEncoder, gaussian_kl, kl_anneal, mlp
 from persalign.types import Preference
 
 log = logging.getLogger(__name__)
@@ -95,57 +96,6 @@ class VPLConfig(RewardConfig):
     encoder_weight_decay: float = Field(
         0.0, ge=0, description="Weight decay of the VAE encoder (appendix F: none)."
     )
-
-
-def mlp(in_dims: int, width: int, out_dims: int) -> nn.Sequential:
-    """The VPL repo's two-hidden-layer MLP with LeakyReLU(0.2)."""
-    return nn.Sequential(
-        nn.Linear(in_dims, width),
-        nn.LeakyReLU(0.2),
-        nn.Linear(width, width),
-        nn.LeakyReLU(0.2),
-        nn.Linear(width, out_dims),
-    )
-
-
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) summed over the last dim: [..., d] -> [...]."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=-1)
-
-
-def kl_anneal(step: int, period: int, baseline: float) -> float:
-    """The VPL repo's cyclical cosine Annealer: baseline at the start of a cycle, 1 at its end."""
-    y = (math.cos(math.pi * ((step % period) / period - 1)) + 1) / 2
-    return y * (1 - baseline) + baseline
-
-
-class PairSetEncoder(nn.Module):
-    """A set of (chosen, rejected) embeddings [N, H] each -> mu, logvar [d] of q(z | set)."""
-
-    def __init__(
-        self, hidden_size: int, width: int, latent_dim: int, pooling: str, bound: float = 1.0
-    ):
-        super().__init__()
-        self.pooling, self.bound = pooling, bound
-        self.pair = mlp(2 * hidden_size, width, latent_dim)
-        if pooling == "attention":
-            self.query = nn.Linear(latent_dim, latent_dim)
-            self.key = nn.Linear(latent_dim, latent_dim)
-            self.value = nn.Linear(latent_dim, latent_dim)
-        self.mean_layer = nn.Linear(latent_dim, latent_dim)
-        self.logvar_layer = nn.Linear(latent_dim, latent_dim)
-
-    def forward(
-        self, chosen: torch.Tensor, rejected: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = self.pair(torch.cat([chosen, rejected], dim=-1))  # [N, d]
-        if self.pooling == "attention":
-            scores = self.query(pairs) @ self.key(pairs).T / math.sqrt(pairs.shape[-1])  # [N, N]
-            pairs = torch.softmax(scores, dim=-1) @ self.value(pairs)  # [N, d]
-        pooled = pairs.mean(dim=0)  # [d]
-        mu = self.mean_layer(pooled).clamp(-self.bound, self.bound)
-        logvar = self.logvar_layer(pooled).clamp(-self.bound, self.bound)
-        return mu, logvar
 
 
 @register_method("vpl", summary="VPL: VAE over a user's context pairs, reward MLP on [h_t, z]")
