@@ -3,6 +3,8 @@ rule for a mean, and what the report's sizing table says with them."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -15,6 +17,8 @@ from persalign.metrics.study_size import (
 )
 from persalign.report.findings import Finding
 from persalign.report.sizing import Sizing
+
+from .test_sizing import naive_anova
 
 
 def naive_width(am: np.ndarray, bm: np.ndarray, users: int, draws: int, n_boot: int) -> float:
@@ -43,12 +47,46 @@ def close_methods(
     return am, bm
 
 
+def naive_pull(values: np.ndarray) -> np.ndarray:
+    """Each method's values moved so its mean's distance from the grand mean shrinks by
+    sqrt(1 - 1/F), F from the ANOVA by hand (0 when F <= 1)."""
+    f, _ = naive_anova(values.tolist())
+    keep = math.sqrt(max(0.0, 1 - 1 / f))
+    rows = []
+    grand = sum(sum(r) for r in values.tolist()) / values.size
+    for row in values.tolist():
+        mean = sum(row) / len(row)
+        rows.append([v - (1 - keep) * (mean - grand) for v in row])
+    return np.array(rows)
+
+
 @pytest.mark.parametrize("users", [40, 160])
 def test_the_simulated_width_matches_a_naive_loop(users):
     am, bm = close_methods()
-    fast = simulated_ci_width(Resampling((am, bm), "kendall"), users, draws=40, n_boot=300)
+    plain = Resampling((am, bm), "kendall", shrink=False)
+    fast = simulated_ci_width(plain, users, draws=40, n_boot=300)
     slow = naive_width(am, bm, users, draws=40, n_boot=300)
     assert fast == pytest.approx(slow, abs=0.08)
+    pulled = simulated_ci_width(Resampling((am, bm), "kendall"), users, draws=40, n_boot=300)
+    by_hand = naive_width(naive_pull(am), naive_pull(bm), users, draws=40, n_boot=300)
+    assert pulled == pytest.approx(by_hand, abs=0.08)
+    assert pulled >= fast  # the noise in the observed means no longer orders the methods
+
+
+def test_the_pull_keeps_each_users_deviations_and_ties_flat_methods():
+    am, bm = close_methods(methods=6, users=30, spread=2.0)
+    population = Resampling((am, bm), "kendall").population()
+    for before, after in zip((am, bm), population.samples, strict=True):
+        np.testing.assert_allclose(after, naive_pull(before), atol=1e-12)
+        centred = lambda x: x - x.mean(axis=1, keepdims=True)  # noqa: E731
+        np.testing.assert_allclose(centred(after), centred(before), atol=1e-12)
+        assert np.ptp(after.mean(axis=1)) < np.ptp(before.mean(axis=1))  # pulled together
+    noise = np.random.default_rng(2).normal(size=(6, 30))
+    flat = noise - noise.mean(axis=1, keepdims=True) + 0.01 * np.arange(6)[:, None]  # F < 1
+    tied = Resampling((flat, bm), "kendall").population().samples[0]
+    assert np.ptp(tied.mean(axis=1)) == pytest.approx(0.0, abs=1e-12)
+    mean = Resampling((flat[:1],), "mean")
+    assert mean.population() is mean  # a mean's width does not depend on where it lies
 
 
 def test_a_mean_narrows_as_one_over_root_n():
@@ -118,3 +156,46 @@ def test_sizing_reports_the_simulated_users_beside_the_rule():
     tied = Sizing(_finding(0.9, Resampling((same, bm), "kendall")))
     assert tied.users_text.startswith("more than 1,536 (32x, simulated: median CI width ")
     assert Sizing(_finding(0.2, Resampling(shifted, "kendall"))).projection is None  # met
+
+
+def test_check_sizing_projects_each_sized_finding_from_halves(tmp_path, monkeypatch, capsys):
+    """benchmarks/check_sizing.py on a run of six methods and 12 users: one row per row of the
+    report's study_sizing table, the target its CI width, and the three projections' errors."""
+    import csv
+    import io
+    import json
+    import sys
+
+    from persalign.report.writer import write_report
+
+    from .test_findings import BENCH, METHODS, USERS, around, cell_data, write_run
+    from .test_sim_pilots import script
+
+    cells = [
+        cell_data(
+            0, "method", method,
+            rm_accuracy=around(0.50 + 0.05 * i, USERS, 0.2, i),
+            policy_accuracy=around(0.55 + 0.02 * i, USERS, 0.2, 50 + i),
+            rouge1=around(0.30 + 0.01 * i, USERS, 0.05, 100 + i),
+            bertscore_f1=around(0.5 + 0.01 * i, USERS, 0.05, 70 + i),
+        )
+        for i, method in enumerate(METHODS)
+    ]  # fmt: skip
+    run = write_run(tmp_path, cells)
+    files = write_report(run, n_boot=1000)
+    table = files[f"{BENCH}/study_sizing.csv"].read_text("utf-8")
+    sized = list(csv.DictReader(io.StringIO(table)))
+    assert len(sized) == 3  # the paper's three Kendall claims (no sim benchmark here)
+    monkeypatch.setattr(sys, "argv", ["check_sizing.py", str(run), "--halves", "3"])
+    script("check_sizing").main()
+    out = json.loads(capsys.readouterr().out)
+    assert out["benchmark"] == BENCH and out["halves"] == 3
+    assert [r["claim"] for r in out["findings"]] == [r["Claim"] for r in sized]
+    for row, want in zip(out["findings"], sized, strict=True):
+        assert row["users"] == len(USERS)
+        assert row["target_width"] == pytest.approx(float(want["CI width"]), abs=1e-3)
+        for key in ("simulated_from_half", "simulated_without_pull", "rule_from_half"):
+            assert 0.0 <= row[key] <= 2.0
+    errors = [abs(r["rule_from_half"] - r["target_width"]) for r in out["findings"]]
+    assert out["rule"]["mean_abs_error"] == pytest.approx(sum(errors) / len(errors), abs=1e-3)
+    assert out["rule"]["underestimates"].endswith(f"of {len(sized)}")

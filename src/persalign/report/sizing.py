@@ -15,8 +15,10 @@ findings compute it with the correlation). F <= 1 (``flat``): the methods' means
 than noise would, so no number of users like these is projected to decide it.
 
 **Users to meet a bar.** Simulated (metrics.study_size): studies of 1.5x, 2x, 3x, ... up to 32x
-the users are drawn from the run's own users, each bootstrapped as the report does, and the
-fewest users whose median CI width is within the bar are shown, beside the 1/sqrt(n) rule's
+the users are drawn from the run's own users (for a Kendall tau, the methods' means first
+pulled together by the share of their spread that is noise), each bootstrapped as the report
+does, and the fewest users whose median CI width is within the bar are shown, beside the
+1/sqrt(n) rule's
 n (width / bar)^2. The rule is right for a mean (ICL-RAG's difference) and optimistic for a
 Kendall tau over methods whose means are close: such a CI narrows more slowly until enough users
 order them, which only the simulation sees. A finding without its per-user values falls back to
@@ -173,7 +175,9 @@ def sizing_table(findings: Sequence[Finding], benchmark: str, n_boot: int) -> Ta
             "noise would, so no number of users like these is projected to order them.",
             f"Users: the fewest of {', '.join(f'{f:g}x' for f in FACTORS[1:])} this run's "
             f"users whose simulated studies ({DRAWS} drawn from this run's users with "
-            "replacement, each bootstrapped as here) have a median CI width within the bar; "
+            "replacement, each bootstrapped as here; for a Kendall τ the methods' means first "
+            "pulled together by sqrt(1 - 1/F), so that noise does not order them) have a median "
+            "CI width within the bar; "
             "beside it the "
             "1/sqrt(n) rule, n (width / bar)^2, which is optimistic for a Kendall τ while the "
             "methods are close. Rules: docs/findings.md.",
