@@ -199,3 +199,28 @@ def test_check_sizing_projects_each_sized_finding_from_halves(tmp_path, monkeypa
     errors = [abs(r["rule_from_half"] - r["target_width"]) for r in out["findings"]]
     assert out["rule"]["mean_abs_error"] == pytest.approx(sum(errors) / len(errors), abs=1e-3)
     assert out["rule"]["underestimates"].endswith(f"of {len(sized)}")
+
+
+def test_an_inconclusive_tau_says_how_many_simulated_users_would_halve_it():
+    from persalign.metrics.method_differences import method_differences
+
+    am, bm = close_methods(methods=9, users=48, spread=1.0)
+    sample = Resampling((am, bm), "kendall")
+    tests = (("A", method_differences(am)), ("B", method_differences(bm)))
+
+    def finding(users: int, resampling: Resampling | None, differences=tests) -> Finding:
+        return Finding("135M", "claim", "paper", "Kendall τ", 0.1, (-0.2, 0.4), "n", users,
+                       "inconclusive", "the CI reaches 0.6", resampling=resampling,
+                       differences=differences)  # fmt: skip
+
+    expected = users_to_meet(sample, 0.3, FACTORS[1:], seed=0)
+    assert expected.users is not None and expected.users > 4 * 48  # slower than the rule
+    assert finding(48, sample).why == (
+        f"the CI reaches 0.6; about {expected.users:,} users would halve it (simulated)"
+    )
+    assert finding(48, None).halving == "about 192 users would halve it"  # no values: the rule
+    assert finding(9, sample).halving == "about 36 users would halve it"  # untrusted: the rule
+    noise = np.random.default_rng(7).normal(size=(9, 48))
+    same = noise - noise.mean(axis=1, keepdims=True)
+    tied_on_x = Resampling((same, bm), "kendall")  # the pull ties the methods: none orders them
+    assert finding(48, tied_on_x).halving == "even 1,536 users would not halve it (simulated)"

@@ -1,8 +1,8 @@
 """Findings: the paper's conclusions restated for the run's own users, each with a verdict.
 
     findings = benchmark_findings(results, "pref-acl", n_boot=1000)
-    findings[0].verdict, findings[0].estimate, findings[0].ci, findings[0].users_to_halve
-    # ('inconclusive', 0.21, (-0.33, 0.67), 12)
+    findings[0].verdict, findings[0].estimate, findings[0].ci, findings[0].halving
+    # ('inconclusive', 0.21, (-0.33, 0.67), 'about 12 users would halve it')
     table = findings_table(findings, "pref-acl", n_boot=1000)   # report.findings_table
 
 Findings come from *finding sets*: functions ``(results, benchmark, n_boot) -> [Finding]``
@@ -28,22 +28,26 @@ seeds) first, then over (method, seed) units; the first is the claim's verdict (
 count), and each gives Kendall tau's range with one reward method left out. Any other case is
 "inconclusive", and always with fewer than MIN_USERS users or, for a correlation, fewer than
 MIN_METHODS distinct methods (report.units). An inconclusive finding says how many users would
-halve its CI (the width scales as 1/sqrt(n), so 4n).
+halve its CI: a trusted Kendall tau's count simulated from its own users (metrics.study_size),
+any other's by the 1/sqrt(n) rule, 4n.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from persalign.metrics.method_differences import MethodDifferences
-from persalign.metrics.study_size import Resampling
+from persalign.metrics.study_size import FACTORS, Resampling, users_to_meet
 from persalign.report.formatting import NA, fixed
 from persalign.report.meta_evaluation import metric_label
 from persalign.report.results import RunResults
 from persalign.report.units import (
+    SEED,
     SHORT,
     MetaCorrelation,
+    too_few,
     unit_correlation,
 )
 from persalign.report.verdicts import (
@@ -101,13 +105,25 @@ class Finding:
         """The metrics on which the units differ by no more than noise (F <= 1)."""
         return [label for label, test in self.differences if test.flat]
 
-    @property
-    def users_to_halve(self) -> int | None:
-        """Inconclusive with a CI of some width: about how many users would halve it (None where
-        the units do not differ on a metric: more users would not order them)."""
+    @cached_property
+    def halving(self) -> str | None:
+        """Inconclusive with a CI of some width: about how many users would halve it ("about 192
+        users would halve it"); None where the units do not differ on a metric (more users would
+        not order them). A trusted Kendall tau's count is simulated from its own users
+        (metrics.study_size, as report.sizing), any other is the 1/sqrt(n) rule's 4n."""
         if self.verdict != INCONCLUSIVE or self.ci is None or self.users <= 0 or self.flat:
             return None
-        return halving_users(self.users) if self.ci[1] > self.ci[0] else None
+        width = self.ci[1] - self.ci[0]
+        if width <= 0:
+            return None
+        sample = self.resampling
+        methods = self.differences[0][1].methods if self.differences else None
+        if sample is None or sample.statistic != "kendall" or too_few(self.users, methods):
+            return f"about {halving_users(self.users)} users would halve it"
+        projection = users_to_meet(sample, width / 2, FACTORS[1:], seed=SEED)
+        if projection.users is None:
+            return f"even {projection.tried:,} users would not halve it (simulated)"
+        return f"about {projection.users:,} users would halve it (simulated)"
 
     @property
     def why(self) -> str:
@@ -116,8 +132,8 @@ class Finding:
                 f"{self.reason}; on {' and '.join(self.flat)} the methods differ by no more "
                 "than noise (F <= 1), so more users like these would not decide it"
             )
-        more = self.users_to_halve
-        return self.reason if more is None else f"{self.reason}; about {more} users would halve it"
+        more = self.halving
+        return self.reason if more is None else f"{self.reason}; {more}"
 
 
 def loo_text(mc: MetaCorrelation) -> str:

@@ -80,9 +80,10 @@ def findings_table(findings: list[Finding], benchmark: str, n_boot: int) -> Tabl
             f"contains 0 and lies within |τ| <= {WEAK_TAU:g}; does not hold: the CI excludes 0. "
             "ICL-RAG: holds above 0, does not hold below. Inconclusive: otherwise, or fewer than "
             f"{MIN_USERS} users (correlations: or fewer than {MIN_METHODS} distinct reward "
-            "methods). The CI width scales as 1/sqrt(users): about 4x the users halve it, unless "
-            "a correlation's methods do not differ on one of its metrics (F <= 1: study_sizing). "
-            "Rules: docs/findings.md.",
+            "methods). Users to halve a CI: a Kendall τ's simulated from its own users (its "
+            "methods' means pulled together by their noise share, as study_sizing), any other's "
+            "4x (the width scales as 1/sqrt(users)); none where a correlation's methods do not "
+            "differ on one of its metrics (F <= 1). Rules: docs/findings.md.",
             "Leave one method out: Kendall τ with each reward method's points removed, lowest "
             "to highest, and the method whose removal moves it most. Correlation units name "
             "their points; each unit's value is its mean over the users both metrics have. "
