@@ -21,9 +21,10 @@ from persalign.metrics.base import (
     Column,
     ZeroShot,
     compute_cell_metrics,
+    metric_settings,
     register_metric,
+    settings_json,
 )
-from persalign.metrics.section import metric_settings, settings_json
 from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings, ScoringSettings
 
 __all__ = [

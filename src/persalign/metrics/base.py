@@ -33,8 +33,8 @@ later one can read an earlier one's value in ``ctx.results``.
 
 Options live beside their metric: ``settings_class`` (a :class:`MetricSettings` subclass: strict,
 a description on every field) declares them, and the run config's ``metrics.<key>`` section sets
-them (``metrics.section.metric_settings`` validates it; an unknown metric or option is a one-line
-error with "did you mean"). Every metric has ``enabled``; ``metrics.<key>: false`` is short for
+them (``metric_settings`` validates it; an unknown metric or option is a one-line error with
+"did you mean"). Every metric has ``enabled``; ``metrics.<key>: false`` is short for
 ``{enabled: false}``. A shared option (``SHARED_OPTIONS``: ``batch_size``) given at the top of
 the section is the default of every metric whose settings declare it (``ScoringSettings``), and a
 metric's own entry overrides it. ``persalign ls metrics`` prints every metric's options.
@@ -43,11 +43,12 @@ metric's own entry overrides it. ``persalign ls metrics`` prints every metric's 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings
+from persalign.errors import ConfigError, did_you_mean, validated
+from persalign.metrics.settings import SHARED_OPTIONS, MetricSettings, ScoringSettings
 from persalign.metrics.text_scores import TextScores
 from persalign.registry import Registry
 from persalign.types import Benchmark, Preference
@@ -142,8 +143,6 @@ class CellContext:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"cell kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        from persalign.metrics.section import metric_settings  # it reads this module's registry
-
         self.settings = metric_settings(self.settings)  # every metric's, validated
 
     def has(self, need: str) -> bool:
@@ -280,3 +279,45 @@ def compute_cell_metrics(ctx: CellContext) -> dict[str, Any]:
         log.info("metric %s", metric.key)
         out[metric.key] = ctx.results[metric.key] = metric.compute(ctx)
     return out
+
+
+def metric_settings(section: Mapping[str, Any] | None, where: str = "metrics") -> dict[str, Any]:
+    """{key: validated MetricSettings} of every registered metric, from a run config's
+    ``metrics`` section (see module doc); a ConfigError naming ``where.key`` otherwise."""
+    section = dict(section or {})
+    shared = {k: section.pop(k) for k in SHARED_OPTIONS if k in section}
+    validated(ScoringSettings, shared, where)  # checks shared values
+    for key, entry in section.items():
+        if key not in METRICS:
+            hint = did_you_mean(key, [*METRICS.names(), *SHARED_OPTIONS])
+            raise ConfigError(
+                f"{where}.{key}: unknown metric {key!r}{hint} (metrics: "
+                f"{', '.join(METRICS.names())}; shared options: {', '.join(SHARED_OPTIONS)})"
+            )
+        if entry is not None and not isinstance(entry, bool | dict | MetricSettings):
+            raise ConfigError(f"{where}.{key}: expected a mapping of options or true/false")
+    out: dict[str, Any] = {}
+    for cls in ordered_metrics():
+        entry = section.get(cls.key)
+        if isinstance(entry, cls.settings_class):
+            out[cls.key] = entry
+            continue
+        if isinstance(entry, MetricSettings):
+            entry = entry.model_dump()
+        own = {"enabled": entry} if isinstance(entry, bool) else dict(entry or {})
+        fields = cls.settings_class.model_fields
+        for option in own:
+            if option not in fields:
+                hint = did_you_mean(option, list(fields))
+                raise ConfigError(
+                    f"{where}.{cls.key}.{option}: unknown option{hint} "
+                    f"(options: {', '.join(fields)}; persalign ls metrics)"
+                )
+        data = {**{k: v for k, v in shared.items() if k in fields}, **own}
+        out[cls.key] = validated(cls.settings_class, data, f"{where}.{cls.key}")
+    return out
+
+
+def settings_json(settings: Mapping[str, MetricSettings]) -> dict[str, dict[str, Any]]:
+    """{key: settings as JSON} (what a cell spec stores and hashes)."""
+    return {key: value.model_dump(mode="json") for key, value in settings.items()}

@@ -6,7 +6,7 @@
     WinRateSettings(ties="half").enabled        # True: every metric can be switched off
     ScoringSettings().batch_size                 # 8: metrics that score texts with a model
 
-A run config sets them under ``metrics.<key>`` (``persalign.metrics.section.metric_settings``);
+A run config sets them under ``metrics.<key>`` (``persalign.metrics.base.metric_settings``);
 ``SHARED_OPTIONS`` given at the top of the section are the default of every metric that declares
 them. Unknown keys are rejected; every field has a description (``persalign ls metrics``).
 """
