@@ -103,6 +103,8 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
                 bertscore_f1=around(0.5 + 0.01 * i, USERS, 0.004, 70 + i),
             )
         )  # fmt: skip
+    for data in cells:
+        data["seconds"] = 100.0  # six cells: 10 min of cell time in all
     files = write_report(write_run(tmp_path, cells), n_boot=200)
     rows = list(csv.DictReader(io.StringIO(files[f"{BENCH}/study_sizing.csv"].read_text("utf-8"))))
     findings = list(csv.DictReader(io.StringIO(files[f"{BENCH}/findings.csv"].read_text("utf-8"))))
@@ -122,6 +124,16 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
         "none projected: on Policy Acc the methods differ by no more than noise"
     )
     assert "How many users would decide" in files["report.html"].read_text("utf-8")
+    assert weak["Cell time at that size"] == "--"  # no size is projected for a flat metric
+    checked = 0
+    for row in rows[1:]:  # the cells' 10 min, times the users needed over this run's 12
+        users = row["Users to meet the bar"].split(" (")[0].split()[-1].replace(",", "")
+        if users.isdigit():
+            checked += 1
+            want = 600.0 * int(users) / len(USERS)
+            label = f"{want / 3600:.1f} h" if want >= 3600 else f"{want / 60:.0f} min"
+            assert row["Cell time at that size"].endswith(f"{label} (this run: 10 min)"), row
+    assert checked == len(rows) - 1, rows
     # the others are projected by simulating larger studies from these users (metrics.study_size)
     projected = [r["Users to meet the bar"] for r in rows[1:]]
     assert projected and all(
@@ -136,6 +148,22 @@ def test_the_report_table_tests_each_correlation_with_the_runs_values(tmp_path):
         "these would not decide it"
     )
     assert "halve" not in weak_finding["Why"]
+
+
+def test_cell_time_scales_with_the_users_a_size_needs():
+    rng = np.random.default_rng(4)
+    differs = method_differences(rng.normal(size=(5, 12)) + 3 * np.arange(5)[:, None])
+    tied = method_differences(np.zeros((5, 12)) + rng.normal(size=(1, 12)))
+    two = (("A", differs), ("B", differs))
+    rule = Sizing(_finding(12, 0.6, differences=two), cell_seconds=1800.0)
+    assert rule.users_text.startswith("about 48 (4.0x")  # no per-user values: the rule
+    assert rule.time_text == "about 2.0 h (this run: 30 min)"  # 48 / 12 x 30 min
+    assert Sizing(_finding(12, 0.2, differences=two), cell_seconds=1800.0).time_text == (
+        "this run: 30 min"
+    )  # met: what it took
+    flat = Sizing(_finding(12, 0.9, differences=(("A", differs), ("B", tied))), cell_seconds=60.0)
+    assert flat.time_text == "--"
+    assert Sizing(_finding(12, 0.6, differences=two)).time_text == "--"  # no cell times
 
 
 def test_no_sizing_below_the_users_or_methods_a_verdict_needs():

@@ -181,6 +181,7 @@ def parse_cell(data: dict[str, Any], name: str, columns: Sequence[Column] | None
         bertscore_rescaled=(rescaled is True) if model else None,
         win_tie_weight=tie,
         cost=cost,
+        seconds=_number(data.get("seconds")),
         not_applicable=not_applicable(traits, null),
         no_pairs=frozenset(no_pairs),
         traits=traits,

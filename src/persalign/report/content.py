@@ -99,7 +99,8 @@ def benchmark_report(results: RunResults, benchmark: str, n_boot: int = 1000) ->
     tables += [labelled(spread)] if spread is not None else []
     ceilings = ceilings_table(results, benchmark, n_boot)  # sim: what any reward could reach
     tables += [labelled(ceilings)] if ceilings is not None else []
-    sizing = sizing_table(findings, benchmark, n_boot)  # the users that would decide
+    cell_seconds = sum(c.seconds or 0.0 for c in results.cells if c.benchmark == benchmark)
+    sizing = sizing_table(findings, benchmark, n_boot, cell_seconds or None)  # users to decide
     tables += [labelled(sizing)] if sizing is not None else []
     figures = benchmark_figures(results, benchmark)
     with matplotlib.style.context("default"):

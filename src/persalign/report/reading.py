@@ -14,7 +14,8 @@ before it existed were raw. A ``win_rate`` block from before the pooled rate (``
 ``rate``: per-user mean, ties as losses) is not shown ("--") and is reported: rerun those cells.
 
 The ``cost`` block (wall clock per token, forward passes, peak memory; results.COST_KEYS) is read
-into ``Cell.cost`` for the cost table and figure only; the cell's total ``seconds`` is never read.
+into ``Cell.cost`` for the cost table and figure only; the cell's total ``seconds`` into
+``Cell.seconds`` for the sizing table's projected cell time only (no number of a finding).
 A null metric that the method's class says does not apply (``supports_rgd`` False: PAL has no
 ARGS, so no policy accuracy, generation or win rate; ``has_rm_accuracy`` False: P-DPO has no RM
 accuracy, so no win rate, prefix or steering accuracy) is "not applicable" (``Cell.not_applicable``,

@@ -77,6 +77,7 @@ class Cell:
     bertscore_rescaled: bool | None = None  # with a bertscore_model: baseline-rescaled or raw
     win_tie_weight: float | None = None  # what a tie counted as in the win rate (0.5: half)
     cost: dict[str, float] = field(default_factory=dict)  # COST_KEYS that are not null
+    seconds: float | None = None  # the cell's wall time (metrics.json): report.sizing's cost
     # metric -> why it does not apply to this method ("no ARGS", "no RM accuracy"): from the
     # method class's supports_rgd / has_rm_accuracy (cell_parsing.method_traits)
     not_applicable: dict[str, str] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """How many users would decide: each verdict's CI against the study's decision bar, whether the
 methods differ at all on each metric, and the users a study like this run would need.
 
-    table = sizing_table(findings, "sim", n_boot=1000)     # key "study_sizing" (or None)
+    table = sizing_table(findings, "sim", n_boot=1000, cell_seconds=4373.0)  # "study_sizing"
     sizings(findings)[0].users_text                         # "none projected: on ... (F <= 1)"
 
 The bars (docs/simulated-users.md, the simulated-users study; report.verdicts): every Kendall tau
@@ -46,6 +46,11 @@ def users_for_width(users: int, width: float, bar: float) -> int:
     return max(users, math.ceil(users * (width / bar) ** 2))
 
 
+def hours(seconds: float) -> str:
+    """ "19.4 h", "52 min": a wall time as read in a table."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def times(users: int, base: int) -> str:
     """ "16x", "1.5x": how many times the run's users."""
     return f"{round(users / base, 1):g}x"
@@ -58,6 +63,26 @@ class Sizing:
 
     finding: Finding
     n_boot: int = 400  # resamples per simulated study (report.sizing: the report's, at most 400)
+    cell_seconds: float | None = None  # the run's cells' wall time on this benchmark, summed
+
+    @property
+    def time_text(self) -> str:
+        """The run's cell time at the projected size: it grows with the users the cells decode
+        and score for ("about 19.4 h (this run: 1.2 h)"); NA without cell times or a size."""
+        if not self.cell_seconds or self.finding.users <= 0:
+            return NA
+        now = f"this run: {hours(self.cell_seconds)}"
+        if self.met:
+            return now
+        if self.finding.flat or self.bar <= 0:
+            return NA  # no size is projected
+        projection, users = self.projection, self.finding.users
+        if projection is None:
+            needed = users_for_width(users, self.width, self.bar)  # the rule (no values)
+            return f"about {hours(self.cell_seconds * needed / users)} ({now})"
+        if projection.users is None:
+            return f"more than {hours(self.cell_seconds * projection.tried / users)} ({now})"
+        return f"about {hours(self.cell_seconds * projection.users / users)} ({now})"
 
     @property
     def width(self) -> float:
@@ -108,12 +133,14 @@ class Sizing:
     def projection(self) -> Projection | None:
         """Studies of more users simulated from this run's (None without its per-user values)."""
         sample = self.finding.resampling
-        if sample is None or self.met or self.bar <= 0:
+        if sample is None or self.met or self.bar <= 0 or self.finding.flat:
             return None
         return users_to_meet(sample, self.bar, FACTORS[1:], n_boot=self.n_boot, seed=SEED)
 
 
-def sizings(findings: Sequence[Finding], n_boot: int = 400) -> list[Sizing]:
+def sizings(
+    findings: Sequence[Finding], n_boot: int = 400, cell_seconds: float | None = None
+) -> list[Sizing]:
     """Every verdict with a bar and a CI (the Kendall tau verdicts over methods; on a sim
     benchmark ICL-RAG against the best method on true gain); none with fewer users (or methods)
     than a verdict needs."""
@@ -123,17 +150,17 @@ def sizings(findings: Sequence[Finding], n_boot: int = 400) -> list[Sizing]:
         if not f.primary or f.ci is None or f.bar is None:
             continue
         if too_few(f.users, methods) is None:  # else no verdict: the findings say what it needs
-            out.append(Sizing(f, min(n_boot, 400)))
+            out.append(Sizing(f, min(n_boot, 400), cell_seconds))
     return out
 
 
 COLUMNS = ["Scale", "Claim", "CI width", "Bar", "Methods differ on x?", "On y?",
-           "Users to meet the bar"]  # fmt: skip
+           "Users to meet the bar", "Cell time at that size"]  # fmt: skip
 
 
 def _row(s: Sizing) -> list[str]:
     cells = [s.finding.scale, s.finding.claim, fixed(s.width, 3), fixed(s.bar, 3)]
-    return [*cells, _test_cell(s, 0), _test_cell(s, 1), s.users_text]
+    return [*cells, _test_cell(s, 0), _test_cell(s, 1), s.users_text, s.time_text]
 
 
 def _test_cell(sizing: Sizing, index: int) -> str:
@@ -143,10 +170,14 @@ def _test_cell(sizing: Sizing, index: int) -> str:
     return f"{label}: {test.text}"
 
 
-def sizing_table(findings: Sequence[Finding], benchmark: str, n_boot: int) -> Table | None:
+def sizing_table(
+    findings: Sequence[Finding], benchmark: str, n_boot: int, cell_seconds: float | None = None
+) -> Table | None:
     """The verdicts with a decision bar: CI width, bar, whether the methods differ on each
-    metric, and the users that would meet the bar; None without one (or without a bootstrap)."""
-    rows = sizings(findings, n_boot) if n_boot > 0 else []
+    metric, the users that would meet the bar and the run's cell time at that size
+    (``cell_seconds``: its cells' wall time on the benchmark); None without a verdict with a bar
+    (or without a bootstrap)."""
+    rows = sizings(findings, n_boot, cell_seconds) if n_boot > 0 else []
     if not rows:
         return None
     met = sum(s.met for s in rows)
@@ -181,5 +212,9 @@ def sizing_table(findings: Sequence[Finding], benchmark: str, n_boot: int) -> Ta
             "beside it the "
             "1/sqrt(n) rule, n (width / bar)^2, which is optimistic for a Kendall τ while the "
             "methods are close. Rules: docs/findings.md.",
+            "Cell time: this run's cells' wall time on this benchmark (each cell's "
+            "metrics.json seconds, summed) times the users needed over this run's users, since "
+            "cells decode and score for each user; model training, which does not grow with "
+            "the adaptation users, is not in it. Jobs run side by side divide it.",
         ],
     )
