@@ -27,18 +27,6 @@ import math
 import time
 
 
-def bootstrap_width(sample, n_boot: int, rng) -> float:
-    """The half's own percentile CI width (what the report would give it)."""
-    import numpy as np
-
-    users = sample.users
-    counts = rng.multinomial(users, np.full(users, 1.0 / users), size=n_boot)  # [n_boot, users]
-    values = sample.values(counts)
-    values = values[np.isfinite(values)]
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(hi - lo)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="A run folder with a report's inputs (cells/).")
@@ -50,7 +38,7 @@ def main() -> None:
     import numpy as np
 
     from persalign.logs import setup_logging
-    from persalign.metrics.study_size import Resampling, simulated_ci_width
+    from persalign.metrics.study_size import Resampling, ci_width, simulated_ci_width
     from persalign.report.findings import benchmark_findings
     from persalign.report.reading import load_run
     from persalign.report.sim_findings import sim_findings
@@ -78,7 +66,8 @@ def main() -> None:
             plain = Resampling(part.samples, part.statistic, shrink=False)
             simulated.append(simulated_ci_width(part, users, seed=args.seed + h))
             unpulled.append(simulated_ci_width(plain, users, seed=args.seed + h))
-            rule.append(bootstrap_width(part, 1000, rng) * math.sqrt((users // 2) / users))
+            own = ci_width(part, np.ones(part.users), 1000, rng)  # the half's own CI width
+            rule.append(own * math.sqrt((users // 2) / users))
         rows.append({
             "claim": sizing.finding.claim,
             "users": users,

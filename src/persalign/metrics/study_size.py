@@ -101,7 +101,18 @@ class Projection:
     tried: int
 
 
-def _width(values: np.ndarray, confidence: float) -> float:
+def ci_width(
+    sample: Resampling,
+    study: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+) -> float:
+    """The percentile bootstrap CI width of one study (``study``: each sample user's count in
+    it, [users]), resampled as the report does; NaN when no resample is defined."""
+    users = int(study.sum())
+    resamples = rng.multinomial(users, study / users, size=n_boot)  # [n_boot, users]
+    values = sample.values(resamples)
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan")
@@ -127,8 +138,7 @@ def simulated_ci_width(
     widths = []
     for _ in range(draws):
         study = rng.multinomial(users, base)  # [users of the sample]: who the study drew
-        resamples = rng.multinomial(users, study / users, size=n_boot)  # [n_boot, users]
-        widths.append(_width(sample.values(resamples), confidence))
+        widths.append(ci_width(sample, study, n_boot, rng, confidence))
     return float(np.nanmedian(widths)) if np.isfinite(widths).any() else float("nan")
 
 
@@ -142,6 +152,7 @@ def users_to_meet(
 ) -> Projection:
     """Try studies of ``factor x`` the sample's users, smallest first, until the median simulated
     CI width is at most ``bar``."""
+    sample = sample.population()  # once: each size draws from the same population
     width, tried = float("nan"), sample.users
     for factor in factors:
         tried = max(1, round(sample.users * factor))

@@ -105,6 +105,12 @@ class Finding:
         """The metrics on which the units differ by no more than noise (F <= 1)."""
         return [label for label, test in self.differences if test.flat]
 
+    @property
+    def trusted(self) -> bool:
+        """Enough users (a correlation: and distinct methods) for a verdict (report.units)."""
+        methods = self.differences[0][1].methods if self.differences else None
+        return too_few(self.users, methods) is None
+
     @cached_property
     def halving(self) -> str | None:
         """Inconclusive with a CI of some width: about how many users would halve it ("about 192
@@ -117,8 +123,7 @@ class Finding:
         if width <= 0:
             return None
         sample = self.resampling
-        methods = self.differences[0][1].methods if self.differences else None
-        if sample is None or sample.statistic != "kendall" or too_few(self.users, methods):
+        if sample is None or sample.statistic != "kendall" or not self.trusted:
             return f"about {halving_users(self.users)} users would halve it"
         projection = users_to_meet(sample, width / 2, FACTORS[1:], seed=SEED)
         if projection.users is None:

@@ -48,7 +48,9 @@ from persalign.report.verdicts import (
     HOLDS,
     INCONCLUSIVE,
     ORACLE_SHARE_BAR,
+    mean_with_ci,
     paired_difference,
+    paired_differences,
     sign_verdict,
 )
 
@@ -220,10 +222,10 @@ def _icl_rag(
         )
     best = max(methods, key=lambda m: means[m])
     rag = max(rags, key=lambda r: r.shots or 0).label
-    rag_true, best_true = (_true(results, benchmark, policy, row) for row in (rag, best))
-    mean, ci, n = paired_difference(rag_true, best_true, n_boot)
-    users = sorted(rag_true.keys() & best_true.keys())
-    differences = np.array([[rag_true[u] - best_true[u] for u in users]])  # [1, users]
+    differences = paired_differences(  # [users]: the finding's values, resampled below
+        _true(results, benchmark, policy, rag), _true(results, benchmark, policy, best)
+    )
+    mean, ci, n = mean_with_ci(differences, n_boot)
     verdict, reason = sign_verdict(ci, n)
     bar = None if oracle_gain is None else ORACLE_SHARE_BAR * max(0.0, oracle_gain)
     if ci is not None and bar:
@@ -232,7 +234,7 @@ def _icl_rag(
     claim = f"ICL-RAG ({rag}) beats the best reward-guided method ({best}) on true gain"
     return Finding(
         scale, claim, PAPER, statistic, mean, ci, f"{n} paired users", n, verdict, reason,
-        bar=bar, resampling=Resampling((differences,), "mean") if users else None,
+        bar=bar, resampling=Resampling((differences[None, :],), "mean") if n else None,
     )  # fmt: skip
 
 

@@ -37,7 +37,7 @@ from persalign.metrics.study_size import DRAWS, FACTORS, Projection, users_to_me
 from persalign.report.findings import Finding
 from persalign.report.formatting import NA, fixed
 from persalign.report.tabular import Table
-from persalign.report.units import SEED, too_few
+from persalign.report.units import SEED
 from persalign.report.verdicts import ORACLE_SHARE_BAR, TAU_CI_BAR
 
 
@@ -66,25 +66,6 @@ class Sizing:
     cell_seconds: float | None = None  # the run's cells' wall time on this benchmark, summed
 
     @property
-    def time_text(self) -> str:
-        """The run's cell time at the projected size: it grows with the users the cells decode
-        and score for ("about 19.4 h (this run: 1.2 h)"); NA without cell times or a size."""
-        if not self.cell_seconds or self.finding.users <= 0:
-            return NA
-        now = f"this run: {hours(self.cell_seconds)}"
-        if self.met:
-            return now
-        if self.finding.flat or self.bar <= 0:
-            return NA  # no size is projected
-        projection, users = self.projection, self.finding.users
-        if projection is None:
-            needed = users_for_width(users, self.width, self.bar)  # the rule (no values)
-            return f"about {hours(self.cell_seconds * needed / users)} ({now})"
-        if projection.users is None:
-            return f"more than {hours(self.cell_seconds * projection.tried / users)} ({now})"
-        return f"about {hours(self.cell_seconds * projection.users / users)} ({now})"
-
-    @property
     def width(self) -> float:
         lo, hi = self.finding.ci or (0.0, 0.0)
         return hi - lo
@@ -102,6 +83,24 @@ class Sizing:
         return self.width <= self.bar
 
     @property
+    def rule(self) -> int:
+        """Users the 1/sqrt(n) rule says would meet the bar."""
+        return users_for_width(self.finding.users, self.width, self.bar)
+
+    @property
+    def needed(self) -> tuple[str, int] | None:
+        """("about", n) users that would meet the bar, or ("more than", n) when no size tried
+        did; None when it is met, there is no bar, or the methods do not differ (flat)."""
+        if self.met or self.bar <= 0 or self.finding.flat:
+            return None
+        projection = self.projection
+        if projection is None:  # no per-user values: the rule
+            return "about", self.rule
+        if projection.users is None:
+            return "more than", projection.tried
+        return "about", projection.users
+
+    @property
     def users_text(self) -> str:
         users = self.finding.users
         if self.met:
@@ -114,20 +113,30 @@ class Sizing:
                 f"none projected: on {' and '.join(flat)} the methods differ by no more than "
                 "noise (F <= 1)"
             )
-        needed = users_for_width(users, self.width, self.bar)
-        projection = self.projection
+        projection, rule = self.projection, self.rule
         if projection is None:
             more = "; more while the methods are close" if self.tests else ""
-            return f"about {needed:,} ({needed / users:.1f}x, by 1/sqrt(n){more})"
-        if projection.users is None:
-            return (
-                f"more than {projection.tried:,} ({times(projection.tried, users)}, simulated: "
-                f"median CI width {fixed(projection.width, 3)} there; 1/sqrt(n) says {needed:,})"
-            )
+            return f"about {rule:,} ({rule / users:.1f}x, by 1/sqrt(n){more})"
+        word, count = self.needed  # not None: met, no bar and flat returned above
+        there = " there" if projection.users is None else ""
         return (
-            f"about {projection.users:,} ({times(projection.users, users)}, simulated: median CI "
-            f"width {fixed(projection.width, 3)}; 1/sqrt(n) says {needed:,})"
+            f"{word} {count:,} ({times(count, users)}, simulated: median CI width "
+            f"{fixed(projection.width, 3)}{there}; 1/sqrt(n) says {rule:,})"
         )
+
+    @property
+    def time_text(self) -> str:
+        """The run's cell time at the projected size: it grows with the users the cells decode
+        and score for ("about 19.4 h (this run: 1.2 h)"); NA without cell times or a size."""
+        if not self.cell_seconds or self.finding.users <= 0:
+            return NA
+        now = f"this run: {hours(self.cell_seconds)}"
+        if self.met:
+            return now
+        if self.needed is None:
+            return NA  # no size is projected
+        word, count = self.needed
+        return f"{word} {hours(self.cell_seconds * count / self.finding.users)} ({now})"
 
     @cached_property
     def projection(self) -> Projection | None:
@@ -146,10 +155,9 @@ def sizings(
     than a verdict needs."""
     out = []
     for f in findings:
-        methods = f.differences[0][1].methods if f.differences else None
         if not f.primary or f.ci is None or f.bar is None:
             continue
-        if too_few(f.users, methods) is None:  # else no verdict: the findings say what it needs
+        if f.trusted:  # else no verdict: the findings say what it needs
             out.append(Sizing(f, min(n_boot, 400), cell_seconds))
     return out
 

@@ -91,18 +91,28 @@ def sign_verdict(ci: tuple[float, float] | None, users: int) -> tuple[str, str]:
     return INCONCLUSIVE, "the CI contains 0"
 
 
+def paired_differences(a: Mapping[str, float], b: Mapping[str, float]) -> np.ndarray:
+    """a - b per common user, in user order: [n]."""
+    return np.array([a[u] - b[u] for u in sorted(a.keys() & b.keys())], dtype=float)
+
+
 def paired_difference(
     a: Mapping[str, float], b: Mapping[str, float], n_boot: int, seed: int = SEED
 ) -> tuple[float | None, tuple[float, float] | None, int]:
     """Mean over the common users of a - b, its percentile bootstrap CI over users, and n."""
-    users = sorted(a.keys() & b.keys())
-    if not users:
+    return mean_with_ci(paired_differences(a, b), n_boot, seed)
+
+
+def mean_with_ci(
+    d: np.ndarray, n_boot: int, seed: int = SEED
+) -> tuple[float | None, tuple[float, float] | None, int]:
+    """Mean of per-user values d [n], its percentile bootstrap CI over users, and n."""
+    if not len(d):
         return None, None, 0
-    d = np.array([a[u] - b[u] for u in users], dtype=float)  # [n]
     if n_boot <= 0:
-        return float(d.mean()), None, len(users)
+        return float(d.mean()), None, len(d)
     rng = np.random.default_rng(seed)
-    n = len(users)
+    n = len(d)
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # [n_boot, n]
     tail = 100 * (1 - CONFIDENCE) / 2
     lo, hi = np.percentile(counts @ d / n, [tail, 100 - tail])
